@@ -1,0 +1,225 @@
+"""The ``hierlab`` command line: a thin typer layer over the Python API.
+
+Each command parses options, calls one API function and shows progress. A user mistake
+(:class:`~hierlab.errors.HierlabError`) is printed as one line, without a traceback, and
+the command exits with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hierlab.errors import HierlabError
+
+app = typer.Typer(
+    help="hierlab: corpora with controlled hierarchical latent structure, small Llama models "
+    "trained on them, and the probes (induction heads, function vectors, Hydra effect) that "
+    "track mechanisms across checkpoints.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigArg = Annotated[
+    str | None,
+    typer.Argument(
+        help="experiment config: a YAML path or a shipped preset name (quickstart, paper, ...); "
+        "default: the shipped quickstart",
+        show_default=False,
+    ),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", help="run directory; default runs/<config name>", show_default=False),
+]
+
+
+def _friendly(fn: Any) -> Any:
+    """Turn HierlabError into a one-line message and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        try:
+            return fn(*args, **kwargs)
+        except HierlabError as err:
+            typer.secho(f"error: {err}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.secho("interrupted: finished outputs are kept; re-run to resume", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _run_dir(cfg: Any, out: Path | None) -> Path:
+    return out if out is not None else Path("runs") / cfg.name
+
+
+@app.command()
+@_friendly
+def corpus(
+    config: ConfigArg = None,
+    out: OutOpt = None,
+    workers: Annotated[int, typer.Option(help="local worker processes", min=1)] = 1,
+    only: Annotated[
+        str | None, typer.Option(help="generate only this corpus (a name under 'corpora')")
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(help="'local' (processes on this machine) or 'dask' (extra 'scale')"),
+    ] = "local",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="dask scheduler address (tcp://host:8786); default: a local cluster"),
+    ] = None,
+) -> None:
+    """Generate every corpus of the config into OUT/corpus/<name>/{train,test}/.
+
+    Shards are written atomically and recorded as they finish, so a killed run resumes
+    where it stopped; the bytes do not depend on --workers or --engine.
+    """
+    from hierlab.config import load_config
+    from hierlab.corpus.generate import generate_corpora
+
+    cfg = load_config(config)
+    run_dir = _run_dir(cfg, out)
+    paths = generate_corpora(
+        cfg, run_dir, only=only, workers=workers, engine=engine, scheduler=scheduler
+    )
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+@app.command("corpus-stats")
+@_friendly
+def corpus_stats_cmd(
+    corpus_dir: Annotated[Path, typer.Argument(help="a corpus folder: RUN/corpus/<name>")],
+    max_tokens: Annotated[
+        int, typer.Option(help="read at most this many tokens per split (0 = all)")
+    ] = 20_000_000,
+) -> None:
+    """Print and save (stats.json) the statistics of a generated corpus.
+
+    Tokens, sentences, sentence-length histogram, SVO/VSO ratio, rank-frequency fit per
+    role, unique-sentence fraction, train/test sentence overlap, and the loss floors.
+    """
+    from hierlab.corpus.stats import corpus_stats, format_stats
+
+    stats = corpus_stats(corpus_dir, max_tokens=max_tokens or None)
+    typer.echo(format_stats(stats))
+    typer.echo(f"saved {corpus_dir / 'stats.json'}")
+
+
+@app.command()
+@_friendly
+def config(
+    config: ConfigArg = None,
+) -> None:
+    """Validate a config and print it with every default filled in (YAML)."""
+    import yaml
+
+    from hierlab.config import load_config
+
+    cfg = load_config(config)
+    yaml.safe_dump(cfg.model_dump(mode="json"), sys.stdout, sort_keys=False)
+
+
+@app.command()
+@_friendly
+def train(
+    config: ConfigArg = None,
+    out: OutOpt = None,
+    corpus: Annotated[
+        str | None, typer.Option("--corpus", help="train only this corpus (a name under 'corpora')")
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="cpu | cuda | cuda:N; default: training.device, else cuda if available"),
+    ] = None,
+) -> None:
+    """Train one model per corpus into OUT/models/<name>/ (checkpoints, loss.csv, eval.csv).
+
+    A killed run resumes from its latest checkpoint; a finished one is skipped. Multi-GPU:
+    torchrun --nproc-per-node N $(which hierlab) train CONFIG.
+    """
+    from hierlab.config import load_config
+    from hierlab.train.loop import train_corpora
+
+    cfg = load_config(config)
+    run_dir = _run_dir(cfg, out)
+    paths = train_corpora(cfg, run_dir, only=corpus, device=device)
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+@app.command()
+@_friendly
+def figures(
+    run_dir: Annotated[
+        Path, typer.Argument(help="run directory holding metrics/*.parquet and models/<c>/")
+    ],
+    olmo_loss: Annotated[
+        Path | None,
+        typer.Option(
+            "--olmo-loss",
+            help="CSV with step and loss columns (e.g. an OLMo-1B W&B export); adds the "
+            "third panel of Fig. 2",
+            show_default=False,
+        ),
+    ] = None,
+    extra_run: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--extra-run",
+            help="another run dir whose metrics are merged in (e.g. an OLMo sweep); repeatable",
+            show_default=False,
+        ),
+    ] = None,
+    no_report: Annotated[
+        bool, typer.Option("--no-report", help="skip writing RUN/report.html")
+    ] = False,
+) -> None:
+    """Draw every figure of RUN_DIR from its tables, check the claims, write the report.
+
+    Figures go to RUN_DIR/figures/ (PNG, SVG and the data as CSV), the claim verdicts to
+    RUN_DIR/claims.csv and everything, embedded, to RUN_DIR/report.html. Reads tables
+    only, never models, so it takes seconds.
+    """
+    import time
+
+    from hierlab.figures import evaluate_claims, load_run_data, make_figures
+    from hierlab.figures.api import run_figures_config
+    from hierlab.figures.claims import format_claims
+
+    t0 = time.perf_counter()
+    fig_cfg = run_figures_config(run_dir)
+    extras = list(extra_run or [])
+    data = load_run_data(run_dir, extra_runs=extras, olmo_loss=olmo_loss)
+    paths = make_figures(run_dir, fig_cfg, olmo_loss, extras, data=data)
+    claims = evaluate_claims(run_dir, fig_cfg, extras, data=data)
+    typer.echo(f"figures: {len(paths)} files in {run_dir / 'figures'}")
+    typer.echo(format_claims(claims))
+    typer.echo(f"claims: {run_dir / 'claims.csv'}")
+    if not no_report:
+        from hierlab.figures.report import write_report
+
+        report = write_report(
+            run_dir, paths, claims, timings={"figures": time.perf_counter() - t0}
+        )
+        typer.echo(f"report: {report}")
+
+
+def _print_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def main() -> None:  # pragma: no cover - console entry point alias
+    app()

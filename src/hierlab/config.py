@@ -1,0 +1,112 @@
+"""The experiment config: one typed section per stage, loaded from YAML.
+
+``load_config(None)`` returns the quickstart config shipped inside the package, so every
+``hierlab`` command works without a path. Validation errors become one-line
+:class:`~hierlab.errors.ConfigError` messages that name the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hierlab.corpus.config import CorpusConfig, NgramConfig, PcfgConfig
+from hierlab.errors import ConfigError
+from hierlab.figures.config import FiguresConfig
+from hierlab.probes.config import ProbesConfig
+from hierlab.train.config import ModelConfig, TrainingConfig
+
+__all__ = [
+    "ExperimentConfig",
+    "NgramConfig",
+    "PcfgConfig",
+    "config_hash",
+    "load_config",
+    "preset_names",
+]
+
+
+class ExperimentConfig(BaseModel):
+    """Everything one study needs: corpora, model, training, probes, figures."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = Field("experiment", description="run name; default output dir is runs/<name>")
+    corpora: dict[str, CorpusConfig] = Field(
+        default_factory=dict, description="corpus name -> pcfg or ngram settings"
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    figures: FiguresConfig = Field(default_factory=FiguresConfig)
+
+
+def preset_names() -> list[str]:
+    """Names of the configs shipped inside the package (``quickstart``, ``paper``, ...)."""
+    root = resources.files("hierlab") / "configs"
+    return sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".yml"))
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"] if not str(x).startswith("function-"))
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+        parent = first["loc"][:-1]
+        where = ".".join(map(str, parent)) or "top level"
+        msg += f" (check the spelling; see the config reference for the fields of '{where}')"
+    elif first["type"] == "union_tag_invalid":
+        msg = "'kind' must be 'pcfg' or 'ngram'"
+    elif first["type"] == "union_tag_not_found":
+        msg = "missing 'kind' (one of 'pcfg', 'ngram')"
+    got = first.get("input")
+    suffix = ""
+    if first["type"] not in ("extra_forbidden", "missing") and not isinstance(got, (dict, list)):
+        suffix = f" (got {got!r})"
+    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc or '<root>'}: {msg}{suffix}{more}"
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    """Validate a plain dict (as loaded from YAML) into an :class:`ExperimentConfig`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping, got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def load_config(path: str | Path | None = None) -> ExperimentConfig:
+    """Load a YAML config; ``None`` or a preset name loads a config shipped with hierlab."""
+    if path is None:
+        path = "quickstart"
+    p = Path(path)
+    if not p.exists() and str(path) in preset_names():
+        text = (resources.files("hierlab") / "configs" / f"{path}.yml").read_text()
+        source = f"preset '{path}'"
+    elif p.is_file():
+        text = p.read_text()
+        source = str(p)
+    else:
+        raise ConfigError(
+            f"{path}: no such config file or preset (presets: {', '.join(preset_names())})"
+        )
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return config_from_dict(data, source)
+
+
+def config_hash(model: BaseModel) -> str:
+    """A short stable hash of a config section: equal hashes mean equal settings."""
+    blob = json.dumps(model.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,230 @@
+"""Typed configuration of the corpus stage.
+
+Every constant that the reference generator hard-coded (SPEC Part B §1-2) is a field here,
+with the reference value as its default, so ``PcfgConfig()`` *is* the reference grammar and
+``NgramConfig()`` the reference n-gram process. Our fixes (test de-duplication done exactly,
+an n-gram test split, honoured length settings) are on by default; each one that changes
+the data can be switched back.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Lexicon(BaseModel):
+    """Sizes of the four word classes. Ids are laid out S | V | O | C | EOS | [boundary]."""
+
+    model_config = _STRICT
+
+    subjects: int = Field(300, ge=1, description="number of subject words (ids 0..S-1)")
+    verbs: int = Field(300, ge=1, description="number of verb words (ids after the subjects)")
+    objects: int = Field(300, ge=1, description="number of object words (ids after the verbs)")
+    connectors: int = Field(100, ge=1, description="number of connector words (after objects)")
+
+
+class PcfgConfig(BaseModel):
+    """The hierarchical grammar: document -> section -> paragraph -> sentence.
+
+    A document's latent state is a rank->word permutation per role, derived from
+    (seed, document index) alone. Sentences are SVO (with optional extra clauses
+    ``c s v o``) or VSO, followed by EOS.
+    """
+
+    model_config = _STRICT
+
+    kind: Literal["pcfg"] = "pcfg"
+    seed: int = Field(0, ge=0, description="root seed of every random draw of this corpus")
+    lexicon: Lexicon = Field(default_factory=Lexicon)
+    zipf_exponent: float = Field(
+        1.0, ge=0.0, description="rank law P(k) ~ 1/k^s over each role's words"
+    )
+    svo_probability: float = Field(0.5, ge=0.0, le=1.0, description="P(SVO branch); else VSO")
+    extra_clause_probs: list[float] = Field(
+        default_factory=lambda: [1 / 3, 1 / 3, 1 / 3],
+        description="P(m extra clauses) for m = 0, 1, 2, ... in the SVO branch",
+    )
+    sections: int = Field(2, ge=1, description="sections per document")
+    paragraphs_per_section: int = Field(4, ge=1)
+    sentences_per_paragraph: int = Field(2, ge=1)
+    repetitions: int = Field(
+        10, ge=1, description="realisations of each base document (same latent, new sentences)"
+    )
+    train_documents: int = Field(
+        60_500_000, ge=0, description="base documents in the train split (x repetitions)"
+    )
+    test_documents: int = Field(100_000, ge=0, description="base documents in the test split")
+    train_order: Literal["shuffled", "contiguous"] = Field(
+        "shuffled",
+        description="shuffled: realisations in a seeded global random order (reference train); "
+        "contiguous: a latent's repetitions kept together (reference test)",
+    )
+    test_order: Literal["shuffled", "contiguous"] = "contiguous"
+    dedup: bool = Field(
+        True, description="redraw train sentences that occur verbatim in the test split"
+    )
+    boundary_token: bool = Field(
+        False, description="emit a document-boundary token before every document"
+    )
+    section_latent_fraction: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="fraction of each role's ranks re-permuted per section (our extension)",
+    )
+    paragraph_latent_fraction: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="fraction of each role's ranks re-permuted per paragraph (our extension)",
+    )
+    annotations: bool = Field(
+        False, description="store per-token latent annotations (doc, section, ..., role)"
+    )
+    documents_per_shard: int = Field(
+        100_000, ge=1, description="document realisations per shard (bounds memory)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PcfgConfig:
+        probs = self.extra_clause_probs
+        if not probs or any(p < 0 for p in probs) or abs(sum(probs) - 1.0) > 1e-6:
+            raise ValueError(
+                "extra_clause_probs must be a non-empty list of non-negative numbers "
+                f"summing to 1, got {probs}"
+            )
+        if self.vocab_size > 65_535:
+            raise ValueError(f"the vocabulary ({self.vocab_size} ids) must fit uint16")
+        return self
+
+    # ----- id layout -------------------------------------------------------------------
+    @property
+    def role_offsets(self) -> tuple[int, int, int, int]:
+        """First id of subjects, verbs, objects, connectors."""
+        lx = self.lexicon
+        return (0, lx.subjects, lx.subjects + lx.verbs, lx.subjects + lx.verbs + lx.objects)
+
+    @property
+    def eos_id(self) -> int:
+        lx = self.lexicon
+        return lx.subjects + lx.verbs + lx.objects + lx.connectors
+
+    @property
+    def boundary_id(self) -> int | None:
+        return self.eos_id + 1 if self.boundary_token else None
+
+    @property
+    def unk_id(self) -> int:
+        return self.eos_id + (2 if self.boundary_token else 1)
+
+    @property
+    def pad_id(self) -> int:
+        return self.unk_id + 1
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokenizer length: words, EOS, optional boundary, [UNK], [PAD] (reference: 1003)."""
+        return self.pad_id + 1
+
+    @property
+    def sentences_per_document(self) -> int:
+        return self.sections * self.paragraphs_per_section * self.sentences_per_paragraph
+
+
+class NgramConfig(BaseModel):
+    """The hierarchy-free baseline: a mixed-order hashed-context n-gram process (SPEC §2)."""
+
+    model_config = _STRICT
+
+    kind: Literal["ngram"] = "ngram"
+    seed: int = Field(0, ge=0, description="root seed of every random draw of this corpus")
+    vocab_size: int = Field(
+        1000, ge=3, le=65_535, description="regular tokens 0..V-2 plus EOS = V-1"
+    )
+    num_contexts: int | None = Field(
+        None, ge=1, description="context tables; null = vocab_size (the reference)"
+    )
+    exponent_mean: float = Field(2.0, description="mean of each context's Zipf exponent")
+    exponent_std: float = Field(1.2, ge=0.0, description="std of each context's Zipf exponent")
+    exponent_floor: float = Field(1.2, description="exponents are max(Normal, floor)")
+    permute_rankings: bool = Field(
+        False,
+        description="give every context its own token ranking (the reference ranks token 0 "
+        "first in every context)",
+    )
+    orders: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 128],
+        description="context lengths mixed before each token",
+    )
+    order_weights: list[float] | None = Field(
+        None, description="P(order); null = i^-order_weight_exponent for i = 1..len(orders)"
+    )
+    order_weight_exponent: float = Field(1.5, ge=0.0)
+    length_distribution: Literal["uniform", "zipf"] = Field(
+        "uniform", description="sentence length law over [min_length, max_length]"
+    )
+    min_length: int = Field(10, ge=1, description="shortest sentence (regular tokens)")
+    max_length: int = Field(109, ge=1, description="longest sentence (regular tokens)")
+    length_zipf_exponent: float = Field(2.0, ge=0.0, description="used when length is zipf")
+    train_sentences: int = Field(5_000_000_000, ge=0)
+    test_sentences: int = Field(
+        1_000_000, ge=0, description="held-out sentences (the reference wrote none)"
+    )
+    annotations: bool = Field(False, description="store per-token sentence index and role")
+    sentences_per_shard: int = Field(200_000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> NgramConfig:
+        if self.max_length < self.min_length:
+            raise ValueError(
+                f"max_length ({self.max_length}) must be >= min_length ({self.min_length})"
+            )
+        if not self.orders or any(o < 1 for o in self.orders):
+            raise ValueError(f"orders must be a non-empty list of positive ints, got {self.orders}")
+        if self.order_weights is not None and (
+            len(self.order_weights) != len(self.orders)
+            or any(w < 0 for w in self.order_weights)
+            or sum(self.order_weights) <= 0
+        ):
+            raise ValueError(
+                "order_weights must list one non-negative weight per order (sum > 0), "
+                f"got {self.order_weights} for orders {self.orders}"
+            )
+        return self
+
+    @property
+    def n_contexts(self) -> int:
+        return self.num_contexts if self.num_contexts is not None else self.vocab_size
+
+    @property
+    def eos_id(self) -> int:
+        return self.vocab_size - 1
+
+    @property
+    def boundary_id(self) -> None:
+        return None
+
+    @property
+    def unk_id(self) -> int:
+        return self.vocab_size
+
+    @property
+    def pad_id(self) -> int:
+        return self.vocab_size + 1
+
+    @property
+    def tokenizer_size(self) -> int:
+        """Tokenizer length: V ids plus [UNK], [PAD] (reference: 1002)."""
+        return self.vocab_size + 2
+
+    def weights(self) -> list[float]:
+        """Normalised order weights."""
+        if self.order_weights is not None:
+            w = list(self.order_weights)
+        else:
+            w = [(i + 1) ** -self.order_weight_exponent for i in range(len(self.orders))]
+        total = sum(w)
+        return [x / total for x in w]
+
+
+CorpusConfig = Annotated[PcfgConfig | NgramConfig, Field(discriminator="kind")]

@@ -1,0 +1,302 @@
+"""Corpus generation: plan shards, build them on local processes or an engine, resume.
+
+A split is cut into shards of a fixed number of units (documents for PCFG, sentences for
+n-gram). Shard i holds output positions [i*D, (i+1)*D) and is a pure function of
+(corpus config, split, i), so shards can be built in any order, by any number of local
+processes (``workers``) or on a Dask cluster (``engine="dask"``), with identical bytes.
+Peak memory is bounded by one shard per worker (plus, for de-duplicated PCFG train
+shards, the test split's sentence table), never by the corpus size.
+
+Why Dask for many machines: it is pure Python, installs from PyPI with no services beyond
+``dask scheduler``/``dask worker`` processes, maps a Python function over shard indices
+with ``client.map``, and its workers only need a shared filesystem for the output
+folder. Ray would work equally but brings a much heavier runtime for a job that is an
+embarrassingly parallel map.
+
+Resume: each finished shard leaves a ``.<shard>.done.json`` marker after its atomic
+rename; a killed run redoes only unmarked shards. When every shard is done the split's
+``manifest.json`` is written atomically. A corpus folder made from a different config is
+never overwritten (error), and a complete split is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter
+from tqdm.auto import tqdm
+
+from hierlab import __version__
+from hierlab.config import ExperimentConfig, config_hash
+from hierlab.corpus.config import CorpusConfig, NgramConfig, PcfgConfig
+from hierlab.corpus.entropy import loss_floors
+from hierlab.corpus.ngram import NgramSampler
+from hierlab.corpus.pcfg import PcfgSampler, SentenceSet
+from hierlab.corpus.shards import (
+    MANIFEST,
+    SplitReader,
+    atomic_write_json,
+    finished_shard,
+    read_manifest,
+    write_manifest,
+    write_shard,
+)
+from hierlab.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+SPLITS = ("test", "train")  # test first: train de-duplication reads it
+_ADAPTER: TypeAdapter = TypeAdapter(CorpusConfig)
+
+# per-process caches (worker processes build each once)
+_SAMPLERS: dict[str, PcfgSampler | NgramSampler] = {}
+_TEST_SETS: dict[str, SentenceSet] = {}
+
+
+def make_sampler(cfg: PcfgConfig | NgramConfig) -> PcfgSampler | NgramSampler:
+    return PcfgSampler(cfg) if isinstance(cfg, PcfgConfig) else NgramSampler(cfg)
+
+
+def units_per_shard(cfg: PcfgConfig | NgramConfig) -> int:
+    return cfg.documents_per_shard if isinstance(cfg, PcfgConfig) else cfg.sentences_per_shard
+
+
+def plan_shards(cfg: PcfgConfig | NgramConfig, split: str) -> list[tuple[int, int]]:
+    """The [start, stop) unit ranges of every shard of ``split``."""
+    total = make_sampler_units(cfg, split)
+    per = units_per_shard(cfg)
+    return [(i * per, min(total, (i + 1) * per)) for i in range(math.ceil(total / per))]
+
+
+def make_sampler_units(cfg: PcfgConfig | NgramConfig, split: str) -> int:
+    if isinstance(cfg, PcfgConfig):
+        docs = cfg.train_documents if split == "train" else cfg.test_documents
+        return docs * cfg.repetitions
+    return cfg.train_sentences if split == "train" else cfg.test_sentences
+
+
+def load_test_set(cfg: PcfgConfig, test_dir: Path) -> SentenceSet:
+    """Every distinct test sentence, for exact de-duplication of the train split."""
+    key = f"{config_hash(cfg)}:{Path(test_dir).resolve()}"
+    if key not in _TEST_SETS:
+        reader = SplitReader(test_dir)
+        tokens = np.concatenate(
+            [reader.shard_tokens(i) for i in range(reader.num_shards)]
+            or [np.zeros(0, np.uint16)]
+        )
+        _TEST_SETS[key] = SentenceSet.from_tokens(tokens, cfg.eos_id, cfg.boundary_id)
+    return _TEST_SETS[key]
+
+
+def build_shard(cfg_json: str, split: str, index: int, split_dir: str) -> dict[str, Any]:
+    """Generate and write shard ``index`` of ``split``: the unit of work of every engine.
+
+    Takes only plain arguments (a JSON config and paths) so it can run in a spawned
+    process or on a remote Dask worker.
+    """
+    cfg = _ADAPTER.validate_json(cfg_json)
+    key = cfg_json
+    if key not in _SAMPLERS:
+        _SAMPLERS[key] = make_sampler(cfg)
+    sampler = _SAMPLERS[key]
+    start, stop = plan_shards(cfg, split)[index]
+    test_set = None
+    if isinstance(cfg, PcfgConfig) and split == "train" and cfg.dedup and cfg.test_documents:
+        test_set = load_test_set(cfg, Path(split_dir).parent / "test")
+    out = sampler.generate(split, start, stop, test_set)
+    rec = write_shard(
+        Path(split_dir), index, out.tokens, units=out.units, doc_starts=out.doc_starts,
+        annotations=out.annotations,
+    )
+    rec["sentences"] = out.sentences
+    rec["rejected"] = out.rejected
+    return rec
+
+
+def _split_fields(name: str, cfg: PcfgConfig | NgramConfig, split: str,
+                  floors: dict[str, float]) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "corpus": name,
+        "split": split,
+        "kind": cfg.kind,
+        "config": cfg.model_dump(mode="json"),
+        "config_hash": config_hash(cfg),
+        "seed": cfg.seed,
+        "vocab_size": cfg.vocab_size if isinstance(cfg, PcfgConfig) else cfg.tokenizer_size,
+        "eos_id": cfg.eos_id,
+        "pad_id": cfg.pad_id,
+        "unk_id": cfg.unk_id,
+        "boundary_id": cfg.boundary_id,
+        "loss_floors": {k: float(v) for k, v in floors.items()},
+    }
+    if isinstance(cfg, PcfgConfig):
+        o = cfg.role_offsets
+        lx = cfg.lexicon
+        fields["roles"] = {
+            "subject": [o[0], o[0] + lx.subjects],
+            "verb": [o[1], o[1] + lx.verbs],
+            "object": [o[2], o[2] + lx.objects],
+            "connector": [o[3], o[3] + lx.connectors],
+        }
+        fields["units_name"] = "documents"
+    else:
+        fields["units_name"] = "sentences"
+    cols = ["input_ids"]
+    if cfg.annotations:
+        cols += (["doc", "section", "paragraph", "sentence", "role"]
+                 if isinstance(cfg, PcfgConfig) else ["sentence", "role"])
+    fields["columns"] = cols
+    return fields
+
+
+def _run_jobs(jobs: list[tuple], workers: int, engine: str, scheduler: str | None,
+              desc: str) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    bar = tqdm(total=len(jobs), desc=desc, unit="shard", disable=not jobs)
+    if engine == "dask":
+        try:
+            from dask.distributed import Client, LocalCluster
+            from dask.distributed import as_completed as dask_completed
+        except ImportError:
+            raise ConfigError(
+                "--engine dask needs the 'scale' extra: pip install 'hierlab[scale]'"
+            ) from None
+        cluster = None
+        if scheduler:
+            client = Client(scheduler)
+        else:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            client = Client(cluster)
+        try:
+            futures = [client.submit(build_shard, *job, pure=False) for job in jobs]
+            for fut in dask_completed(futures):
+                results.append(fut.result())
+                bar.update(1)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    elif engine != "local":
+        raise ConfigError(f"--engine: unknown engine {engine!r} (allowed: local, dask)")
+    elif workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            results.append(build_shard(*job))
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
+            futures = [ex.submit(build_shard, *job) for job in jobs]
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                bar.update(1)
+    bar.close()
+    return results
+
+
+def generate_corpus(
+    name: str,
+    cfg: PcfgConfig | NgramConfig,
+    corpus_dir: Path,
+    *,
+    workers: int = 1,
+    engine: str = "local",
+    scheduler: str | None = None,
+) -> Path:
+    """Generate (or finish) one corpus into ``corpus_dir``; return the folder."""
+    corpus_dir = Path(corpus_dir)
+    meta_path = corpus_dir / "corpus.json"
+    chash = config_hash(cfg)
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old.get("config_hash") != chash:
+            raise ConfigError(
+                f"{corpus_dir}: holds corpus '{name}' made from a different config "
+                f"(hash {old.get('config_hash')} != {chash}); choose another --out or delete it"
+            )
+    corpus_dir.mkdir(parents=True, exist_ok=True)
+    floors = loss_floors(cfg)
+    atomic_write_json(meta_path, {
+        "corpus": name, "kind": cfg.kind, "config": cfg.model_dump(mode="json"),
+        "config_hash": chash, "hierlab_version": __version__,
+        "loss_floors": {k: float(v) for k, v in floors.items()},
+    })
+    tok_dir = corpus_dir / "tokenizer"
+    if not (tok_dir / "tokenizer.json").exists():
+        from hierlab.corpus.tokenizer import save_tokenizer
+
+        tmp = Path(tempfile.mkdtemp(dir=corpus_dir, prefix=".tokenizer."))
+        save_tokenizer(cfg, tmp)
+        shutil.rmtree(tok_dir, ignore_errors=True)
+        os.replace(tmp, tok_dir)
+    cfg_json = cfg.model_dump_json()
+    for split in SPLITS:
+        split_dir = corpus_dir / split
+        if (split_dir / MANIFEST).exists():
+            man = read_manifest(split_dir)
+            if man.get("config_hash") == chash:
+                log.info("%s/%s: complete, skipped", name, split)
+                continue
+            raise DataError(f"{split_dir}: manifest from a different config")
+        split_dir.mkdir(parents=True, exist_ok=True)
+        plan = plan_shards(cfg, split)
+        records: dict[int, dict[str, Any]] = {}
+        for i in range(len(plan)):
+            rec = finished_shard(split_dir, i)
+            if rec is not None:
+                records[i] = rec
+        if records:
+            log.info("%s/%s: resuming, %d of %d shards done", name, split, len(records),
+                     len(plan))
+        jobs = [(cfg_json, split, i, str(split_dir)) for i in range(len(plan))
+                if i not in records]
+        for rec in _run_jobs(jobs, workers, engine, scheduler, f"{name}/{split}"):
+            records[int(rec["file"][6:11])] = rec
+        ordered = [records[i] for i in range(len(plan))]
+        fields = _split_fields(name, cfg, split, floors)
+        fields["sentences"] = int(sum(r.get("sentences", 0) for r in ordered))
+        fields["rejected_sentences"] = int(sum(r.get("rejected", 0) for r in ordered))
+        for r in ordered:
+            r.pop("sentences", None)
+            r.pop("rejected", None)
+        drawn = fields["sentences"] + fields["rejected_sentences"]
+        if drawn and fields["rejected_sentences"] / drawn > 0.05:
+            log.warning(
+                "%s/%s: %.1f%% of drawn sentences were test duplicates and redrawn; the train "
+                "grammar is biased (see corpus-stats). Consider dedup: false for a lexicon "
+                "this small.", name, split, 100 * fields["rejected_sentences"] / drawn)
+        write_manifest(split_dir, ordered, **fields)
+    return corpus_dir
+
+
+def generate_corpora(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    *,
+    only: str | None = None,
+    workers: int = 1,
+    engine: str = "local",
+    scheduler: str | None = None,
+) -> dict[str, Path]:
+    """Generate every corpus of ``cfg`` (or only ``only``) under ``run_dir/corpus/``."""
+    if only is not None and only not in cfg.corpora:
+        raise ConfigError(
+            f"--only: no corpus named {only!r} (config has: {', '.join(cfg.corpora) or 'none'})"
+        )
+    if not cfg.corpora:
+        raise ConfigError("corpora: the config defines no corpus")
+    out = {}
+    for name, ccfg in cfg.corpora.items():
+        if only is not None and name != only:
+            continue
+        out[name] = generate_corpus(name, ccfg, Path(run_dir) / "corpus" / name,
+                                    workers=workers, engine=engine, scheduler=scheduler)
+    return out

@@ -1,0 +1,156 @@
+"""The n-gram baseline: a mixed-order, hashed-context process with no hierarchy (SPEC §2).
+
+Before each token an order n is drawn from ``orders`` (weights ∝ i^-1.5 by default); the
+context is the last n tokens of the current sentence (fewer at its start), hashed to one
+of ``num_contexts`` tables. Context c samples a rank r with P(r) ∝ (r+1)^-e_c, where
+e_c = max(Normal(mean, std), floor), and emits word ``ranking_c[r]`` (the identity ranking
+in the reference; per-context rankings with ``permute_rankings``), redrawing EOS. A
+sentence has a length drawn from its law, then EOS.
+
+Differences from the reference, by design: every setting is honoured (the reference
+ignored ``order`` and the length law), a test split exists, and every sentence's stream
+derives from (seed, split, sentence index), so there are no seed collisions and the
+corpus does not depend on the thread count (SPEC §8.6-8.8). The context hash is a keyed
+SplitMix64 chain instead of SipHash; any fixed hash gives the same distribution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from hierlab.corpus.config import NgramConfig
+from hierlab.corpus.pcfg import ShardOutput
+from hierlab.corpus.rng import (
+    STAGE_NGRAM_HASH,
+    STAGE_NGRAM_TABLES,
+    STAGE_NGRAM_TEST,
+    STAGE_NGRAM_TRAIN,
+    alias_draw,
+    alias_table,
+    mix64,
+    next_normal,
+    shuffle_inplace,
+    unit_seed,
+)
+
+
+@njit(cache=True, inline="always")
+def _context_id(sent, pos, order, key, n_ctx) -> int:
+    n = min(order, pos)
+    h = mix64(key ^ np.uint64(n))
+    for i in range(pos - n, pos):
+        h = mix64(h ^ (np.uint64(sent[i]) + np.uint64(0x632BE59BD9B4E019)))
+    return np.int64(h % np.uint64(n_ctx))
+
+
+@njit(cache=True)
+def _sample_sentences(
+    seed, stage, start, stop, eos, n_ctx, hash_key, probs, aliases, rankings, permuted,
+    orders, ord_p, ord_a, len_p, len_a, min_len, annotate,
+):
+    max_len = min_len + len_p.shape[0] - 1
+    cap = (stop - start) * (max_len + 1)
+    out = np.empty(cap, dtype=np.uint16)
+    a_sen = np.empty(cap if annotate else 0, dtype=np.uint32)
+    a_role = np.empty(cap if annotate else 0, dtype=np.uint8)
+    starts = np.empty(stop - start, dtype=np.int64)
+    sent = np.empty(max_len, dtype=np.uint16)
+    state = np.empty(1, dtype=np.uint64)
+    n_out = 0
+    for k in range(stop - start):
+        idx = start + k
+        state[0] = unit_seed(seed, stage, idx, 0)
+        length = min_len + alias_draw(state, len_p, len_a)
+        starts[k] = n_out
+        for pos in range(length):
+            order = orders[alias_draw(state, ord_p, ord_a)]
+            c = _context_id(sent, pos, order, hash_key, n_ctx)
+            while True:
+                r = alias_draw(state, probs[c], aliases[c])
+                t = rankings[c, r] if permuted else r
+                if t != eos:
+                    break
+            sent[pos] = t
+            out[n_out + pos] = t
+        out[n_out + length] = eos
+        if annotate:
+            for q in range(length + 1):
+                a_sen[n_out + q] = idx
+                a_role[n_out + q] = 5 if q < length else 4
+        n_out += length + 1
+    if annotate:
+        return out[:n_out].copy(), starts, a_sen[:n_out].copy(), a_role[:n_out].copy()
+    return out[:n_out].copy(), starts, a_sen, a_role
+
+
+@njit(cache=True)
+def _context_params(seed, n_ctx, vocab, mean, std, floor, permuted):
+    exps = np.empty(n_ctx)
+    rankings = np.empty((n_ctx if permuted else 1, vocab), dtype=np.int32)
+    state = np.empty(1, dtype=np.uint64)
+    for c in range(n_ctx):
+        state[0] = unit_seed(seed, STAGE_NGRAM_TABLES, c, 0)
+        exps[c] = max(mean + std * next_normal(state), floor)
+        if permuted:
+            for i in range(vocab):
+                rankings[c, i] = i
+            shuffle_inplace(state, rankings[c])
+    return exps, rankings
+
+
+class NgramSampler:
+    """Generates any contiguous range of a split's sentences, independently of the rest."""
+
+    def __init__(self, cfg: NgramConfig) -> None:
+        self.cfg = cfg
+        V = cfg.vocab_size
+        self.exponents, self.rankings = _context_params(
+            cfg.seed, cfg.n_contexts, V, cfg.exponent_mean, cfg.exponent_std,
+            cfg.exponent_floor, cfg.permute_rankings,
+        )
+        ranks = np.arange(1, V + 1, dtype=np.float64)
+        self.probs = np.empty((cfg.n_contexts, V))
+        self.aliases = np.empty((cfg.n_contexts, V), dtype=np.int32)
+        for c, e in enumerate(self.exponents):
+            self.probs[c], self.aliases[c] = alias_table(ranks**-e)
+        self.order_weights = np.asarray(cfg.weights())
+        self._ord = alias_table(self.order_weights)
+        self.length_probs = self._length_probs()
+        self._len = alias_table(self.length_probs)
+        self.hash_key = int(unit_seed(cfg.seed, STAGE_NGRAM_HASH, 0, 0))
+
+    def _length_probs(self) -> np.ndarray:
+        cfg = self.cfg
+        n = cfg.max_length - cfg.min_length + 1
+        if cfg.length_distribution == "uniform":
+            w = np.ones(n)
+        else:
+            w = np.arange(1, n + 1, dtype=np.float64) ** -cfg.length_zipf_exponent
+        return w / w.sum()
+
+    def context_distribution(self, c: int) -> np.ndarray:
+        """P(word | context c), EOS removed and renormalised (what the sampler draws)."""
+        V = self.cfg.vocab_size
+        p = np.arange(1, V + 1, dtype=np.float64) ** -self.exponents[c]
+        words = self.rankings[c] if self.cfg.permute_rankings else np.arange(V)
+        out = np.zeros(V)
+        out[words] = p
+        out[self.cfg.eos_id] = 0.0
+        return out / out.sum()
+
+    def split_units(self, split: str) -> int:
+        return self.cfg.train_sentences if split == "train" else self.cfg.test_sentences
+
+    def generate(self, split: str, start: int, stop: int, test_set: object = None) -> ShardOutput:
+        """Sentences ``[start, stop)`` of ``split``."""
+        cfg = self.cfg
+        stage = STAGE_NGRAM_TRAIN if split == "train" else STAGE_NGRAM_TEST
+        tokens, starts, a_sen, a_role = _sample_sentences(
+            cfg.seed, stage, start, stop, cfg.eos_id, cfg.n_contexts, np.uint64(self.hash_key),
+            self.probs, self.aliases, self.rankings, cfg.permute_rankings,
+            np.asarray(cfg.orders, dtype=np.int64), *self._ord, *self._len, cfg.min_length,
+            cfg.annotations,
+        )
+        ann = {"sentence": a_sen, "role": a_role} if cfg.annotations else None
+        return ShardOutput(tokens, starts, ann, stop - start, 0, stop - start)

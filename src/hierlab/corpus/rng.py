@@ -1,0 +1,163 @@
+"""Counter-based seeding and fast random draws for the compiled samplers.
+
+Why counter-based: every random draw of a corpus derives from ``(seed, stage, unit)`` —
+a document's latent state from its document index, a sentence stream from its
+realisation index — so any shard can be generated alone, in any order, on any machine,
+with identical bytes. (The reference seeded per chunk and per thread, which made its
+n-gram corpus depend on the thread count and collide; SPEC §2, §8.7.)
+
+The generator is SplitMix64 (Steele, Lea & Flood 2014; the seeding generator of the
+xoshiro family; passes BigCrush). Bounded integers use Lemire's unbiased multiply-shift
+with rejection; uniform floats take the top 53 bits. Alias tables (Vose 1991) give O(1)
+draws from any finite distribution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+# Stage tags: one per independent family of draws.
+STAGE_LATENT = 1  # per base document: rank -> word permutations
+STAGE_SECTION = 2  # per (document, section): partial re-permutation
+STAGE_PARAGRAPH = 3  # per (document, section, paragraph)
+STAGE_SENT_TRAIN = 4  # per train realisation: its sentences
+STAGE_SENT_TEST = 5  # per test realisation
+STAGE_ORDER = 6  # the global document order permutation of a split
+STAGE_NGRAM_TABLES = 7  # per n-gram context: exponent and ranking
+STAGE_NGRAM_TRAIN = 8  # per train sentence
+STAGE_NGRAM_TEST = 9  # per test sentence
+STAGE_NGRAM_HASH = 10  # the context-hash key
+
+
+@njit(cache=True, inline="always")
+def mix64(z: np.uint64) -> np.uint64:
+    """SplitMix64's finaliser: a bijective avalanche mix of 64 bits."""
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def unit_seed(seed: int, stage: int, unit: int, sub: int = 0) -> np.uint64:
+    """The starting state of the stream for ``(seed, stage, unit, sub)``."""
+    z = mix64(np.uint64(seed) + GOLDEN)
+    z = mix64(z ^ (np.uint64(stage) * GOLDEN))
+    z = mix64(z ^ (np.uint64(unit) + _M1))
+    z = mix64(z ^ (np.uint64(sub) * _M2 + GOLDEN))
+    return z
+
+
+@njit(cache=True, inline="always")
+def next_u64(state: np.ndarray) -> np.uint64:
+    """Advance a 1-element uint64 state array and return 64 random bits."""
+    state[0] += GOLDEN
+    return mix64(state[0])
+
+
+@njit(cache=True, inline="always")
+def next_float(state: np.ndarray) -> float:
+    """A uniform double in [0, 1)."""
+    return float(next_u64(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, inline="always")
+def next_below(state: np.ndarray, n: int) -> int:
+    """A uniform integer in [0, n), n < 2**32, without bias (Lemire 2019)."""
+    nn = np.uint64(n)
+    x = next_u64(state) >> np.uint64(32)
+    m = x * nn
+    low = m & np.uint64(0xFFFFFFFF)
+    if low < nn:
+        t = (np.uint64(0x100000000) - nn) % nn
+        while low < t:
+            x = next_u64(state) >> np.uint64(32)
+            m = x * nn
+            low = m & np.uint64(0xFFFFFFFF)
+    return np.int64(m >> np.uint64(32))
+
+
+@njit(cache=True, inline="always")
+def alias_draw(state: np.ndarray, prob: np.ndarray, alias: np.ndarray) -> int:
+    """One draw from an alias table (index uniform, then accept or take the alias)."""
+    i = next_below(state, prob.shape[0])
+    if next_float(state) < prob[i]:
+        return i
+    return np.int64(alias[i])
+
+
+@njit(cache=True)
+def shuffle_inplace(state: np.ndarray, arr: np.ndarray) -> None:
+    """Fisher-Yates shuffle (uniform over permutations)."""
+    for i in range(arr.shape[0] - 1, 0, -1):
+        j = next_below(state, i + 1)
+        tmp = arr[i]
+        arr[i] = arr[j]
+        arr[j] = tmp
+
+
+@njit(cache=True)
+def next_normal(state: np.ndarray) -> float:
+    """A standard normal draw (Box-Muller, one value per call)."""
+    u1 = next_float(state)
+    while u1 <= 0.0:
+        u1 = next_float(state)
+    u2 = next_float(state)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+@njit(cache=True)
+def feistel_index(i: int, n: int, key: np.uint64) -> int:
+    """Position ``i`` of a keyed pseudo-random permutation of ``range(n)``.
+
+    Why: a split's documents are shuffled globally (the reference's train order) without
+    ever materialising the permutation, so shard j (output positions j*D..) can be
+    generated alone. A balanced 6-round Feistel network on the smallest even bit width
+    >= log2(n), with cycle walking to stay inside [0, n), is a bijection.
+    """
+    bits = 2
+    while (np.uint64(1) << np.uint64(bits)) < np.uint64(n):
+        bits += 2
+    half = np.uint64(bits // 2)
+    mask = (np.uint64(1) << half) - np.uint64(1)
+    x = np.uint64(i)
+    while True:
+        left = x >> half
+        right = x & mask
+        for r in range(6):
+            f = mix64(right ^ key ^ (np.uint64(r) * GOLDEN)) & mask
+            left, right = right, left ^ f
+        x = (left << half) | right
+        if x < np.uint64(n):
+            return np.int64(x)
+
+
+def alias_table(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vose's alias table for probabilities ``p`` (normalised here)."""
+    p = np.asarray(p, dtype=np.float64)
+    n = len(p)
+    scaled = p / p.sum() * n
+    prob = np.zeros(n)
+    alias = np.zeros(n, dtype=np.int32)
+    small = [i for i in range(n) if scaled[i] < 1.0]
+    large = [i for i in range(n) if scaled[i] >= 1.0]
+    while small and large:
+        s, g = small.pop(), large.pop()
+        prob[s] = scaled[s]
+        alias[s] = g
+        scaled[g] = scaled[g] + scaled[s] - 1.0
+        (small if scaled[g] < 1.0 else large).append(g)
+    for i in large + small:
+        prob[i] = 1.0
+        alias[i] = i
+    return prob, alias
+
+
+def zipf_probs(n: int, s: float) -> np.ndarray:
+    """P(rank k) ∝ k^-s for k = 1..n (``rand_distr::Zipf`` as the reference used)."""
+    w = np.arange(1, n + 1, dtype=np.float64) ** -s
+    return w / w.sum()

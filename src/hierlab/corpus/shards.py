@@ -1,0 +1,307 @@
+"""Token shards on disk: Arrow IPC *file* format, a manifest, atomic writes, a reader.
+
+Why this format: an Arrow IPC file is memory-mappable, so a reader gets a zero-copy
+``uint16`` numpy view of a shard and peak memory stays independent of corpus size; HF
+``datasets`` and any Arrow tool read it directly. One row per token, column ``input_ids``
+(uint16), optional annotation columns. Each shard is a single record batch so its column
+maps to one contiguous numpy array. Document start offsets (within the shard) go to a
+sidecar ``<shard>.docs.arrow`` so training can align windows to documents.
+
+Every file is written under a temporary name and renamed when complete, so a killed job
+never leaves a half-written shard under a final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from hierlab import __version__
+from hierlab.errors import DataError
+
+FORMAT = "hierlab-shards/1"
+MANIFEST = "manifest.json"
+
+ANNOTATION_TYPES: dict[str, pa.DataType] = {
+    "doc": pa.uint32(),
+    "section": pa.uint16(),
+    "paragraph": pa.uint16(),
+    "sentence": pa.uint32(),
+    "role": pa.uint8(),
+}
+#: values of the ``role`` annotation column
+ROLE_CODES = {"subject": 0, "verb": 1, "object": 2, "connector": 3, "special": 4, "word": 5}
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.arrow"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_arrow(path: Path, columns: Mapping[str, np.ndarray], metadata: dict | None) -> None:
+    arrays = {}
+    for name, values in columns.items():
+        typ = pa.uint16() if name == "input_ids" else ANNOTATION_TYPES.get(name)
+        arrays[name] = pa.array(values, type=typ) if typ is not None else pa.array(values)
+    fields = [pa.field(n, a.type, nullable=False) for n, a in arrays.items()]
+    schema = pa.schema(fields, metadata={"hierlab": json.dumps(metadata or {})})
+    batch = pa.record_batch(list(arrays.values()), schema=schema)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            writer.write_batch(batch)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_shard(
+    split_dir: Path,
+    index: int,
+    tokens: np.ndarray,
+    *,
+    units: int,
+    doc_starts: np.ndarray | None = None,
+    annotations: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Write shard ``index`` (and its doc-offset sidecar) atomically; return its record.
+
+    The record (file, tokens, units, sha256, docs_file) is what the manifest lists. A
+    ``.done.json`` marker is written last, so a shard counts as finished only once its
+    data and sidecar are both complete.
+    """
+    if tokens.dtype != np.uint16:
+        raise ValueError(f"tokens must be uint16, got {tokens.dtype}")
+    split_dir = Path(split_dir)
+    name = shard_name(index)
+    cols: dict[str, np.ndarray] = {"input_ids": tokens}
+    for key, values in (annotations or {}).items():
+        if len(values) != len(tokens):
+            raise ValueError(f"annotation {key!r} has {len(values)} rows, tokens {len(tokens)}")
+        cols[key] = values
+    _write_arrow(split_dir / name, cols, {"shard": index, "units": units})
+    record: dict[str, Any] = {
+        "file": name,
+        "tokens": int(len(tokens)),
+        "units": int(units),
+        "sha256": sha256_file(split_dir / name),
+        "docs_file": None,
+    }
+    if doc_starts is not None:
+        docs_name = name.replace(".arrow", ".docs.arrow")
+        _write_arrow(split_dir / docs_name, {"offset": doc_starts.astype(np.int64)}, None)
+        record["docs_file"] = docs_name
+        record["docs_sha256"] = sha256_file(split_dir / docs_name)
+    atomic_write_json(split_dir / f".{name}.done.json", record)
+    return record
+
+
+def finished_shard(split_dir: Path, index: int) -> dict[str, Any] | None:
+    """The record of a finished shard, or None if it must be (re)generated.
+
+    A shard is finished when its marker exists and the file sizes are plausible; the
+    checksum is verified by :meth:`SplitReader.verify` (and ``hierlab corpus --verify``).
+    """
+    marker = Path(split_dir) / f".{shard_name(index)}.done.json"
+    if not marker.exists():
+        return None
+    try:
+        rec = json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        return None
+    path = Path(split_dir) / rec["file"]
+    if not path.exists() or path.stat().st_size < 2 * rec["tokens"]:
+        return None
+    if rec.get("docs_file") and not (Path(split_dir) / rec["docs_file"]).exists():
+        return None
+    return rec
+
+
+def write_manifest(split_dir: Path, records: list[dict[str, Any]], **fields: Any) -> Path:
+    """Write ``manifest.json`` atomically: shard list, totals, and the caller's fields."""
+    split_dir = Path(split_dir)
+    manifest = {
+        "format": FORMAT,
+        "hierlab_version": __version__,
+        **fields,
+        "shards": records,
+        "total_tokens": int(sum(r["tokens"] for r in records)),
+        "units": int(sum(r["units"] for r in records)),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(split_dir / MANIFEST, manifest)
+    for i in range(len(records)):
+        (split_dir / f".{shard_name(i)}.done.json").unlink(missing_ok=True)
+    return split_dir / MANIFEST
+
+
+def write_split(
+    split_dir: Path,
+    shards: list[np.ndarray],
+    *,
+    manifest: dict[str, Any],
+    doc_starts: list[np.ndarray] | None = None,
+) -> Path:
+    """Write a whole split from in-memory arrays (tests, small tools)."""
+    records = [
+        write_shard(
+            split_dir,
+            i,
+            np.asarray(t, dtype=np.uint16),
+            units=len(doc_starts[i]) if doc_starts else 0,
+            doc_starts=doc_starts[i] if doc_starts else None,
+        )
+        for i, t in enumerate(shards)
+    ]
+    return write_manifest(split_dir, records, **manifest)
+
+
+def read_manifest(split_dir: Path) -> dict[str, Any]:
+    path = Path(split_dir) / MANIFEST
+    if not path.exists():
+        raise DataError(f"{path}: no manifest (generate the corpus first: hierlab corpus)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: corrupt manifest ({err})") from None
+    if manifest.get("format") != FORMAT:
+        raise DataError(f"{path}: unknown format {manifest.get('format')!r}, expected {FORMAT}")
+    return manifest
+
+
+def _map_column(path: Path, column: str) -> np.ndarray:
+    try:
+        source = pa.memory_map(str(path), "r")
+        reader = pa.ipc.open_file(source)
+        batch = reader.get_batch(0)
+        return batch.column(column).to_numpy(zero_copy_only=True)
+    except (OSError, pa.ArrowInvalid, KeyError, IndexError) as err:
+        raise DataError(f"{path}: unreadable shard ({err})") from None
+
+
+class SplitReader:
+    """Memory-mapped access to one split (``corpus/<name>/<split>``).
+
+    Nothing is read until asked for; ``read`` copies only the requested window, so a
+    reader over a 100 GB split costs a few KB of RAM.
+    """
+
+    def __init__(self, split_dir: str | Path) -> None:
+        self.path = Path(split_dir)
+        self.manifest = read_manifest(self.path)
+        self._shards: list[np.ndarray | None] = [None] * len(self.manifest["shards"])
+        counts = [r["tokens"] for r in self.manifest["shards"]]
+        self.offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def num_shards(self) -> int:
+        return len(self._shards)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.manifest["vocab_size"])
+
+    def shard_tokens(self, i: int) -> np.ndarray:
+        """Shard ``i``'s tokens as a zero-copy, read-only uint16 array."""
+        arr = self._shards[i]
+        if arr is None:
+            rec = self.manifest["shards"][i]
+            arr = _map_column(self.path / rec["file"], "input_ids")
+            if len(arr) != rec["tokens"]:
+                raise DataError(
+                    f"{self.path / rec['file']}: {len(arr)} tokens, manifest says {rec['tokens']}"
+                )
+            self._shards[i] = arr
+        return arr
+
+    def column(self, i: int, name: str) -> np.ndarray:
+        """An annotation column of shard ``i`` (zero-copy)."""
+        if name not in self.manifest.get("columns", ["input_ids"]):
+            raise DataError(
+                f"{self.path}: no column {name!r} (columns: {self.manifest.get('columns')}); "
+                "generate the corpus with annotations: true"
+            )
+        return _map_column(self.path / self.manifest["shards"][i]["file"], name)
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """Tokens ``[start, start+length)`` of the whole split, across shard boundaries."""
+        if start < 0 or length < 0 or start + length > self.total_tokens:
+            raise DataError(
+                f"{self.path}: window [{start}, {start + length}) outside the split's "
+                f"{self.total_tokens} tokens"
+            )
+        out = np.empty(length, dtype=np.uint16)
+        pos = 0
+        i = int(np.searchsorted(self.offsets, start, side="right") - 1)
+        while pos < length:
+            lo = start + pos - int(self.offsets[i])
+            take = min(length - pos, int(self.offsets[i + 1]) - (start + pos))
+            out[pos : pos + take] = self.shard_tokens(i)[lo : lo + take]
+            pos += take
+            i += 1
+        return out
+
+    def doc_starts(self) -> np.ndarray:
+        """Global offsets at which documents (pcfg) or sentences (ngram) start."""
+        parts = []
+        for i, rec in enumerate(self.manifest["shards"]):
+            if not rec.get("docs_file"):
+                raise DataError(f"{self.path}: shard {rec['file']} has no document offsets")
+            parts.append(_map_column(self.path / rec["docs_file"], "offset") + self.offsets[i])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def verify(self) -> None:
+        """Recompute every checksum; raise DataError naming the first corrupt file."""
+        for rec in self.manifest["shards"]:
+            for key, sha in (("file", "sha256"), ("docs_file", "docs_sha256")):
+                if not rec.get(key):
+                    continue
+                path = self.path / rec[key]
+                if not path.exists():
+                    raise DataError(f"{path}: missing shard file")
+                if sha256_file(path) != rec[sha]:
+                    raise DataError(f"{path}: checksum mismatch (corrupt shard; regenerate it)")

@@ -1,0 +1,48 @@
+"""Figures, claim checks and the HTML report, drawn from a run's tables only.
+
+``make_figures(run_dir)`` reads ``RUN/metrics/*.parquet`` and ``RUN/models/<c>/{loss.csv,
+eval.csv,run.json}`` (never a model) and writes ``RUN/figures/<name>.{png,svg,csv}``;
+``evaluate_claims`` checks SPEC §9's claims on the same tables and ``write_report`` bundles
+everything into ``RUN/report.html``.
+
+The heavy imports (matplotlib, pandas) are deferred: :mod:`hierlab.config` imports
+:mod:`hierlab.figures.config` on every command.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hierlab.figures.config import ClaimThresholds, FiguresConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hierlab.figures.api import make_figures
+    from hierlab.figures.claims import evaluate_claims
+    from hierlab.figures.data import RunData, load_run_data
+    from hierlab.figures.report import write_report
+
+__all__ = [
+    "ClaimThresholds",
+    "FiguresConfig",
+    "RunData",
+    "evaluate_claims",
+    "load_run_data",
+    "make_figures",
+    "write_report",
+]
+
+_LAZY = {
+    "make_figures": "hierlab.figures.api",
+    "evaluate_claims": "hierlab.figures.claims",
+    "RunData": "hierlab.figures.data",
+    "load_run_data": "hierlab.figures.data",
+    "write_report": "hierlab.figures.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hierlab.figures' has no attribute {name!r}")

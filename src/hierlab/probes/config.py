@@ -1,0 +1,154 @@
+"""Typed configuration of the probe stage.
+
+Defaults are the reference values (SPEC Part B §5) where the reference had one, and the
+literature's (Olsson et al. 2022; Todd et al. 2023; McGrath et al. 2023) otherwise; the
+quickstart preset sets small ones. Every random draw of a probe derives from its section's
+``seed`` so the same checkpoint and config always give the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+
+ProbeName = Literal["induction", "fv", "hydra", "structure"]
+Variant = Literal["reference", "standard"]
+ALL_PROBES: tuple[str, ...] = ("induction", "fv", "hydra", "structure")
+
+
+class InductionConfig(BaseModel):
+    """Repeated random tokens (SPEC §5.3) and the in-context-learning score."""
+
+    model_config = _STRICT
+
+    seed: int = Field(0, ge=0, description="seed of the random-token prompts (the reference had none)")
+    samples: int = Field(20, ge=1, description="repeated-token prompts (reference: 20)")
+    n: int = Field(64, ge=2, description="length of each half (reference: 64)")
+    k_max: int = Field(10, ge=1, description="reference scores for k = 1..k_max")
+    id_margin: int = Field(
+        100, ge=0, description="ids drawn uniformly from [margin, V - margin) (reference: 100)"
+    )
+    batch_size: int = Field(20, ge=1)
+    icl_samples: int = Field(32, ge=1, description="test-split windows for the ICL score")
+    icl_length: int | None = Field(
+        None, ge=2, description="window length; null = the model's context (max 512)"
+    )
+    icl_early: int = Field(50, ge=0, description="early position (Olsson et al.: token 50)")
+    icl_late: int = Field(500, ge=1, description="late position (Olsson et al.: token 500)")
+
+
+class FunctionVectorConfig(BaseModel):
+    """Function vectors: the reconstructed reference (SPEC §5.4) and Todd et al. 2023."""
+
+    model_config = _STRICT
+
+    seed: int = Field(0, ge=0, description="seed of the standard-variant prompts")
+    reference_pairs: int = Field(16, ge=1, description="source/target pairs (reference: 16)")
+    reference_seed: int = Field(42, description="torch.Generator seed (reference: 42)")
+    reference_connector: int | None = Field(
+        None, description="connector id; null = connector range start + 50 (reference: 950)"
+    )
+    tasks: list[str] = Field(
+        default_factory=lambda: ["copy_object", "copy_verb", "restate_object"],
+        description="grammar tasks, used for models trained on a pcfg corpus",
+    )
+    nl_tasks: list[str] = Field(
+        default_factory=lambda: ["antonym", "country_capital", "english_french"],
+        description="word-list tasks (probes/data/*.json), used for natural-language models",
+    )
+    n_shots: int = Field(10, ge=1, description="demonstrations per ICL prompt (Todd et al.: 10)")
+    mean_prompts: int = Field(100, ge=1, description="clean ICL prompts for mean activations")
+    cie_prompts: int = Field(25, ge=1, description="shuffled-label prompts for the CIE")
+    eval_prompts: int = Field(50, ge=1, description="zero-shot / ICL evaluation prompts")
+    top_k: int = Field(10, ge=1, description="heads summed into the function vector")
+    batch_size: int = Field(32, ge=1)
+
+
+class HydraConfig(BaseModel):
+    """Hydra effect: the reference (SPEC §5.5) and McGrath et al. 2023."""
+
+    model_config = _STRICT
+
+    seed: int = Field(0, ge=0, description="seed of random-id samples (models without a corpus)")
+    ks: list[int] = Field(default_factory=lambda: [1, 2], description="reference offsets k")
+    max_samples: int = Field(100, ge=1, description="test-split chunks (reference: 100)")
+    length: int | None = Field(
+        None, ge=2, description="chunk length; null = the model's context length (reference 512)"
+    )
+    random_samples: int = Field(10, ge=1, description="random-id sequences without a corpus")
+    random_length: int = Field(2048, ge=2, description="their length (reference OLMo: 2048)")
+    id_margin: int = Field(100, ge=0, description="random ids in [margin, V - margin)")
+    batch_size: int = Field(4, ge=1)
+    standard_samples: int = Field(8, ge=1, description="sequences for the standard variant")
+    standard_length: int | None = Field(
+        256, ge=2, description="their length; null = the reference length"
+    )
+    ablation: Literal["zero", "mean", "resample"] = Field(
+        "zero", description="standard-variant ablation of an attention layer"
+    )
+    target: Literal["argmax", "next_token"] = Field(
+        "argmax", description="target token: clean argmax (McGrath et al.) or the true next token"
+    )
+    layer_batch: int = Field(
+        16, ge=1, description="ablated copies per forward in the standard variant"
+    )
+
+
+class StructureConfig(BaseModel):
+    """Next-token class mass after grammar prefixes (SPEC §5.2)."""
+
+    model_config = _STRICT
+
+    seed: int = Field(0, ge=0)
+    samples: int = Field(100, ge=1, description="prompts per prefix (reference: 100)")
+
+
+class HubConfig(BaseModel):
+    """Hub repositories with one revision per training step (e.g. OLMo-1B-hf)."""
+
+    model_config = _STRICT
+
+    revisions: list[str] | None = Field(None, description="explicit revisions; null = all")
+    max_checkpoints: int | None = Field(
+        None, ge=1, description="m evenly spaced by step: indices floor(i(n-1)/(m-1))"
+    )
+    delete_after: bool = Field(
+        False, description="download -> probe -> delete each revision (caps disk use)"
+    )
+    cache_dir: str | None = Field(None, description="download folder; null = the HF cache")
+
+
+class ProbesConfig(BaseModel):
+    """Which probes run, in which variant, with how many samples."""
+
+    model_config = _STRICT
+
+    seed: int = Field(0, ge=0, description="recorded in the metrics tables")
+    probes: list[ProbeName] = Field(
+        default_factory=lambda: list(ALL_PROBES), description="probes run by default"
+    )
+    variants: list[Variant] = Field(
+        default_factory=lambda: ["reference", "standard"], description="variants run by default"
+    )
+    checkpoints: str | None = Field(
+        None, description="checkpoint source; null = every models/<corpus>/checkpoints of the run"
+    )
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    induction: InductionConfig = Field(default_factory=InductionConfig)
+    fv: FunctionVectorConfig = Field(default_factory=FunctionVectorConfig)
+    hydra: HydraConfig = Field(default_factory=HydraConfig)
+    structure: StructureConfig = Field(default_factory=StructureConfig)
+    hub: HubConfig = Field(default_factory=HubConfig)
+    merge_timeout_s: float = Field(
+        86400.0, gt=0, description="rank 0 waits this long for the other ranks' parts"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ProbesConfig:
+        if any(k < 1 for k in self.hydra.ks):
+            raise ValueError(f"hydra.ks must be >= 1, got {self.hydra.ks}")
+        return self

@@ -1,0 +1,74 @@
+"""Config loading: presets, and one-line errors naming the field and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from hierlab.cli import app
+from hierlab.config import config_from_dict, load_config, preset_names
+from hierlab.corpus.config import NgramConfig, PcfgConfig
+from hierlab.errors import ConfigError
+
+
+def test_presets_load_and_defaults_are_the_reference():
+    assert {"quickstart", "paper"} <= set(preset_names())
+    qs = load_config(None)
+    assert qs.name == "quickstart" and set(qs.corpora) == {"pcfg", "ngram"}
+    paper = load_config("paper")
+    assert paper.corpora["pcfg"] == PcfgConfig(**paper.corpora["pcfg"].model_dump())
+    ref = PcfgConfig()
+    assert (ref.lexicon.subjects, ref.eos_id, ref.vocab_size) == (300, 1000, 1003)
+    assert ref.sentences_per_document == 16 and ref.repetitions == 10
+    assert NgramConfig().tokenizer_size == 1002 and NgramConfig().eos_id == 999
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"corpora": {"p": {"kind": "pcfg", "zipf_exponent": -1}}},
+         "corpora.p.pcfg.zipf_exponent: Input should be greater than or equal to 0"),
+        ({"corpora": {"p": {"kind": "pcfg", "train_order": "random"}}},
+         "corpora.p.pcfg.train_order: Input should be 'shuffled' or 'contiguous'"),
+        ({"corpora": {"p": {"kind": "pcfg", "sectons": 3}}},
+         "corpora.p.pcfg.sectons: unknown field"),
+        ({"corpora": {"p": {"kind": "grammar"}}}, "corpora.p: 'kind' must be 'pcfg' or 'ngram'"),
+        ({"corpora": {"p": {"zipf_exponent": 1}}}, "corpora.p: missing 'kind'"),
+        ({"corpora": {"p": {"kind": "pcfg", "extra_clause_probs": [0.5, 0.6]}}},
+         "extra_clause_probs must be a non-empty list"),
+        ({"corpora": {"n": {"kind": "ngram", "min_length": 5, "max_length": 2}}},
+         "max_length (2) must be >= min_length (5)"),
+        ({"corpora": {"n": {"kind": "ngram", "vocab_size": "big"}}},
+         "corpora.n.ngram.vocab_size: Input should be a valid integer"),
+        ({"nmae": "x"}, "nmae: unknown field"),
+    ],
+)
+def test_config_errors_name_the_field(data, expected):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, "c.yml")
+    msg = str(info.value)
+    assert expected in msg and msg.startswith("c.yml: ") and "\n" not in msg
+
+
+def test_cli_prints_one_line_error_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump({"corpora": {"p": {"kind": "pcfg", "svo_probability": 2}}}))
+    res = CliRunner().invoke(app, ["corpus", str(bad), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "svo_probability" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
+    res = CliRunner().invoke(app, ["config", str(tmp_path / "missing.yml")])
+    assert res.exit_code == 2 and "no such config file or preset" in res.output
+    (tmp_path / "broken.yml").write_text("corpora: [unclosed")
+    res = CliRunner().invoke(app, ["config", str(tmp_path / "broken.yml")])
+    assert res.exit_code == 2 and "not valid YAML" in res.output
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("corpus", "corpus-stats", "config"):
+        out = runner.invoke(app, [cmd, "--help"])
+        assert out.exit_code == 0 and "Usage" in out.output
