@@ -136,25 +136,47 @@ def feistel_index(i: int, n: int, key: np.uint64) -> int:
             return np.int64(x)
 
 
-def alias_table(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vose's alias table for probabilities ``p`` (normalised here)."""
-    p = np.asarray(p, dtype=np.float64)
-    n = len(p)
+@njit(cache=True)
+def _alias_table(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = p.shape[0]
     scaled = p / p.sum() * n
     prob = np.zeros(n)
     alias = np.zeros(n, dtype=np.int32)
-    small = [i for i in range(n) if scaled[i] < 1.0]
-    large = [i for i in range(n) if scaled[i] >= 1.0]
-    while small and large:
-        s, g = small.pop(), large.pop()
+    small = np.empty(n, dtype=np.int64)
+    large = np.empty(n, dtype=np.int64)
+    ns = nl = 0
+    for i in range(n):
+        if scaled[i] < 1.0:
+            small[ns] = i
+            ns += 1
+        else:
+            large[nl] = i
+            nl += 1
+    while ns > 0 and nl > 0:
+        ns -= 1
+        nl -= 1
+        s, g = small[ns], large[nl]
         prob[s] = scaled[s]
         alias[s] = g
         scaled[g] = scaled[g] + scaled[s] - 1.0
-        (small if scaled[g] < 1.0 else large).append(g)
-    for i in large + small:
-        prob[i] = 1.0
-        alias[i] = i
+        if scaled[g] < 1.0:
+            small[ns] = g
+            ns += 1
+        else:
+            large[nl] = g
+            nl += 1
+    for i in range(nl):
+        prob[large[i]] = 1.0
+        alias[large[i]] = large[i]
+    for i in range(ns):
+        prob[small[i]] = 1.0
+        alias[small[i]] = small[i]
     return prob, alias
+
+
+def alias_table(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vose's alias table for probabilities ``p`` (normalised here)."""
+    return _alias_table(np.ascontiguousarray(p, dtype=np.float64))
 
 
 def zipf_probs(n: int, s: float) -> np.ndarray:

@@ -1,0 +1,93 @@
+"""Fig. 5(a) — Hydra heatmaps, layers x checkpoints: N-gram | PCFG | external (SPEC §5.5).
+
+reference: the reference's k = 1 ``drop`` shown as max(0, -drop) (only "negative drop",
+i.e. compensation, is visible), crest, one shared scale from 0 and one colourbar; unlike the
+reference, the y tick labels are the layer numbers, not array indices.
+standard (McGrath et al. 2023): ``compensation_ratio`` (compensation / direct effect) on a
+diverging map centred at 0, one shared symmetric scale clipped at the 98th percentile of
+|ratio| (a ratio explodes where the direct effect is ~0), one colourbar.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hierlab.figures import style
+from hierlab.figures.config import FiguresConfig
+from hierlab.figures.data import PANEL_KINDS, RunData
+
+NAME = "fig5a_hydra"
+COLUMNS = ["panel", "model", "step", "layer", "value", "plotted"]
+DIVERGING = "RdBu_r"
+CLIP_QUANTILE = 0.98
+HOW = {
+    "reference": "SPEC §5.5: max(0, −drop) for k=1 (drop = clean − ablated logit of the "
+    "current token); only compensation is visible",
+    "standard": "McGrath et al.: compensation / direct effect of ablating the layer "
+    "(>0: downstream layers restore part of the effect)",
+}
+
+
+def build_table(data: RunData, variant: str) -> pd.DataFrame:
+    """Tidy data: panel, model, step, layer, value (as stored), plotted (colour value)."""
+    parts = []
+    for kind in PANEL_KINDS:
+        m = data.panel(kind)
+        if variant == "reference":
+            df = data.rows(m, "hydra", "reference", "drop")
+            df = df[df["k"] == 1]
+        else:
+            df = data.rows(m, "hydra", "standard", "compensation_ratio")
+        if not len(df):
+            continue
+        g = df.groupby(["step", "layer"])["value"].mean().reset_index()
+        g["plotted"] = np.maximum(0.0, -g["value"]) if variant == "reference" else g["value"]
+        parts.append(g.assign(panel=kind, model=m.model))
+    if not parts:
+        return pd.DataFrame(columns=COLUMNS)
+    out = pd.concat(parts, ignore_index=True)[COLUMNS]
+    out["layer"] = out["layer"].astype("Int64")
+    return out
+
+
+def colour_scale(table: pd.DataFrame, variant: str) -> tuple[float, float]:
+    """The one colour scale shared by the three panels."""
+    vals = table["plotted"].to_numpy(dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if variant == "reference":
+        top = float(vals.max()) if len(vals) else 0.0
+        return 0.0, top if top > 0 else 1.0
+    m = float(np.quantile(np.abs(vals), CLIP_QUANTILE)) if len(vals) else 0.0
+    m = m if m > 0 else 1.0
+    return -m, m
+
+
+def draw(data: RunData, variant: str, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
+    """Draw one variant of Fig. 5(a) and write it with its CSV; returns the written paths."""
+    table = build_table(data, variant)
+    vmin, vmax = colour_scale(table, variant)
+    colormap = style.cmap(cfg) if variant == "reference" else DIVERGING
+    with style.style():
+        fig, axes = style.new_figure(cfg, 3)
+        im = None
+        for ax, kind in zip(axes, PANEL_KINDS, strict=True):
+            style.panel_title(ax, data.title(kind), kind)
+            t = table[table["panel"] == kind]
+            if not len(t):
+                style.no_data(ax, f"no {variant} hydra rows")
+                continue
+            im = style.heatmap(ax, t, "plotted", colormap, vmin=vmin, vmax=vmax, max_xticks=3)
+        for ax in axes[1:]:
+            ax.set_ylabel("")
+        if im is not None:
+            label = (
+                "max(0, −drop), k=1"
+                if variant == "reference"
+                else (f"compensation ratio (clipped at ±{vmax:.2g})")
+            )
+            fig.colorbar(im, ax=axes, label=label, shrink=0.9)
+        style.variant_title(fig, "Hydra effect", variant, HOW[variant])
+        return style.save(fig, table, out_dir, f"{NAME}_{variant}", cfg)
