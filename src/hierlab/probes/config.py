@@ -24,7 +24,7 @@ class InductionConfig(BaseModel):
 
     model_config = _STRICT
 
-    seed: int = Field(0, ge=0, description="seed of the random-token prompts (the reference had none)")
+    seed: int = Field(0, ge=0, description="seed of the random-token prompts (reference: none)")
     samples: int = Field(20, ge=1, description="repeated-token prompts (reference: 20)")
     n: int = Field(64, ge=2, description="length of each half (reference: 64)")
     k_max: int = Field(10, ge=1, description="reference scores for k = 1..k_max")
@@ -32,7 +32,7 @@ class InductionConfig(BaseModel):
         100, ge=0, description="ids drawn uniformly from [margin, V - margin) (reference: 100)"
     )
     batch_size: int = Field(20, ge=1)
-    icl_samples: int = Field(32, ge=1, description="test-split windows for the ICL score")
+    icl_samples: int = Field(16, ge=1, description="test-split windows for the ICL score")
     icl_length: int | None = Field(
         None, ge=2, description="window length; null = the model's context (max 512)"
     )
@@ -52,8 +52,8 @@ class FunctionVectorConfig(BaseModel):
         None, description="connector id; null = connector range start + 50 (reference: 950)"
     )
     tasks: list[str] = Field(
-        default_factory=lambda: ["copy_object", "copy_verb", "restate_object"],
-        description="grammar tasks, used for models trained on a pcfg corpus",
+        default_factory=lambda: ["copy_object", "restate_object"],
+        description="grammar tasks for models trained on a pcfg corpus (also: copy_verb)",
     )
     nl_tasks: list[str] = Field(
         default_factory=lambda: ["antonym", "country_capital", "english_french"],
@@ -82,7 +82,7 @@ class HydraConfig(BaseModel):
     random_length: int = Field(2048, ge=2, description="their length (reference OLMo: 2048)")
     id_margin: int = Field(100, ge=0, description="random ids in [margin, V - margin)")
     batch_size: int = Field(4, ge=1)
-    standard_samples: int = Field(8, ge=1, description="sequences for the standard variant")
+    standard_samples: int = Field(4, ge=1, description="sequences for the standard variant")
     standard_length: int | None = Field(
         256, ge=2, description="their length; null = the reference length"
     )

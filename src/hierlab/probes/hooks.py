@@ -1,0 +1,462 @@
+"""One hook layer over Hugging Face decoder models: read activations, intervene on them.
+
+Why plain ``torch`` hooks (``register_forward_hook`` / ``register_forward_pre_hook``) and
+not TransformerLens or nnsight: no extra dependency; no tracing or re-implementation
+overhead, which dominates on the tiny models this toolkit trains; and they run on the
+*unchanged* HF module tree, so any checkpoint that ``from_pretrained`` loads is measured
+exactly as HF computes it (TransformerLens re-implements each architecture).
+
+Hook points use TransformerLens-style names, so every probe speaks one vocabulary:
+
+=================================  ==========================================================
+``embed.hook_out``                 token embeddings ``[B, T, d]``
+``blocks.{l}.hook_resid_pre``      residual stream entering block ``l`` ``[B, T, d]``
+``blocks.{l}.hook_resid_post``     residual stream after block ``l`` (the block output)
+``blocks.{l}.attn.hook_z``         per-head attention output *before* ``o_proj`` ``[B, T, H, dh]``
+``blocks.{l}.attn.hook_pattern``   attention probabilities ``[B, H, Tq, Tk]`` (eager attention)
+``blocks.{l}.attn.hook_out``       attention output after ``o_proj`` ``[B, T, d]``
+``blocks.{l}.mlp.hook_out``        MLP output ``[B, T, d]``
+``ln_final.hook_out``              final-norm output ``[B, T, d]``
+``unembed.hook_out``               logits ``[B, T, V]``
+=================================  ==========================================================
+
+An *edit* is a function ``act -> new_act | None`` (``None`` keeps the activation); the
+interventions (:meth:`HookedModel.ablate`, :meth:`~HookedModel.overwrite`,
+:meth:`~HookedModel.add_vector`, :meth:`~HookedModel.patch`) are context managers built on
+:meth:`HookedModel.edit`. Guard: every hook registered by a context must fire at least
+once before the context exits, else :class:`HookNotFiredError` is raised -- a hook on a
+module the forward never reaches would otherwise silently measure nothing.
+
+A new HF decoder family is one :class:`Architecture` entry (:func:`register_architecture`):
+where the blocks, attention, ``o_proj``, MLP, final norm and unembedding live.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from hierlab.errors import ConfigError
+
+Edit = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+__all__ = [
+    "ARCHITECTURES",
+    "Architecture",
+    "HookNotFiredError",
+    "HookedModel",
+    "register_architecture",
+]
+
+
+class HookNotFiredError(RuntimeError):
+    """A registered hook never ran: the hook point is not on the forward path."""
+
+
+def _get(root: nn.Module, dotted: str) -> nn.Module:
+    mod = root
+    for part in dotted.split("."):
+        mod = getattr(mod, part)
+    return mod
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where the parts of one HF decoder family live (dotted attribute paths).
+
+    ``layers``, ``final_norm``, ``lm_head`` and ``embed`` are relative to the causal-LM
+    model; ``attn``, ``o_proj`` and ``mlp`` relative to one decoder block. ``norm`` is the
+    final norm's kind: ``rms`` (``x / rms(x) * g``) or ``layer`` (``(x - mean) / std * g + b``,
+    with ``g``, ``b`` optional as in OLMo's parameter-free LayerNorm).
+    """
+
+    layers: str = "model.layers"
+    attn: str = "self_attn"
+    o_proj: str = "self_attn.o_proj"
+    mlp: str = "mlp"
+    final_norm: str = "model.norm"
+    lm_head: str = "lm_head"
+    embed: str = "model.embed_tokens"
+    norm: Literal["rms", "layer"] = "rms"
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "LlamaForCausalLM": Architecture(norm="rms"),
+    "OlmoForCausalLM": Architecture(norm="layer"),
+}
+
+
+def register_architecture(class_name: str, arch: Architecture) -> None:
+    """Teach the hook layer a new HF decoder class (e.g. ``Qwen2ForCausalLM``)."""
+    ARCHITECTURES[class_name] = arch
+
+
+class _Registration:
+    """One torch hook plus its fire counter."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.calls = 0
+        self.handle: Any = None
+
+
+class HookedModel:
+    """A thin adapter: named hook points and interventions on an unchanged HF model."""
+
+    def __init__(self, model: nn.Module) -> None:
+        cls = type(model).__name__
+        if cls not in ARCHITECTURES:
+            raise ConfigError(
+                f"model class {cls} has no hook mapping "
+                f"(known: {', '.join(sorted(ARCHITECTURES))}); "
+                "add one with hierlab.probes.hooks.register_architecture"
+            )
+        self.model = model
+        self.arch = ARCHITECTURES[cls]
+        cfg = model.config
+        self.config = cfg
+        self.blocks: nn.ModuleList = _get(model, self.arch.layers)  # type: ignore[assignment]
+        self.n_layers = len(self.blocks)
+        self.n_heads = int(cfg.num_attention_heads)
+        self.n_kv_heads = int(getattr(cfg, "num_key_value_heads", None) or self.n_heads)
+        self.d_model = int(cfg.hidden_size)
+        self.d_head = int(getattr(cfg, "head_dim", None) or self.d_model // self.n_heads)
+        self.final_norm = _get(model, self.arch.final_norm)
+        self.lm_head = _get(model, self.arch.lm_head)
+        self.embed = _get(model, self.arch.embed)
+        self.vocab_size = int(self.lm_head.weight.shape[0])
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def attn(self, layer: int) -> nn.Module:
+        return _get(self.blocks[layer], self.arch.attn)
+
+    def o_proj(self, layer: int) -> nn.Linear:
+        return _get(self.blocks[layer], self.arch.o_proj)  # type: ignore[return-value]
+
+    def mlp(self, layer: int) -> nn.Module:
+        return _get(self.blocks[layer], self.arch.mlp)
+
+    def hook_names(self) -> list[str]:
+        """Every hook point of this model."""
+        names = ["embed.hook_out"]
+        for i in range(self.n_layers):
+            names += [
+                f"blocks.{i}.hook_resid_pre",
+                f"blocks.{i}.attn.hook_z",
+                f"blocks.{i}.attn.hook_pattern",
+                f"blocks.{i}.attn.hook_out",
+                f"blocks.{i}.mlp.hook_out",
+                f"blocks.{i}.hook_resid_post",
+            ]
+        return names + ["ln_final.hook_out", "unembed.hook_out"]
+
+    def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Plain HF forward (no KV cache) returning logits ``[B, T, V]``."""
+        kwargs.setdefault("use_cache", False)
+        return self.model(input_ids=input_ids.to(self.device), **kwargs).logits
+
+    # --------------------------------------------------------------- resolution
+    def _site(self, name: str) -> tuple[nn.Module, str]:
+        """(module, kind) for a hook name; kind in out|pattern|z|pre."""
+        parts = name.split(".")
+        if name == "embed.hook_out":
+            return self.embed, "out"
+        if name == "ln_final.hook_out":
+            return self.final_norm, "out"
+        if name == "unembed.hook_out":
+            return self.lm_head, "out"
+        if len(parts) >= 3 and parts[0] == "blocks" and parts[1].isdigit():
+            layer = int(parts[1])
+            if not 0 <= layer < self.n_layers:
+                raise ConfigError(f"hook {name}: layer {layer} not in 0..{self.n_layers - 1}")
+            rest = ".".join(parts[2:])
+            table = {
+                "hook_resid_pre": (self.blocks[layer], "pre"),
+                "hook_resid_post": (self.blocks[layer], "out"),
+                "attn.hook_z": (self.o_proj(layer), "z"),
+                "attn.hook_pattern": (self.attn(layer), "pattern"),
+                "attn.hook_out": (self.attn(layer), "out"),
+                "mlp.hook_out": (self.mlp(layer), "out"),
+            }
+            if rest in table:
+                return table[rest]
+        raise ConfigError(f"unknown hook point {name!r} (see HookedModel.hook_names())")
+
+    def _register(self, name: str, fn: Edit) -> _Registration:
+        module, kind = self._site(name)
+        reg = _Registration(name)
+        n_heads, d_head = self.n_heads, self.d_head
+
+        if kind == "pre":
+
+            def pre_hook(mod: nn.Module, args: tuple, kwargs: dict) -> Any:
+                reg.calls += 1
+                if args:
+                    new = fn(args[0])
+                    return None if new is None else ((new, *args[1:]), kwargs)
+                new = fn(kwargs["hidden_states"])
+                return None if new is None else (args, {**kwargs, "hidden_states": new})
+
+            reg.handle = module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        elif kind == "z":
+
+            def z_hook(mod: nn.Module, args: tuple) -> Any:
+                reg.calls += 1
+                x = args[0]
+                new = fn(x.view(*x.shape[:-1], n_heads, d_head))
+                return None if new is None else (new.reshape(x.shape), *args[1:])
+
+            reg.handle = module.register_forward_pre_hook(z_hook)
+        elif kind == "pattern":
+
+            def pattern_hook(mod: nn.Module, args: tuple, output: Any) -> Any:
+                reg.calls += 1
+                weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+                if weights is None:
+                    raise ConfigError(
+                        f"{name}: attention weights are not returned; load the model with "
+                        "attn_implementation='eager' (or use HookedModel.eager())"
+                    )
+                if fn(weights) is not None:
+                    raise ConfigError(f"{name}: attention patterns are read-only")
+                return None
+
+            reg.handle = module.register_forward_hook(pattern_hook)
+        else:
+
+            def out_hook(mod: nn.Module, args: tuple, output: Any) -> Any:
+                reg.calls += 1
+                if isinstance(output, tuple):
+                    new = fn(output[0])
+                    return None if new is None else (new, *output[1:])
+                new = fn(output)
+                return new
+
+            reg.handle = module.register_forward_hook(out_hook)
+        return reg
+
+    # ----------------------------------------------------------- core contexts
+    @contextlib.contextmanager
+    def edit(self, *pairs: tuple[str, Edit]) -> Iterator[list[_Registration]]:
+        """Register ``(hook name, fn)`` pairs for the duration of the block.
+
+        ``fn(act)`` returns a replacement tensor or ``None``. On a clean exit every hook
+        must have fired at least once (:class:`HookNotFiredError` otherwise).
+        """
+        regs: list[_Registration] = []
+        try:
+            for name, fn in pairs:
+                regs.append(self._register(name, fn))
+            yield regs
+        except BaseException:
+            for r in regs:
+                r.handle.remove()
+            raise
+        for r in regs:
+            r.handle.remove()
+        silent = [r.name for r in regs if r.calls == 0]
+        if silent:
+            raise HookNotFiredError(f"hooks never fired: {', '.join(silent)}")
+
+    @contextlib.contextmanager
+    def capture(self, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+        """Record activations (detached, last call wins) into the yielded dict."""
+        store: dict[str, torch.Tensor] = {}
+
+        def make(n: str) -> Edit:
+            def fn(act: torch.Tensor) -> None:
+                store[n] = act.detach()
+                return None
+
+            return fn
+
+        with self.edit(*[(n, make(n)) for n in names]):
+            yield store
+
+    def run_with_cache(
+        self, input_ids: torch.Tensor, names: Sequence[str], **kwargs: Any
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward once, returning logits and the named activations."""
+        with self.capture(names) as store:
+            logits = self.forward(input_ids, **kwargs)
+        return logits, store
+
+    @contextlib.contextmanager
+    def eager(self) -> Iterator[None]:
+        """Temporarily switch to eager attention (needed for ``hook_pattern``)."""
+        cfg = self.model.config
+        old = getattr(cfg, "_attn_implementation", None)
+        if old in (None, "eager"):
+            yield
+            return
+        cfg._attn_implementation = "eager"
+        try:
+            yield
+        finally:
+            cfg._attn_implementation = old
+
+    # ------------------------------------------------------------ interventions
+    def _component_hook(self, layer: int, head: int | None, component: str) -> str:
+        if component == "attn":
+            suffix = "hook_z" if head is not None else "hook_out"
+            return f"blocks.{layer}.attn.{suffix}"
+        if head is not None:
+            raise ConfigError(f"a head can only be ablated in 'attn', not in {component!r}")
+        if component == "mlp":
+            return f"blocks.{layer}.mlp.hook_out"
+        if component == "block":
+            return f"blocks.{layer}.hook_resid_post"
+        raise ConfigError(f"component must be attn, mlp or block, got {component!r}")
+
+    def ablate(
+        self,
+        layer: int,
+        head: int | None = None,
+        *,
+        component: str = "attn",
+        method: Literal["zero", "mean", "resample"] = "zero",
+        reference: torch.Tensor | None = None,
+        positions: Sequence[int] | slice | None = None,
+    ) -> contextlib.AbstractContextManager:
+        """Ablate the output of a layer component (``attn``, ``mlp``, ``block``) or one head.
+
+        ``zero`` writes zeros. ``mean`` writes ``reference`` (broadcast; e.g. a mean over a
+        reference batch) or, if ``None``, the mean of the current activation over the batch
+        dimension. ``resample`` writes ``reference`` (the activation from another prompt) or,
+        if ``None``, the activation of the next prompt in the batch (batch rolled by one).
+        A head's output is its slice of ``hook_z`` (before ``o_proj``).
+        """
+        name = self._component_hook(layer, head, component)
+        pos = slice(None) if positions is None else positions
+
+        def fn(act: torch.Tensor) -> torch.Tensor:
+            sel = act[..., head, :] if head is not None else act
+            if method == "zero":
+                new_val = torch.zeros_like(sel)
+            elif method == "mean":
+                new_val = sel.mean(0, keepdim=True) if reference is None else reference
+            elif method == "resample":
+                if reference is None:
+                    if sel.shape[0] < 2:
+                        raise ConfigError("resample ablation needs a batch of >= 2 prompts")
+                    new_val = sel.roll(1, dims=0)
+                else:
+                    new_val = reference
+            else:
+                raise ConfigError(f"ablation method must be zero, mean or resample, got {method!r}")
+            out = act.clone()
+            target = out[..., head, :] if head is not None else out
+            target[:, pos] = new_val.to(act.dtype).expand_as(sel)[:, pos]
+            return out
+
+        return self.edit((name, fn))
+
+    def overwrite(
+        self, layer: int, value: torch.Tensor, positions: Sequence[int] | slice | None = None
+    ) -> contextlib.AbstractContextManager:
+        """Overwrite the output of block ``layer`` (the residual stream) with ``value``."""
+        pos = slice(None) if positions is None else positions
+
+        def fn(act: torch.Tensor) -> torch.Tensor:
+            out = act.clone()
+            out[:, pos] = value.to(act.dtype).expand_as(act)[:, pos]
+            return out
+
+        return self.edit((f"blocks.{layer}.hook_resid_post", fn))
+
+    def add_vector(
+        self,
+        layer: int,
+        vector: torch.Tensor,
+        position: int | Sequence[int] | slice = -1,
+        *,
+        where: Literal["resid_post", "resid_pre"] = "resid_post",
+    ) -> contextlib.AbstractContextManager:
+        """Add ``vector`` (``[d]`` or ``[B, d]``) to the residual stream at (layer, position)."""
+
+        def fn(act: torch.Tensor) -> torch.Tensor:
+            out = act.clone()
+            v = vector.to(act.dtype).to(act.device)
+            if v.dim() == 2:
+                v = v[:, None, :] if not isinstance(position, int) else v
+            out[:, position] += v
+            return out
+
+        return self.edit((f"blocks.{layer}.hook_{where}", fn))
+
+    def patch(
+        self,
+        name: str,
+        source: torch.Tensor,
+        positions: Sequence[int] | slice | None = None,
+        heads: Sequence[int] | None = None,
+    ) -> contextlib.AbstractContextManager:
+        """Replace an activation by ``source`` (the same hook from another run).
+
+        ``positions`` and (for ``hook_z``) ``heads`` restrict the patch; ``source`` must
+        broadcast to the activation.
+        """
+        pos = slice(None) if positions is None else positions
+
+        def fn(act: torch.Tensor) -> torch.Tensor:
+            out = act.clone()
+            src = source.to(act.dtype).to(act.device).expand_as(act)
+            if heads is None:
+                out[:, pos] = src[:, pos]
+            else:
+                idx = list(heads)
+                out[:, pos, idx] = src[:, pos, idx]
+            return out
+
+        return self.edit((name, fn))
+
+    # ------------------------------------------------------ weights and the norm
+    def head_out_proj(self, layer: int, z: torch.Tensor, head: int) -> torch.Tensor:
+        """One head's contribution to the residual stream: ``W_O[:, head] @ z`` (``[..., d]``)."""
+        w = self.o_proj(layer).weight  # [d, H*dh]
+        lo = head * self.d_head
+        return z.to(w.dtype) @ w[:, lo : lo + self.d_head].T
+
+    def norm_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The final norm's per-position divisor (``rms`` or ``std``) of ``x``, ``[..., 1]``."""
+        x = x.float()
+        eps = self._norm_eps()
+        if self.arch.norm == "rms":
+            return torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return torch.sqrt(x.var(-1, keepdim=True, unbiased=False) + eps)
+
+    def _norm_eps(self) -> float:
+        n = self.final_norm
+        for attr in ("variance_epsilon", "eps"):
+            if hasattr(n, attr):
+                return float(getattr(n, attr))
+        return 1e-5  # OlmoLayerNorm hard-codes eps=1e-5
+
+    def norm_linear(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The final norm with a *frozen* divisor ``scale``: linear in ``x`` (no bias).
+
+        ``rms``: ``g * x / scale``; ``layer``: ``g * (x - mean(x)) / scale``.
+        """
+        x = x.float()
+        if self.arch.norm == "layer":
+            x = x - x.mean(-1, keepdim=True)
+        y = x / scale
+        w = getattr(self.final_norm, "weight", None)
+        return y * w.float() if w is not None else y
+
+    def norm_bias(self) -> torch.Tensor | None:
+        b = getattr(self.final_norm, "bias", None)
+        return None if b is None else b.float()

@@ -1,0 +1,245 @@
+"""The Hydra effect: what happens downstream when one layer's output is removed.
+
+**reference** (SPEC §5.5, reproduced exactly, including its degeneracy): for ``k`` in
+``ks`` and each block ``L = k .. n_layers-1``, the clean logit-lens logit (``lm_head`` of
+the block-``L`` output, *no final norm*) of the gold token = the *last input token*, at the
+last position, minus the same quantity when the whole output of block ``L-k`` is
+overwritten with zeros (every position and dimension), averaged over samples (``drop``).
+Zeroing the residual stream makes every later Llama/OLMo block output exactly zero (no
+biases), so the ablated logits are 0 and ``drop`` equals the clean logit-lens logit of the
+current token, identically for every ``k``. We run the ablated forward honestly, but once
+per ablated block rather than once per sample: after the overwrite nothing downstream
+depends on the tokens (only on zeros, positions and the causal mask), so one sequence of
+the same length gives the ablated logits of every sample exactly.
+
+**standard** (McGrath et al. 2023, "The Hydra Effect"): for each attention layer ``A``,
+ablate its output (``zero``; ``mean`` over the reference batch and positions; or
+``resample`` from the next prompt). Target token ``t`` = argmax of the clean next-token
+logits at every position (or the true next token). With centred logits
+``c(x) = u_t . x``, ``u_t = W_U[t] - mean_v W_U[v]``, and the final norm linearised with the
+clean run's divisor frozen (``N_clean``), per position:
+
+* ``direct_effect = c(N_clean(a_A - a~_A))`` (its output read through norm and unembedding),
+* ``total_effect = clean - ablated`` centred logit of ``t``,
+* ``compensation = direct - total``, split exactly into downstream attention
+  ``sum_{l>A} c(N_clean(a~_l - a_l))``, MLPs ``sum_{l>=A} c(N_clean(m~_l - m_l))``, and the
+  change of the final-norm scale ``c_abl - c(N_clean(R~)) - offset``;
+
+averaged over positions and samples; ``compensation_ratio`` is the ratio of the means
+(compensation / direct). The ablations of all layers run as one batch of ablated copies
+(``layer_batch`` per forward), with an unablated copy in every batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from hierlab.errors import ConfigError
+from hierlab.probes.hooks import HookedModel
+
+Row = dict[str, Any]
+
+__all__ = ["hydra_reference", "hydra_standard", "random_token_samples"]
+
+
+def random_token_samples(
+    samples: int, length: int, vocab_size: int, margin: int = 100, seed: int = 0
+) -> torch.Tensor:
+    """Seeded random ids in ``[margin, V - margin)`` (the reference OLMo evaluator, seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    hi = max(vocab_size - margin, margin + 1)
+    return torch.randint(margin, hi, (samples, length), generator=g)
+
+
+def _row(metric: str, value: float, n: int, seed: int | None, layer=None, k=None) -> Row:
+    return {"metric": metric, "layer": layer, "head": None, "k": k, "value": float(value),
+            "n_samples": n, "seed": seed}
+
+
+@torch.no_grad()
+def hydra_reference(
+    hm: HookedModel,
+    samples: torch.Tensor,
+    ks: Sequence[int] = (1, 2),
+    batch_size: int = 4,
+    seed: int | None = None,
+) -> list[Row]:
+    """SPEC §5.5 ``drop`` per (k, L): clean minus ablated logit-lens logit of the last token."""
+    nl = hm.n_layers
+    s, t = samples.shape
+    names = [f"blocks.{i}.hook_resid_post" for i in range(nl)]
+    w_u = hm.lm_head.weight
+    gold = samples[:, -1].to(hm.device)
+    clean = torch.zeros(s, nl, dtype=torch.float64)
+    for b in range(0, s, batch_size):
+        ids = samples[b : b + batch_size]
+        _, cache = hm.run_with_cache(ids, names, logits_to_keep=1)
+        g = gold[b : b + batch_size]
+        for i, nm in enumerate(names):
+            h = cache[nm][:, -1]  # [B, d]
+            clean[b : b + len(ids), i] = (h * w_u[g]).sum(-1).double().cpu()
+    # ablated: one forward per ablated block A, reused for every L = A + k
+    abl = torch.zeros(s, nl, nl, dtype=torch.float64)  # [sample, A, L]
+    needed = sorted({layer - k for k in ks for layer in range(k, nl)})
+    probe_ids = samples[:1]
+    for a in needed:
+        later = names[a + 1 :]
+        with hm.overwrite(a, torch.zeros(hm.d_model, device=hm.device)), hm.capture(later) as c:
+            hm.forward(probe_ids, logits_to_keep=1)
+        for nm in later:
+            layer = int(nm.split(".")[1])
+            logits = (c[nm][0, -1] @ w_u.T).double().cpu()  # [V]
+            abl[:, a, layer] = logits[gold.cpu()]
+    rows: list[Row] = []
+    for k in ks:
+        for layer in range(k, nl):
+            drop = (clean[:, layer] - abl[:, layer - k, layer]).mean().item()
+            rows.append(_row("drop", drop, s, seed, layer=layer, k=k))
+    return rows
+
+
+@torch.no_grad()
+def hydra_standard(
+    hm: HookedModel,
+    samples: torch.Tensor,
+    *,
+    ablation: str = "zero",
+    target: str = "argmax",
+    layer_batch: int = 16,
+    seed: int | None = None,
+) -> list[Row]:
+    """McGrath et al. 2023 per attention layer: direct/total effect and compensation split."""
+    if ablation not in ("zero", "mean", "resample"):
+        raise ConfigError(f"hydra ablation must be zero, mean or resample, got {ablation!r}")
+    if target not in ("argmax", "next_token"):
+        raise ConfigError(f"hydra target must be argmax or next_token, got {target!r}")
+    nl = hm.n_layers
+    s, t = samples.shape
+    if ablation == "resample" and s < 2:
+        raise ConfigError("resample ablation needs >= 2 samples")
+    dev = hm.device
+    attn_names = [f"blocks.{i}.attn.hook_out" for i in range(nl)]
+    mlp_names = [f"blocks.{i}.mlp.hook_out" for i in range(nl)]
+    last = f"blocks.{nl - 1}.hook_resid_post"
+
+    # reference activations for mean / resample ablation
+    ref_attn: list[torch.Tensor] | None = None
+    mean_attn: torch.Tensor | None = None
+    if ablation != "zero":
+        ref_attn = []
+        for i in range(s):
+            _, c = hm.run_with_cache(samples[i : i + 1], attn_names, logits_to_keep=1)
+            ref_attn.append(torch.stack([c[n][0] for n in attn_names]).cpu())  # [L, T, d]
+        mean_attn = torch.stack(ref_attn).float().mean(dim=(0, 2))  # [L, d]
+
+    w_u = hm.lm_head.weight.float()
+    w_u_mean = w_u.mean(0)
+    lm_bias = getattr(hm.lm_head, "bias", None)
+    sums = {m: torch.zeros(nl, dtype=torch.float64) for m in
+            ("direct_effect", "total_effect", "compensation_attn", "compensation_mlp",
+             "compensation_norm")}
+    n_pos = 0
+    for i in range(s):
+        ids = samples[i : i + 1].to(dev)
+        logits, c = hm.run_with_cache(ids, [last], )
+        resid = c[last][0].float()  # [T, d]
+        scale = hm.norm_scale(resid)  # [T, 1]
+        if target == "argmax":
+            tgt = logits[0].float().argmax(-1)  # [T]
+            use = torch.arange(t, device=dev)
+        else:
+            tgt = ids[0, 1:]
+            use = torch.arange(t - 1, device=dev)
+        tgt_full = torch.zeros(t, dtype=torch.long, device=dev)
+        tgt_full[use] = tgt
+        u = w_u[tgt_full] - w_u_mean  # [T, d]
+        offset = 0.0
+        if hm.norm_bias() is not None:
+            offset = (hm.norm_bias() * u).sum(-1)
+        if lm_bias is not None:
+            offset = offset + (lm_bias.float()[tgt_full] - lm_bias.float().mean())
+
+        def proj(x: torch.Tensor, u=u, scale=scale) -> torch.Tensor:
+            return (hm.norm_linear(x, scale) * u).sum(-1)  # [..., T]
+
+        replacement: list[torch.Tensor] = []
+        for a in range(nl):
+            if ablation == "zero":
+                replacement.append(torch.zeros(t, hm.d_model, device=dev))
+            elif ablation == "mean":
+                replacement.append(mean_attn[a].to(dev).expand(t, -1))
+            else:
+                replacement.append(ref_attn[(i + 1) % s][a].to(dev))
+        for c0 in range(0, nl, layer_batch):
+            layers = list(range(c0, min(nl, c0 + layer_batch)))
+            nb = len(layers) + 1  # copy 0 is clean
+            pa = torch.zeros(nb, nl, t, dtype=torch.float64, device=dev)
+            pm = torch.zeros(nb, nl, t, dtype=torch.float64, device=dev)
+            direct = torch.zeros(len(layers), t, dtype=torch.float64, device=dev)
+            store: dict[str, torch.Tensor] = {}
+
+            def attn_fn(act: torch.Tensor, li: int, layers=layers, pa=pa, direct=direct,
+                        replacement=replacement):
+                out = None
+                if li in layers:
+                    j = layers.index(li) + 1
+                    out = act.clone()
+                    new = replacement[li].to(act.dtype)
+                    direct[j - 1] = proj(act[0].float() - new.float()).double()
+                    out[j] = new
+                pa[:, li] = proj((out if out is not None else act).float()).double()
+                return out
+
+            def mlp_fn(act: torch.Tensor, li: int, pm=pm) -> None:
+                pm[:, li] = proj(act.float()).double()
+                return None
+
+            def fin_fn(act: torch.Tensor, store=store) -> None:
+                store["normed"] = act.float()
+                return None
+
+            def res_fn(act: torch.Tensor, store=store) -> None:
+                store["resid"] = act.float()
+                return None
+
+            pairs = [(attn_names[li], lambda a_, li=li: attn_fn(a_, li)) for li in range(nl)]
+            pairs += [(mlp_names[li], lambda a_, li=li: mlp_fn(a_, li)) for li in range(nl)]
+            pairs += [("ln_final.hook_out", fin_fn), (last, res_fn)]
+            with hm.edit(*pairs):
+                hm.forward(ids.expand(nb, -1), logits_to_keep=1)
+            cl = (store["normed"] * u).sum(-1).double()  # [nb, T] centred logit (no bias)
+            if lm_bias is not None:
+                cl = cl + (lm_bias.float()[tgt_full] - lm_bias.float().mean()).double()
+            lin = proj(store["resid"]).double() + (
+                offset.double() if torch.is_tensor(offset) else offset
+            )
+            for j, a in enumerate(layers, start=1):
+                sel = use
+                te = cl[0] - cl[j]
+                comp_attn = (pa[j, a + 1 :] - pa[0, a + 1 :]).sum(0)
+                comp_mlp = (pm[j, a:] - pm[0, a:]).sum(0)
+                comp_norm = cl[j] - lin[j]
+                sums["direct_effect"][a] += direct[j - 1][sel].sum().item()
+                sums["total_effect"][a] += te[sel].sum().item()
+                sums["compensation_attn"][a] += comp_attn[sel].sum().item()
+                sums["compensation_mlp"][a] += comp_mlp[sel].sum().item()
+                sums["compensation_norm"][a] += comp_norm[sel].sum().item()
+        n_pos += len(use)
+    rows: list[Row] = []
+    for a in range(nl):
+        de = sums["direct_effect"][a].item() / n_pos
+        te = sums["total_effect"][a].item() / n_pos
+        comp = de - te
+        ratio = comp / de if de != 0 else float("nan")
+        rows += [
+            _row("direct_effect", de, s, seed, layer=a),
+            _row("total_effect", te, s, seed, layer=a),
+            _row("compensation", comp, s, seed, layer=a),
+            _row("compensation_ratio", ratio, s, seed, layer=a),
+        ]
+        for m in ("compensation_attn", "compensation_mlp", "compensation_norm"):
+            rows.append(_row(m, sums[m][a].item() / n_pos, s, seed, layer=a))
+    return rows
