@@ -131,6 +131,8 @@ class TrainingConfig(BaseModel):
         description="aligned windows: start at the document-boundary token (if the corpus "
         "has one) instead of the token after it",
     )
+    tensorboard: bool = Field(False, description="also log to TensorBoard (extra 'tracking')")
+    tensorboard: bool = Field(False, description="also log to TensorBoard (extra 'tracking')")
     device: str | None = Field(None, description="cpu | cuda | cuda:N; null = cuda if available")
 
     @model_validator(mode="after")

@@ -1,0 +1,380 @@
+"""Training loop: learning, outputs, resume after a kill, skip, errors, HF interop, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from hierlab.corpus.shards import write_split
+from hierlab.errors import ConfigError, DataError, HierlabError
+from hierlab.train.config import ModelConfig, TrainingConfig
+from hierlab.train.loop import train_model
+
+VOCAB = 12
+MANIFEST = dict(
+    corpus="toy",
+    kind="pcfg",
+    vocab_size=VOCAB,
+    eos_id=10,
+    pad_id=11,
+    unk_id=None,
+    boundary_id=None,
+    config_hash="toyhash",
+    loss_floors={"no_context": 1.0, "latent_known": 0.5},
+)
+TINY = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, context_length=32)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # noqa: ANN202
+    """Tiny models gain nothing from threads, and OpenMP spin-waits under a busy CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _docs(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Documents with a latent: an arithmetic progression mod 10 from a random start, EOS."""
+    toks, starts, pos = [], [], 0
+    for _ in range(n):
+        a, step, length = rng.integers(0, 10), rng.integers(1, 4), rng.integers(5, 30)
+        doc = np.append((a + np.arange(length) * step) % 10, 10).astype(np.uint16)
+        starts.append(pos)
+        pos += len(doc)
+        toks.append(doc)
+    return np.concatenate(toks), np.array(starts, dtype=np.int64)
+
+
+def make_corpus(root: Path, n_train: int = 300, n_test: int = 40, tokenizer: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    corpus = root / "corpus" / "toy"
+    for split, n in (("train", n_train), ("test", n_test)):
+        toks, starts = _docs(rng, n)
+        k = len(starts) // 2
+        cut = int(starts[k])
+        write_split(
+            corpus / split,
+            [toks[:cut], toks[cut:]],
+            manifest={**MANIFEST, "split": split},
+            doc_starts=[starts[:k], starts[k:] - cut],
+        )
+    if tokenizer:
+        from tokenizers import Tokenizer
+        from tokenizers.models import WordLevel
+        from tokenizers.pre_tokenizers import WhitespaceSplit
+        from transformers import PreTrainedTokenizerFast
+
+        vocab = {f"t{i}": i for i in range(10)} | {"[EOS]": 10, "[UNK]": 11}
+        tok = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+        tok.pre_tokenizer = WhitespaceSplit()
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok, eos_token="[EOS]", unk_token="[UNK]", pad_token="[UNK]"
+        )
+        fast.save_pretrained(corpus / "tokenizer")
+    return corpus
+
+
+def tcfg(**kw: object) -> TrainingConfig:
+    base = dict(
+        batch_size=8,
+        micro_batch_size=4,
+        lr=3e-3,
+        schedule="cosine",
+        warmup_steps=3,
+        eval_tokens=1024,
+        log_every=3,
+        checkpoints={"schedule": "list", "steps": [5, 12]},
+        max_tokens=8 * 32 * 20,
+    )
+    return TrainingConfig(**{**base, **kw})
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(n: int):  # noqa: ANN201
+    def hook(step: int) -> None:
+        if step == n:
+            raise Killed(step)
+
+    return hook
+
+
+# ----- learning and outputs
+def test_loss_decreases_and_outputs_follow_the_contract(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path, tokenizer=True)
+    out = train_model(
+        TINY, tcfg(checkpoints={"schedule": "log", "count": 4}), corpus, tmp_path / "models" / "toy"
+    )
+    loss = read_csv(out / "loss.csv")
+    assert list(loss[0]) == ["step", "tokens_seen", "train_loss", "lr", "grad_norm", "tokens_per_s"]
+    assert [int(r["step"]) for r in loss] == [3, 6, 9, 12, 15, 18, 20]
+    assert int(loss[-1]["tokens_seen"]) == 20 * 8 * 32
+    ev = read_csv(out / "eval.csv")
+    assert [int(r["step"]) for r in ev] == [0, 1, 2, 4, 5, 10, 15, 20]
+    test_losses = [float(r["test_loss"]) for r in ev]
+    assert test_losses[0] > np.log(VOCAB) - 0.3  # untrained: about uniform
+    assert test_losses[-1] < test_losses[0] - 0.6  # it learned the structure
+    assert float(loss[-1]["train_loss"]) < float(loss[0]["train_loss"]) - 0.6
+    run = json.loads((out / "run.json").read_text())
+    assert run["corpus"] == "toy" and run["kind"] == "pcfg" and run["vocab_size"] == VOCAB
+    assert run["loss_floors"] == MANIFEST["loss_floors"] and run["num_layers"] == 2
+    ckpts = sorted((out / "checkpoints").iterdir())
+    assert [p.name for p in ckpts] == [f"step-{s:08d}" for s in (0, 1, 2, 4, 5, 10, 15, 20)]
+    state = json.loads((ckpts[-1] / "state.json").read_text())
+    assert set(state) >= {
+        "step",
+        "tokens_seen",
+        "train_loss",
+        "test_loss",
+        "lr",
+        "seed",
+        "hierlab_version",
+        "config_hash",
+    }
+    assert state["step"] == 20 and state["config_hash"] == run["config_hash"]
+    assert state["test_loss"] == pytest.approx(test_losses[-1])
+    # resume state only in the latest checkpoint; tokenizer copied into every checkpoint
+    assert [p.name for p in ckpts if (p / "trainer_state.pt").exists()] == ["step-00000020"]
+    assert all(
+        (p / "tokenizer.json").exists() and (p / "model.safetensors").exists() for p in ckpts
+    )
+
+
+def test_checkpoint_loads_with_auto_classes_and_generates(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    corpus = make_corpus(tmp_path, tokenizer=True)
+    out = train_model(
+        TINY,
+        tcfg(max_tokens=8 * 32 * 6, checkpoints={"schedule": "list", "steps": [3]}),
+        corpus,
+        tmp_path / "m",
+    )
+    path = out / "checkpoints" / "step-00000006"
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    ids = torch.tensor([tok.convert_tokens_to_ids(["t1", "t2", "t3", "t4"])])
+    assert ids.tolist() == [[1, 2, 3, 4]]
+    gen = model.generate(ids, max_new_tokens=5, do_sample=False)
+    assert gen.shape == (1, 9) and int(gen.max()) < VOCAB
+    assert model.config.eos_token_id == 10 and model.config.vocab_size == VOCAB
+    # the reloaded model scores the test split exactly as the logged test loss
+    state = json.loads((path / "state.json").read_text())
+    assert state["step"] == 6 and state["test_loss"] is not None
+
+
+def test_transformer_lens_loads_a_checkpoint(tmp_path: Path) -> None:
+    tl = pytest.importorskip("transformer_lens")
+    from transformers import AutoModelForCausalLM
+
+    corpus = make_corpus(tmp_path)
+    cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, context_length=32)
+    out = train_model(
+        cfg,
+        tcfg(max_tokens=8 * 32 * 3, checkpoints={"schedule": "list", "steps": [1]}),
+        corpus,
+        tmp_path / "m",
+    )
+    path = out / "checkpoints" / "step-00000003"
+    hf = AutoModelForCausalLM.from_pretrained(path)
+    model = tl.HookedTransformer.from_pretrained_no_processing(
+        "meta-llama/Llama-2-7b-hf",
+        hf_model=hf,
+        tokenizer=None,
+        n_layers=2,
+        d_model=32,
+        n_heads=2,
+        d_vocab=VOCAB,
+        n_ctx=32,
+        d_mlp=128,
+        device="cpu",
+    )
+    x = torch.tensor([[1, 2, 3, 4, 5, 10]])
+    torch.testing.assert_close(model(x), hf(x).logits, atol=1e-4, rtol=1e-4)
+
+
+# ----- resume ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kill", [7, 12, 13])
+def test_resume_after_a_kill_reproduces_the_run_exactly(tmp_path: Path, kill: int) -> None:
+    """Killed after step `kill` (between checkpoints, right at one, just after one), the
+    continued run's losses and weights equal the uninterrupted run's bit for bit."""
+    corpus = make_corpus(tmp_path)
+    cfg = tcfg(precision="bf16")  # autocast path on CPU; fp32 is the same code
+    ref = train_model(TINY, cfg, corpus, tmp_path / "ref")
+    with pytest.raises(Killed):
+        train_model(TINY, cfg, corpus, tmp_path / "run", on_step=kill_at(kill))
+    # a torn checkpoint and a torn csv line are tolerated
+    (tmp_path / "run" / "checkpoints" / ".tmp-step-00000020-1").mkdir()
+    with open(tmp_path / "run" / "loss.csv", "a") as fh:
+        fh.write("14,3584,2.1")
+    run = train_model(TINY, cfg, corpus, tmp_path / "run")
+    for name, col in (
+        ("loss.csv", "train_loss"),
+        ("loss.csv", "grad_norm"),
+        ("loss.csv", "lr"),
+        ("eval.csv", "test_loss"),
+    ):
+        a = [(r["step"], r[col]) for r in read_csv(ref / name)]
+        b = [(r["step"], r[col]) for r in read_csv(run / name)]
+        assert a == b, name
+    a = snapshot(ref / "checkpoints")
+    b = snapshot(run / "checkpoints")
+    assert sorted(a) == sorted(b)
+    assert a["step-00000020/model.safetensors"] == b["step-00000020/model.safetensors"]
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+
+
+def test_kill_while_writing_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill inside the checkpoint write leaves only a temp dir; the rerun resumes from the
+    previous checkpoint and ends with the uninterrupted run's weights."""
+    import hierlab.train.loop as loop
+
+    corpus = make_corpus(tmp_path)
+    ref = train_model(TINY, tcfg(), corpus, tmp_path / "ref")
+    real_save = loop._quiet_save
+
+    def torn_save(model: torch.nn.Module, path: Path) -> None:
+        real_save(model, path)
+        if path.name.startswith(".tmp-step-00000012"):
+            raise Killed(12)
+
+    monkeypatch.setattr(loop, "_quiet_save", torn_save)
+    with pytest.raises(Killed):
+        train_model(TINY, tcfg(), corpus, tmp_path / "run")
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir())[-1] == "step-00000005"
+    assert list(ckpts.glob(".tmp-step-00000012-*"))
+    monkeypatch.setattr(loop, "_quiet_save", real_save)
+    run = train_model(TINY, tcfg(), corpus, tmp_path / "run")
+    assert read_csv(ref / "eval.csv") == read_csv(run / "eval.csv")
+    assert (
+        snapshot(ref / "checkpoints")["step-00000020/model.safetensors"]
+        == snapshot(run / "checkpoints")["step-00000020/model.safetensors"]
+    )
+
+
+def test_finished_run_is_skipped(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path)
+    out = train_model(TINY, tcfg(), corpus, tmp_path / "m")
+    before = snapshot(out)
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+
+    def fail(step: int) -> None:
+        raise AssertionError("must not train")
+
+    train_model(TINY, tcfg(device="cpu"), corpus, tmp_path / "m", on_step=fail)
+    assert snapshot(out) == before
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == mtimes
+
+
+# ----- errors: clear message, nothing touched
+def test_errors_leave_existing_checkpoints_untouched(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path)
+    out = tmp_path / "m"
+    with pytest.raises(Killed):
+        train_model(TINY, tcfg(), corpus, out, on_step=kill_at(8))
+    before = snapshot(out)
+
+    cases: list[tuple[ModelConfig, TrainingConfig, Path, type, str]] = [
+        (TINY, tcfg(lr=1e-3), corpus, ConfigError, "different config"),
+        (
+            TINY.model_copy(update={"vocab_size": 50}),
+            tcfg(),
+            corpus,
+            ConfigError,
+            "model.vocab_size: 50 does not match the corpus vocab_size 12",
+        ),
+        (TINY, tcfg(), tmp_path / "corpus" / "nope", DataError, "no train split"),
+        (TINY, tcfg(batch_size=4096), corpus, DataError, "training.batch_size: 4096"),
+        (TINY, tcfg(max_tokens=100), corpus, ConfigError, "training.max_tokens"),
+        (TINY, tcfg(precision="fp16"), corpus, ConfigError, "fp16 needs a CUDA"),
+        (TINY, tcfg(device="cuda"), corpus, ConfigError, "training.device"),
+    ]
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        cases.append((TINY, tcfg(tensorboard=True), corpus, ConfigError, "tracking"))
+    for model_cfg, train_cfg, corp, err, msg in cases:
+        with pytest.raises(err, match=msg) as info:
+            train_model(model_cfg, train_cfg, corp, out)
+        assert "\n" not in str(info.value)
+        assert snapshot(out) == before
+
+    # a corrupted shard (ids >= vocab): caught before training starts
+    bad = tmp_path / "bad"
+    toks = np.full(2000, 3, dtype=np.uint16)
+    toks[1234] = 99
+    write_split(bad / "train", [toks], manifest={**MANIFEST, "split": "train"})
+    write_split(bad / "test", [toks[:500] % 10], manifest={**MANIFEST, "split": "test"})
+    with pytest.raises(DataError, match="token id 99 >= vocab_size 12"):
+        train_model(TINY, tcfg(), bad, out)
+    assert snapshot(out) == before
+    # missing test split while a test loss is asked for
+    write_split(bad / "train2", [toks % 10], manifest={**MANIFEST, "split": "train"})
+    (bad / "test" / "manifest.json").unlink()
+    (bad / "train").rename(bad / "train-corrupt")
+    (bad / "train2").rename(bad / "train")
+    with pytest.raises(DataError, match="no test split"):
+        train_model(TINY, tcfg(), bad, out)
+    assert snapshot(out) == before
+    assert issubclass(ConfigError, HierlabError) and issubclass(DataError, HierlabError)
+
+
+# ----- API and CLI -------------------------------------------------------------------------------
+def _experiment_yaml(tmp_path: Path) -> Path:
+    data = {
+        "name": "tiny",
+        "corpora": {"toy": {"kind": "pcfg"}},
+        "model": TINY.model_dump(mode="json", exclude_none=True),
+        "training": tcfg(
+            max_tokens=8 * 32 * 4, checkpoints={"schedule": "linear", "count": 2}
+        ).model_dump(mode="json", exclude_none=True),
+    }
+    path = tmp_path / "tiny.yml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_train_corpora_and_cli(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hierlab.cli import app
+    from hierlab.config import load_config
+    from hierlab.train.loop import train_corpora
+
+    run_dir = tmp_path / "run"
+    make_corpus(run_dir)
+    cfg_path = _experiment_yaml(tmp_path)
+    cfg = load_config(cfg_path)
+    with pytest.raises(ConfigError, match="--corpus: 'other'"):
+        train_corpora(cfg, run_dir, only="other")
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", str(cfg_path), "--out", str(run_dir), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    model_dir = run_dir / "models" / "toy"
+    assert (model_dir / "checkpoints" / "step-00000004" / "state.json").exists()
+    assert [int(r["step"]) for r in read_csv(model_dir / "eval.csv")] == [2, 4]
+    # a user error is one line and exit status 2
+    res = runner.invoke(app, ["train", str(cfg_path), "--out", str(tmp_path / "empty")])
+    assert res.exit_code == 2 and "no train split" in res.output
+    assert train_corpora(cfg, run_dir, only="toy") == {"toy": model_dir}  # finished: skipped
