@@ -211,10 +211,101 @@ def figures(
     if not no_report:
         from hierlab.figures.report import write_report
 
-        report = write_report(
-            run_dir, paths, claims, timings={"figures": time.perf_counter() - t0}
-        )
+        report = write_report(run_dir, paths, claims, timings={"figures": time.perf_counter() - t0})
         typer.echo(f"report: {report}")
+
+
+@app.command()
+@_friendly
+def probe(
+    config: ConfigArg = None,
+    checkpoints: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoints",
+            help="a run dir, a models/<corpus> dir, a folder of HF checkpoints, or "
+            "hub:REPO[@rev1,rev2|@max=M]; default: every models/<corpus>/checkpoints of the run",
+            show_default=False,
+        ),
+    ] = None,
+    probes: Annotated[
+        str | None,
+        typer.Option("--probes", help="comma list of induction,fv,hydra,structure",
+                     show_default=False),
+    ] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option("--variant", help="reference | standard | both (default: the config's)",
+                     show_default=False),
+    ] = None,
+    out: OutOpt = None,
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="cpu | cuda | cuda:N (default: the config's)",
+                     show_default=False),
+    ] = None,
+) -> None:
+    """Run the probes over checkpoints into OUT/metrics/<probe>.parquet.
+
+    Finished (checkpoint, probe, variant) units are kept, so a killed run resumes; a
+    missing or corrupt checkpoint is logged and skipped. Under torchrun each rank takes
+    every WORLD_SIZE-th checkpoint and rank 0 merges the tables.
+    """
+    from hierlab.config import load_config
+    from hierlab.probes.runner import run_probes
+
+    cfg = load_config(config)
+    run_dir = _run_dir(cfg, out)
+    paths = run_probes(
+        cfg, run_dir, checkpoints=checkpoints, probes=probes, variant=variant, device=device
+    )
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+@app.command("run")
+@_friendly
+def run_cmd(
+    config: ConfigArg = None,
+    out: OutOpt = None,
+    workers: Annotated[int, typer.Option(help="corpus worker processes", min=1)] = 1,
+    device: Annotated[
+        str | None, typer.Option(help="torch device for training and probes (cpu, cuda)")
+    ] = None,
+    olmo_loss: Annotated[
+        Path | None,
+        typer.Option(help="CSV (step, loss) of OLMo-1B training, for Fig. 2's third panel"),
+    ] = None,
+    stages: Annotated[
+        str, typer.Option(help="comma-separated subset of corpus,train,probe,figures")
+    ] = "corpus,train,probe,figures",
+) -> None:
+    """Run the whole study: corpus -> train -> probe -> figures -> report.
+
+    Stages whose outputs are complete are skipped; a killed run resumes. With no CONFIG
+    it runs the shipped quickstart (about 15 minutes on a 2-core CPU).
+    """
+    from rich.console import Console
+
+    from hierlab.config import load_config
+    from hierlab.errors import ConfigError
+    from hierlab.pipeline import STAGES, run
+
+    chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
+    bad = [s for s in chosen if s not in STAGES]
+    if bad:
+        raise ConfigError(f"--stages: unknown stage(s) {bad} (allowed: {', '.join(STAGES)})")
+    cfg = load_config(config)
+    run_dir = _run_dir(cfg, out)
+    console = Console(stderr=True)
+    result = run(
+        cfg, run_dir, stages=chosen, workers=workers, device=device, olmo_loss=olmo_loss,
+        on_stage=lambda st: console.rule(f"[bold]hierlab {st}[/bold] -> {run_dir}"),
+    )
+    if chosen and chosen[-1] == "figures":
+        typer.echo(f"report: {result}")
+    else:
+        typer.echo(f"run directory: {result}")
 
 
 def _print_json(obj: Any) -> None:

@@ -58,8 +58,8 @@ def _sentence_hash(buf: np.ndarray, length: int) -> np.uint64:
 
 
 @njit(cache=True)
-def _build_table(tokens: np.ndarray, eos: int, boundary: int) -> tuple:
-    """Index every distinct sentence of ``tokens`` in an open-addressing hash table."""
+def sentence_spans(tokens: np.ndarray, eos: int, boundary: int) -> tuple:
+    """Start and length (with EOS) of every sentence; boundary tokens are skipped."""
     n_sent = 0
     for t in tokens:
         if t == eos:
@@ -77,6 +77,14 @@ def _build_table(tokens: np.ndarray, eos: int, boundary: int) -> tuple:
             lens[k] = i + 1 - start
             k += 1
             start = i + 1
+    return starts, lens
+
+
+@njit(cache=True)
+def _build_table(tokens: np.ndarray, eos: int, boundary: int) -> tuple:
+    """Index every distinct sentence of ``tokens`` in an open-addressing hash table."""
+    starts, lens = sentence_spans(tokens, eos, boundary)
+    n_sent = starts.shape[0]
     size = 1
     while size < 2 * n_sent + 2:
         size *= 2

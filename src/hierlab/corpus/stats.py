@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 from hierlab.corpus.config import NgramConfig, PcfgConfig
-from hierlab.corpus.pcfg import PcfgSampler, SentenceSet, _in_table
+from hierlab.corpus.pcfg import PcfgSampler, SentenceSet, _in_table, sentence_spans
 from hierlab.corpus.rng import (
     STAGE_ORDER,
     STAGE_SENT_TEST,
@@ -30,28 +30,6 @@ from hierlab.corpus.rng import (
 from hierlab.corpus.rng import unit_seed as _unit_seed
 from hierlab.corpus.shards import SplitReader, atomic_write_json
 from hierlab.errors import DataError
-
-
-@njit(cache=True)
-def _sentence_spans(tokens, eos, boundary):
-    n = 0
-    for t in tokens:
-        if t == eos:
-            n += 1
-    starts = np.empty(n, np.int64)
-    lens = np.empty(n, np.int32)
-    k = 0
-    start = 0
-    for i in range(tokens.shape[0]):
-        t = tokens[i]
-        if t == boundary:
-            start = i + 1
-        elif t == eos:
-            starts[k] = start
-            lens[k] = i + 1 - start
-            k += 1
-            start = i + 1
-    return starts, lens
 
 
 @njit(cache=True)
@@ -158,7 +136,7 @@ def corpus_stats(corpus_dir: str | Path, max_tokens: int | None = 20_000_000,
             continue
         reader = SplitReader(corpus_dir / split)
         tokens = _read(reader, max_tokens)
-        starts, lens = _sentence_spans(tokens, cfg.eos_id, boundary)
+        starts, lens = sentence_spans(tokens, cfg.eos_id, boundary)
         st = SentenceSet.from_tokens(tokens, cfg.eos_id, cfg.boundary_id)
         sets[split] = (tokens, starts, lens, st)
         hist = np.bincount(lens) if len(lens) else np.zeros(0, np.int64)

@@ -354,11 +354,22 @@ def check_c6(data: RunData, variant: str, t: ClaimThresholds) -> ClaimResult:
     return _r("C6", variant, frac, thr, PASS if ok else FAIL, detail)
 
 
-def _cell_detail(cells: pd.DataFrame) -> str:
-    return (
+def _cell_detail(cells: pd.DataFrame, ok: pd.Series | None = None) -> str:
+    """Cell counts and range, plus the first step from which every later cell satisfies
+    the claim (so a failure confined to the untrained first checkpoints is visible)."""
+    text = (
         f"{len(cells)} cells ({cells['layer'].nunique()} layers × {cells['step'].nunique()} "
         f"checkpoints), values {_f(cells['value'].min())} … {_f(cells['value'].max())}"
     )
+    if ok is not None and not ok.all():
+        bad_steps = cells.loc[~ok, "step"]
+        later = sorted(s for s in cells["step"].unique() if s > bad_steps.max())
+        text += (
+            f"; holds at every cell from step {int(later[0])} on" if later
+            else "; fails at the last checkpoint"
+        )
+        text += f" (violations at steps {sorted(int(x) for x in bad_steps.unique())[:8]})"
+    return text
 
 
 def _what(variant: str) -> str:
@@ -372,7 +383,8 @@ def check_c7(data: RunData, variant: str, t: ClaimThresholds) -> ClaimResult:
         return _na("C7", variant, thr, f"no {variant} hydra rows for the PCFG model")
     frac = float(cells["compensates"].mean())
     return _r(
-        "C7", variant, frac, thr, PASS if frac >= t.c7_min_fraction else FAIL, _cell_detail(cells)
+        "C7", variant, frac, thr, PASS if frac >= t.c7_min_fraction else FAIL,
+        _cell_detail(cells, cells["compensates"]),
     )
 
 
@@ -382,12 +394,11 @@ def check_c8(data: RunData, variant: str, t: ClaimThresholds) -> ClaimResult:
     cells = hydra_cells(data, data.panel("ngram"), variant)
     if not len(cells):
         return _na("C8", variant, thr, f"no {variant} hydra rows for the n-gram model")
-    if variant == "reference":
-        frac = float((cells["value"] > 0).mean())
-    else:
-        frac = float((~cells["compensates"]).mean())
+    ok = cells["value"] > 0 if variant == "reference" else ~cells["compensates"]
+    frac = float(ok.mean())
     return _r(
-        "C8", variant, frac, thr, PASS if frac >= t.c8_min_fraction else FAIL, _cell_detail(cells)
+        "C8", variant, frac, thr, PASS if frac >= t.c8_min_fraction else FAIL,
+        _cell_detail(cells, ok),
     )
 
 

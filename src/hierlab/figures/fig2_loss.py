@@ -21,6 +21,7 @@ FLOOR_LABELS = {
     "no_context": "floor: grammar, no context",
     "latent_known": "floor: document latent known",
     "entropy_rate": "floor: entropy rate",
+    "context_entropy": "bound: order and context known",
 }
 _FLOOR_STYLES = ["--", ":", "-."]
 
@@ -40,6 +41,8 @@ def build_table(data: RunData) -> pd.DataFrame:
         if ev is not None and len(ev):
             rows.append(_series(kind, m.model, "test_loss", ev["step"], ev["test_loss"]))
         for name, value in m.loss_floors.items():
+            if name not in FLOOR_LABELS:  # only entropy rates, not their bookkeeping
+                continue
             rows.append(_series(kind, m.model, f"floor:{name}", [pd.NA], [value]))
     if data.olmo_loss is not None and len(data.olmo_loss):
         ext = data.panel("external")

@@ -31,6 +31,11 @@ class InductionConfig(BaseModel):
     id_margin: int = Field(
         100, ge=0, description="ids drawn uniformly from [margin, V - margin) (reference: 100)"
     )
+    id_range: tuple[int, int] | None = Field(
+        None,
+        description="[lo, hi): draw ids from this range instead (small vocabularies, where "
+        "[100, V-100) is empty; e.g. the content words [0, eos_id))",
+    )
     batch_size: int = Field(20, ge=1)
     icl_samples: int = Field(16, ge=1, description="test-split windows for the ICL score")
     icl_length: int | None = Field(

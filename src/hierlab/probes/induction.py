@@ -47,10 +47,18 @@ __all__ = [
 
 
 def repeated_random_tokens(
-    samples: int, n: int, vocab_size: int, margin: int = 100, seed: int = 0
+    samples: int,
+    n: int,
+    vocab_size: int,
+    margin: int = 100,
+    seed: int = 0,
+    id_range: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """``[samples, 2n]`` ids: ``n`` uniform ids in ``[margin, V - margin)``, repeated twice."""
-    lo, hi = margin, vocab_size - margin
+    """``[samples, 2n]`` ids: ``n`` uniform ids in ``[margin, V - margin)`` (or in
+    ``id_range``), repeated twice."""
+    lo, hi = id_range if id_range is not None else (margin, vocab_size - margin)
+    if id_range is not None and hi > vocab_size:
+        raise DataError(f"induction.id_range {id_range} exceeds the vocabulary ({vocab_size})")
     if hi <= lo:
         raise DataError(f"vocabulary of {vocab_size} ids leaves no ids in [{lo}, {hi})")
     g = torch.Generator().manual_seed(seed)

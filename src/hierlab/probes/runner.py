@@ -142,7 +142,9 @@ def _corpus_data(ckpt: Checkpoint) -> tuple[dict | None, Any]:
 def _induction_scores(ctx: ProbeContext) -> dict[str, torch.Tensor]:
     if "induction" not in ctx.memo:
         c = ctx.cfg.induction
-        toks = indmod.repeated_random_tokens(c.samples, c.n, ctx.vocab, c.id_margin, c.seed)
+        toks = indmod.repeated_random_tokens(
+            c.samples, c.n, ctx.vocab, c.id_margin, c.seed, c.id_range
+        )
         ctx.memo["induction"] = indmod.attention_scores(ctx.hm, toks, c.n, c.k_max, c.batch_size)
     return ctx.memo["induction"]
 
