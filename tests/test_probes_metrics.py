@@ -192,3 +192,16 @@ def test_structure_scores() -> None:
                                            "connector_to_subject"]
     assert all(0 <= r["value"] <= 1 for r in rows)
     assert rows == structure_scores(hm, ROLES, samples=5, seed=1)
+
+
+def test_random_token_id_range_for_small_vocabularies() -> None:
+    """[100, V-100) is empty for a 59-id quickstart vocabulary: id_range replaces it."""
+    from hierlab.errors import DataError
+
+    with pytest.raises(DataError, match="leaves no ids"):
+        ind.repeated_random_tokens(2, 8, 59)
+    toks = ind.repeated_random_tokens(4, 16, 59, id_range=(0, 56))
+    assert toks.shape == (4, 32) and int(toks.min()) >= 0 and int(toks.max()) < 56
+    assert torch.equal(toks[:, :16], toks[:, 16:])
+    with pytest.raises(DataError, match="exceeds the vocabulary"):
+        ind.repeated_random_tokens(2, 8, 59, id_range=(0, 80))
