@@ -47,6 +47,10 @@ def _single(kind: str, workers: int, units: int, test_units: int) -> dict:
     recs.sort(key=lambda r: r["file"])
     write_manifest(test_dir, recs, vocab_size=1003, eos_id=cfg.eos_id)
     jobs = [(cfg_json, "train", i, str(train_dir)) for i in range(len(plan_shards(cfg, "train")))]
+    if kind == "pcfg":  # as generate_corpus does: the driver builds the table once, untimed
+        from hierlab.corpus.generate import save_test_set
+
+        save_test_set(cfg, test_dir)
     if workers == 1:  # warm the compiled kernels and the test table outside the timing
         from hierlab.corpus.generate import build_shard
 
@@ -73,8 +77,8 @@ def main() -> None:
         print(json.dumps(_single(k, int(w), int(u), int(t))))
         return
     scale = 0.25 if args.quick else 1.0
-    pcfg_docs = int(2_000_000 * scale)  # realisations (~200 M... ~12 M tokens per 1 M docs)
-    ngram_sents = int(1_000_000 * scale)
+    pcfg_docs = int(2_000_000 * scale)  # realisations: ~200 M tokens
+    ngram_sents = int(3_000_000 * scale)
     runs = [("pcfg", w, pcfg_docs, 100_000) for w in (1, 2)]
     runs += [("ngram", w, ngram_sents, 1000) for w in (1, 2)]
     runs += [("pcfg", 2, pcfg_docs // 4, 100_000)]  # memory vs corpus size

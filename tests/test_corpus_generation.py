@@ -177,3 +177,40 @@ def test_reader_windows_cross_shards(tmp_path):
     assert np.array_equal(r.read(edge - 5, 10), full[edge - 5 : edge + 5])
     with pytest.raises(DataError):
         r.read(r.total_tokens - 2, 5)
+
+
+def test_sentence_set_agrees_with_python_sets():
+    """The compiled table (packed 4-token keys, hashed longer ones) is exact set membership."""
+    from hierlab.corpus.config import Lexicon, PcfgConfig
+    from hierlab.corpus.pcfg import PcfgSampler, SentenceSet
+
+    cfg = PcfgConfig(lexicon=Lexicon(subjects=6, verbs=6, objects=6, connectors=3),
+                     train_documents=40, test_documents=20, boundary_token=True)
+    s = PcfgSampler(cfg)
+    test = s.generate("test", 0, 200).tokens
+    train = s.generate("train", 0, 400).tokens
+
+    def sentences(tokens):
+        out, cur = [], []
+        for t in tokens.tolist():
+            if t == cfg.boundary_id:
+                continue
+            cur.append(t)
+            if t == cfg.eos_id:
+                out.append(tuple(cur))
+                cur = []
+        return out
+
+    ref = set(sentences(test))
+    table = SentenceSet.from_tokens(test, cfg.eos_id, cfg.boundary_id)
+    assert table.n_unique == len(ref)
+    probes = sentences(train)
+    assert {len(p) for p in probes} >= {4, 8, 12}
+    assert any(p in ref for p in probes) and any(p not in ref for p in probes)
+    for p in probes:
+        assert (p in table) == (p in ref)
+    # long sentences that differ from a member in one subject (a hash-path lookup)
+    for long in [p for p in ref if len(p) == 12][:50]:
+        for d in range(1, 6):
+            mutated = ((long[0] + d) % cfg.lexicon.subjects,) + long[1:]
+            assert (mutated in table) == (mutated in ref)

@@ -50,7 +50,11 @@ _EMPTY16 = np.zeros(0, dtype=np.uint16)
 # exact de-duplication against the test split
 # --------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
-def _sentence_hash(buf: np.ndarray, length: int) -> np.uint64:
+def _sentence_key(buf: np.ndarray, length: int) -> np.uint64:
+    """A 4-token sentence packed exactly into 64 bits; a 64-bit hash otherwise."""
+    if length == 4:
+        return (np.uint64(buf[0]) | (np.uint64(buf[1]) << np.uint64(16))
+                | (np.uint64(buf[2]) << np.uint64(32)) | (np.uint64(buf[3]) << np.uint64(48)))
     h = mix64(np.uint64(length) + np.uint64(0x9E3779B97F4A7C15))
     for i in range(length):
         h = mix64(h ^ (np.uint64(buf[i]) + np.uint64(0x632BE59BD9B4E019)))
@@ -80,6 +84,35 @@ def sentence_spans(tokens: np.ndarray, eos: int, boundary: int) -> tuple:
     return starts, lens
 
 
+@njit(cache=True, inline="always")
+def _probe(buf, length, table, starts, tokens) -> np.int64:
+    """Slot of ``buf`` in ``table``: its own if present, else the empty slot ending the run.
+
+    Each slot is two uint64 in one cache line: the key and ``length << 32 | index + 1``
+    (0 = empty). 4-token sentences (most test duplicates) are decided by the exact packed
+    key alone; longer ones compare their tokens after a 64-bit hash match.
+    """
+    mask = table.shape[0] // 2 - 1
+    key = _sentence_key(buf, length)
+    slot = np.int64(mix64(key) & np.uint64(mask))
+    while True:
+        meta = table[2 * slot + 1]
+        if meta == 0:
+            return slot
+        if table[2 * slot] == key and np.int64(meta >> np.uint64(32)) == length:
+            if length == 4:
+                return slot
+            o = np.int64(meta & np.uint64(0xFFFFFFFF)) - 1
+            same = True
+            for q in range(length):
+                if tokens[starts[o] + q] != buf[q]:
+                    same = False
+                    break
+            if same:
+                return slot
+        slot = (slot + 1) & mask
+
+
 @njit(cache=True)
 def _build_table(tokens: np.ndarray, eos: int, boundary: int) -> tuple:
     """Index every distinct sentence of ``tokens`` in an open-addressing hash table."""
@@ -88,53 +121,22 @@ def _build_table(tokens: np.ndarray, eos: int, boundary: int) -> tuple:
     size = 1
     while size < 2 * n_sent + 2:
         size *= 2
-    mask = size - 1
-    table = np.zeros(size, dtype=np.int32)
-    hashes = np.zeros(size, dtype=np.uint64)
+    table = np.zeros(2 * size, dtype=np.uint64)
     n_unique = 0
     for j in range(n_sent):
         s, length = starts[j], lens[j]
-        h = _sentence_hash(tokens[s : s + length], length)
-        slot = np.int64(h & np.uint64(mask))
-        while True:
-            e = table[slot]
-            if e == 0:
-                table[slot] = j + 1
-                hashes[slot] = h
-                n_unique += 1
-                break
-            o = e - 1
-            if hashes[slot] == h and lens[o] == length:
-                same = True
-                for q in range(length):
-                    if tokens[starts[o] + q] != tokens[s + q]:
-                        same = False
-                        break
-                if same:
-                    break
-            slot = (slot + 1) & mask
-    return table, hashes, starts, lens, n_unique
+        sent = tokens[s : s + length]
+        slot = _probe(sent, length, table, starts, tokens)
+        if table[2 * slot + 1] == 0:
+            table[2 * slot] = _sentence_key(sent, length)
+            table[2 * slot + 1] = (np.uint64(length) << np.uint64(32)) | np.uint64(j + 1)
+            n_unique += 1
+    return table, starts, lens, n_unique
 
 
 @njit(cache=True, inline="always")
-def _in_table(buf, length, table, hashes, starts, lens, tokens) -> bool:
-    mask = table.shape[0] - 1
-    h = _sentence_hash(buf, length)
-    slot = np.int64(h & np.uint64(mask))
-    while True:
-        e = table[slot]
-        if e == 0:
-            return False
-        o = e - 1
-        if hashes[slot] == h and lens[o] == length:
-            same = True
-            for q in range(length):
-                if tokens[starts[o] + q] != buf[q]:
-                    same = False
-                    break
-            if same:
-                return True
-        slot = (slot + 1) & mask
+def _in_table(buf, length, table, starts, tokens) -> bool:
+    return table[2 * _probe(buf, length, table, starts, tokens) + 1] != 0
 
 
 @dataclass
@@ -143,7 +145,6 @@ class SentenceSet:
 
     tokens: np.ndarray
     table: np.ndarray
-    hashes: np.ndarray
     starts: np.ndarray
     lens: np.ndarray
     n_unique: int
@@ -151,25 +152,21 @@ class SentenceSet:
     @classmethod
     def from_tokens(cls, tokens: np.ndarray, eos: int, boundary: int | None) -> SentenceSet:
         tokens = np.ascontiguousarray(tokens, dtype=np.uint16)
-        table, hashes, starts, lens, n_unique = _build_table(
+        table, starts, lens, n_unique = _build_table(
             tokens, eos, -1 if boundary is None else boundary
         )
-        return cls(tokens, table, hashes, starts, lens, int(n_unique))
+        return cls(tokens, table, starts, lens, int(n_unique))
 
     @classmethod
     def empty(cls) -> SentenceSet:
-        return cls(
-            _EMPTY16, np.zeros(1, np.int32), np.zeros(1, np.uint64), np.zeros(0, np.int64),
-            np.zeros(0, np.int32), 0,
-        )
+        return cls(_EMPTY16, np.zeros(2, np.uint64), np.zeros(0, np.int64),
+                   np.zeros(0, np.int32), 0)
 
     def __contains__(self, sentence: object) -> bool:
         buf = np.asarray(sentence, dtype=np.uint16)
         if self.n_unique == 0:
             return False
-        return bool(
-            _in_table(buf, len(buf), self.table, self.hashes, self.starts, self.lens, self.tokens)
-        )
+        return bool(_in_table(buf, len(buf), self.table, self.starts, self.tokens))
 
 
 # --------------------------------------------------------------------------------------
@@ -233,7 +230,7 @@ def _sample_docs(
     n_s, n_v, n_o, n_c, off_v, off_o, off_c, eos, boundary,
     zs_p, zs_a, zv_p, zv_a, zo_p, zo_a, svo_p, die_p, die_a,
     sections, paras, sents_pp, sec_k, par_k,
-    dd_table, dd_hashes, dd_starts, dd_lens, dd_tokens, dedup, annotate,
+    dd_table, dd_starts, dd_tokens, dedup, annotate,
 ):
     n_docs = pos_end - pos_start
     max_m = die_p.shape[0] - 1
@@ -318,8 +315,7 @@ def _sample_docs(
                         buf[length] = eos
                         roles[length] = ROLE_SPECIAL
                         length += 1
-                        if dedup and _in_table(buf, length, dd_table, dd_hashes, dd_starts,
-                                               dd_lens, dd_tokens):
+                        if dedup and _in_table(buf, length, dd_table, dd_starts, dd_tokens):
                             rejected += 1
                             continue
                         break
@@ -397,7 +393,7 @@ class PcfgSampler:
             cfg.eos_id, -1 if cfg.boundary_id is None else cfg.boundary_id,
             *self._zs, *self._zv, *self._zo, cfg.svo_probability, *self._die,
             cfg.sections, cfg.paragraphs_per_section, cfg.sentences_per_paragraph,
-            self._sec_k, self._par_k, ts.table, ts.hashes, ts.starts, ts.lens, ts.tokens, dedup,
+            self._sec_k, self._par_k, ts.table, ts.starts, ts.tokens, dedup,
             cfg.annotations,
         )
         annotations = None

@@ -33,11 +33,11 @@ from hierlab.errors import DataError
 
 
 @njit(cache=True)
-def _count_members(tokens, starts, lens, table, hashes, t_starts, t_lens, t_tokens):
+def _count_members(tokens, starts, lens, table, t_starts, t_tokens):
     hits = 0
     for j in range(starts.shape[0]):
         s = starts[j]
-        if _in_table(tokens[s:s + lens[j]], lens[j], table, hashes, t_starts, t_lens, t_tokens):
+        if _in_table(tokens[s:s + lens[j]], lens[j], table, t_starts, t_tokens):
             hits += 1
     return hits
 
@@ -167,7 +167,7 @@ def corpus_stats(corpus_dir: str | Path, max_tokens: int | None = 20_000_000,
         tr_tokens, tr_starts, tr_lens, _ = sets["train"]
         ts = sets["test"][3]
         stats["train_test_overlap_sentences"] = int(_count_members(
-            tr_tokens, tr_starts, tr_lens, ts.table, ts.hashes, ts.starts, ts.lens, ts.tokens))
+            tr_tokens, tr_starts, tr_lens, ts.table, ts.starts, ts.tokens))
     if save:
         atomic_write_json(corpus_dir / "stats.json", stats)
     return stats
