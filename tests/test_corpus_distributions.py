@@ -261,3 +261,26 @@ def test_ngram_entropy_rate_matches_brute_force():
         count += L + 1
     assert est["entropy_rate"] == pytest.approx(nll / count, rel=1e-9)
     assert est["entropy_rate"] >= est["context_entropy"] * 0.5
+
+
+def test_ngram_sampler_contexts_equal_the_direct_hash():
+    """With near-deterministic contexts each token reveals its context id: the sampler's
+    O(1) prefix-hash path must pick exactly the context of the direct definition."""
+    cfg = NgramConfig(vocab_size=300, num_contexts=97, orders=[1, 2, 5, 40], min_length=3,
+                      max_length=60, exponent_mean=60.0, exponent_std=0.0,
+                      exponent_floor=60.0, permute_rankings=True)
+    s = NgramSampler(cfg)
+    out = s.generate("train", 0, 300)
+    first_word = np.where(s.rankings[:, 0] == cfg.eos_id, s.rankings[:, 1], s.rankings[:, 0])
+    checked = 0
+    for st in out.doc_starts:
+        end = st
+        while out.tokens[end] != cfg.eos_id:
+            end += 1
+        sent = out.tokens[st:end]
+        for pos in range(len(sent)):
+            allowed = {int(first_word[_context_id(sent, pos, o, np.uint64(s.hash_key), 97)])
+                       for o in cfg.orders}
+            assert int(sent[pos]) in allowed
+            checked += 1
+    assert checked > 5000

@@ -34,14 +34,27 @@ from hierlab.corpus.rng import (
     unit_seed,
 )
 
+_POLY = np.uint64(0x100000001B3)  # odd multiplier of the suffix polynomial hash
+
+
+@njit(cache=True, inline="always")
+def _finish(suffix, n, key, n_ctx) -> int:
+    return np.int64(mix64(suffix ^ mix64(key ^ np.uint64(n))) % np.uint64(n_ctx))
+
 
 @njit(cache=True, inline="always")
 def _context_id(sent, pos, order, key, n_ctx) -> int:
+    """Context table of the last ``min(order, pos)`` tokens before ``pos`` (direct form).
+
+    The suffix is hashed as the polynomial sum (t+1) * B^j mod 2^64, then mixed with its
+    length and the corpus key; the sampler computes the same value in O(1) per order from
+    prefix sums (``_sample_sentences``), which the tests check against this form.
+    """
     n = min(order, pos)
-    h = mix64(key ^ np.uint64(n))
+    h = np.uint64(0)
     for i in range(pos - n, pos):
-        h = mix64(h ^ (np.uint64(sent[i]) + np.uint64(0x632BE59BD9B4E019)))
-    return np.int64(h % np.uint64(n_ctx))
+        h = h * _POLY + np.uint64(sent[i]) + np.uint64(1)
+    return _finish(h, n, key, n_ctx)
 
 
 @njit(cache=True)
@@ -56,6 +69,14 @@ def _sample_sentences(
     a_role = np.empty(cap if annotate else 0, dtype=np.uint8)
     starts = np.empty(stop - start, dtype=np.int64)
     sent = np.empty(max_len, dtype=np.uint16)
+    prefix = np.zeros(max_len + 1, dtype=np.uint64)  # prefix[i] = hash of sent[:i]
+    max_order = 1
+    for o in orders:
+        max_order = max(max_order, o)
+    powers = np.empty(min(max_order, max_len) + 1, dtype=np.uint64)
+    powers[0] = 1
+    for i in range(1, powers.shape[0]):
+        powers[i] = powers[i - 1] * _POLY
     state = np.empty(1, dtype=np.uint64)
     n_out = 0
     for k in range(stop - start):
@@ -64,14 +85,15 @@ def _sample_sentences(
         length = min_len + alias_draw(state, len_p, len_a)
         starts[k] = n_out
         for pos in range(length):
-            order = orders[alias_draw(state, ord_p, ord_a)]
-            c = _context_id(sent, pos, order, hash_key, n_ctx)
+            n = min(orders[alias_draw(state, ord_p, ord_a)], pos)
+            c = _finish(prefix[pos] - prefix[pos - n] * powers[n], n, hash_key, n_ctx)
             while True:
                 r = alias_draw(state, probs[c], aliases[c])
                 t = rankings[c, r] if permuted else r
                 if t != eos:
                     break
             sent[pos] = t
+            prefix[pos + 1] = prefix[pos] * _POLY + np.uint64(t) + np.uint64(1)
             out[n_out + pos] = t
         out[n_out + length] = eos
         if annotate:
@@ -113,7 +135,14 @@ class NgramSampler:
         self.probs = np.empty((cfg.n_contexts, V))
         self.aliases = np.empty((cfg.n_contexts, V), dtype=np.int32)
         for c, e in enumerate(self.exponents):
-            self.probs[c], self.aliases[c] = alias_table(ranks**-e)
+            # EOS is never emitted mid-sentence: drawing from the law with EOS's rank
+            # removed equals the reference's redraw-on-EOS, and cannot loop forever when a
+            # steep context puts nearly all its mass on EOS
+            w = ranks**-e
+            eos_rank = (int(np.flatnonzero(self.rankings[c] == cfg.eos_id)[0])
+                        if cfg.permute_rankings else cfg.eos_id)
+            w[eos_rank] = 0.0
+            self.probs[c], self.aliases[c] = alias_table(w)
         self.order_weights = np.asarray(cfg.weights())
         self._ord = alias_table(self.order_weights)
         self.length_probs = self._length_probs()
