@@ -8,7 +8,6 @@ the command exits with status 2.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import sys
@@ -310,11 +309,3 @@ def run_cmd(
         typer.echo(f"report: {result}")
     else:
         typer.echo(f"run directory: {result}")
-
-
-def _print_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=str))
-
-
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()

@@ -130,6 +130,15 @@ class PcfgConfig(BaseModel):
     def sentences_per_document(self) -> int:
         return self.sections * self.paragraphs_per_section * self.sentences_per_paragraph
 
+    def split_units(self, split: str) -> int:
+        """Document realisations in ``split`` (base documents x repetitions)."""
+        docs = self.train_documents if split == "train" else self.test_documents
+        return docs * self.repetitions
+
+    @property
+    def units_per_shard(self) -> int:
+        return self.documents_per_shard
+
 
 class NgramConfig(BaseModel):
     """The hierarchy-free baseline: a mixed-order hashed-context n-gram process (SPEC §2)."""
@@ -216,6 +225,14 @@ class NgramConfig(BaseModel):
     def tokenizer_size(self) -> int:
         """Tokenizer length: V ids plus [UNK], [PAD] (reference: 1002)."""
         return self.vocab_size + 2
+
+    def split_units(self, split: str) -> int:
+        """Sentences in ``split``."""
+        return self.train_sentences if split == "train" else self.test_sentences
+
+    @property
+    def units_per_shard(self) -> int:
+        return self.sentences_per_shard
 
     def weights(self) -> list[float]:
         """Normalised order weights."""

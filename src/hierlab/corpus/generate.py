@@ -66,22 +66,10 @@ def make_sampler(cfg: PcfgConfig | NgramConfig) -> PcfgSampler | NgramSampler:
     return PcfgSampler(cfg) if isinstance(cfg, PcfgConfig) else NgramSampler(cfg)
 
 
-def units_per_shard(cfg: PcfgConfig | NgramConfig) -> int:
-    return cfg.documents_per_shard if isinstance(cfg, PcfgConfig) else cfg.sentences_per_shard
-
-
 def plan_shards(cfg: PcfgConfig | NgramConfig, split: str) -> list[tuple[int, int]]:
     """The [start, stop) unit ranges of every shard of ``split``."""
-    total = make_sampler_units(cfg, split)
-    per = units_per_shard(cfg)
+    total, per = cfg.split_units(split), cfg.units_per_shard
     return [(i * per, min(total, (i + 1) * per)) for i in range(math.ceil(total / per))]
-
-
-def make_sampler_units(cfg: PcfgConfig | NgramConfig, split: str) -> int:
-    if isinstance(cfg, PcfgConfig):
-        docs = cfg.train_documents if split == "train" else cfg.test_documents
-        return docs * cfg.repetitions
-    return cfg.train_sentences if split == "train" else cfg.test_sentences
 
 
 TABLE_DIR = ".sentence-table"  # inside the test split: a derived, rebuildable cache
@@ -173,7 +161,7 @@ def _split_fields(name: str, cfg: PcfgConfig | NgramConfig, split: str,
         "pad_id": cfg.pad_id,
         "unk_id": cfg.unk_id,
         "boundary_id": cfg.boundary_id,
-        "loss_floors": {k: float(v) for k, v in floors.items()},
+        "loss_floors": dict(floors),
     }
     if isinstance(cfg, PcfgConfig):
         o = cfg.role_offsets
@@ -259,13 +247,14 @@ def generate_corpus(
                 f"{corpus_dir}: holds corpus '{name}' made from a different config "
                 f"(hash {old.get('config_hash')} != {chash}); choose another --out or delete it"
             )
-    corpus_dir.mkdir(parents=True, exist_ok=True)
-    floors = loss_floors(cfg)
-    atomic_write_json(meta_path, {
-        "corpus": name, "kind": cfg.kind, "config": cfg.model_dump(mode="json"),
-        "config_hash": chash, "hierlab_version": __version__,
-        "loss_floors": {k: float(v) for k, v in floors.items()},
-    })
+        floors = old["loss_floors"]  # a pure function of the config: not estimated again
+    else:
+        corpus_dir.mkdir(parents=True, exist_ok=True)
+        floors = {k: float(v) for k, v in loss_floors(cfg).items()}
+        atomic_write_json(meta_path, {
+            "corpus": name, "kind": cfg.kind, "config": cfg.model_dump(mode="json"),
+            "config_hash": chash, "hierlab_version": __version__, "loss_floors": floors,
+        })
     tok_dir = corpus_dir / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
         from hierlab.corpus.tokenizer import save_tokenizer

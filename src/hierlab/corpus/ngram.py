@@ -168,9 +168,6 @@ class NgramSampler:
         out[self.cfg.eos_id] = 0.0
         return out / out.sum()
 
-    def split_units(self, split: str) -> int:
-        return self.cfg.train_sentences if split == "train" else self.cfg.test_sentences
-
     def generate(self, split: str, start: int, stop: int, test_set: object = None) -> ShardOutput:
         """Sentences ``[start, stop)`` of ``split``."""
         cfg = self.cfg

@@ -224,9 +224,25 @@ def _level_latent(seed, stage, base, sub, src_s, src_v, src_o, dst_s, dst_v, dst
 # --------------------------------------------------------------------------------------
 # documents
 # --------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _document_base(p, n_real, reps, base_offset, shuffled, order_key):
+    """Realisation index and base document id at output position ``p`` of a split."""
+    r = feistel_index(p, n_real, order_key) if shuffled else p
+    return r, base_offset + r // reps
+
+
+@njit(cache=True)
+def _document_bases(seed, sent_stage, positions, n_real, reps, base_offset, shuffled):
+    order_key = unit_seed(seed, STAGE_ORDER, sent_stage, 0)
+    out = np.empty(positions.shape[0], dtype=np.int64)
+    for i in range(positions.shape[0]):
+        out[i] = _document_base(positions[i], n_real, reps, base_offset, shuffled, order_key)[1]
+    return out
+
+
 @njit(cache=True)
 def _sample_docs(
-    seed, sent_stage, pos_start, pos_end, n_real, reps, base_offset, shuffled,
+    seed, pos_start, pos_end, sent_stage, n_real, reps, base_offset, shuffled,
     n_s, n_v, n_o, n_c, off_v, off_o, off_c, eos, boundary,
     zs_p, zs_a, zv_p, zv_a, zo_p, zo_a, svo_p, die_p, die_a,
     sections, paras, sents_pp, sec_k, par_k,
@@ -261,8 +277,7 @@ def _sample_docs(
     sentences = 0
     for d in range(n_docs):
         p = pos_start + d
-        r = feistel_index(p, n_real, order_key) if shuffled else p
-        base = base_offset + r // reps
+        r, base = _document_base(p, n_real, reps, base_offset, shuffled, order_key)
         _doc_latent(seed, base, n_s, n_v, n_o, off_v, off_o, ps, pv, po)
         state[0] = unit_seed(seed, sent_stage, r, 0)
         doc_starts[d] = n_out
@@ -369,10 +384,20 @@ class PcfgSampler:
             [round(cfg.paragraph_latent_fraction * n) for n in sizes], dtype=np.int64
         )
 
-    def split_units(self, split: str) -> int:
-        """Document realisations in ``split``."""
-        docs = self.cfg.train_documents if split == "train" else self.cfg.test_documents
-        return docs * self.cfg.repetitions
+    def _split_layout(self, split: str) -> tuple[int, int, int, int, bool]:
+        """(sentence stage, realisations, repetitions, first base id, shuffled) of a split:
+        test bases are 0..T-1 and train bases follow them, as in the reference."""
+        cfg = self.cfg
+        is_train = split == "train"
+        order = cfg.train_order if is_train else cfg.test_order
+        return (STAGE_SENT_TRAIN if is_train else STAGE_SENT_TEST, cfg.split_units(split),
+                cfg.repetitions, cfg.test_documents if is_train else 0, order == "shuffled")
+
+    def document_bases(self, split: str, positions: np.ndarray) -> np.ndarray:
+        """Base document id (the latent's index) of the realisations at ``positions``."""
+        stage, *layout = self._split_layout(split)
+        return _document_bases(self.cfg.seed, stage, np.asarray(positions, dtype=np.int64),
+                               *layout)
 
     def generate(
         self, split: str, start: int, stop: int, test_set: SentenceSet | None = None
@@ -384,11 +409,8 @@ class PcfgSampler:
         is_train = split == "train"
         dedup = bool(is_train and cfg.dedup and test_set is not None and test_set.n_unique)
         ts = test_set if dedup else SentenceSet.empty()
-        order = cfg.train_order if is_train else cfg.test_order
         tokens, doc_starts, ann, rejected, sentences = _sample_docs(
-            cfg.seed, STAGE_SENT_TRAIN if is_train else STAGE_SENT_TEST, start, stop,
-            self.split_units(split), cfg.repetitions,
-            cfg.test_documents if is_train else 0, order == "shuffled",
+            cfg.seed, start, stop, *self._split_layout(split),
             lx.subjects, lx.verbs, lx.objects, lx.connectors, off_v, off_o, off_c,
             cfg.eos_id, -1 if cfg.boundary_id is None else cfg.boundary_id,
             *self._zs, *self._zv, *self._zo, cfg.svo_probability, *self._die,

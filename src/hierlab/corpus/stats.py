@@ -20,14 +20,7 @@ from numba import njit
 
 from hierlab.corpus.config import NgramConfig, PcfgConfig
 from hierlab.corpus.pcfg import PcfgSampler, SentenceSet, _in_table, sentence_spans
-from hierlab.corpus.rng import (
-    STAGE_ORDER,
-    STAGE_SENT_TEST,
-    STAGE_SENT_TRAIN,
-    feistel_index,
-    zipf_probs,
-)
-from hierlab.corpus.rng import unit_seed as _unit_seed
+from hierlab.corpus.rng import zipf_probs
 from hierlab.corpus.shards import SplitReader, atomic_write_json
 from hierlab.errors import DataError
 
@@ -69,18 +62,12 @@ def _pcfg_split_stats(cfg: PcfgConfig, split: str, reader: SplitReader, tokens: 
     doc_starts = reader.doc_starts()
     doc_starts = doc_starts[doc_starts < len(tokens)][:max_docs]
     bounds = np.append(doc_starts, len(tokens))
-    is_train = split == "train"
-    n_real = sampler.split_units(split)
-    shuffled = (cfg.train_order if is_train else cfg.test_order) == "shuffled"
-    key = _unit_seed(cfg.seed, STAGE_ORDER, STAGE_SENT_TRAIN if is_train else STAGE_SENT_TEST, 0)
-    base_offset = cfg.test_documents if is_train else 0
+    bases = sampler.document_bases(split, np.arange(len(doc_starts)))
     sizes = {"subject": lx.subjects, "verb": lx.verbs, "object": lx.objects}
     rank_counts = {r: np.zeros(n, np.int64) for r, n in sizes.items()}
     level = cfg.section_latent_fraction > 0 or cfg.paragraph_latent_fraction > 0
     for d in range(len(doc_starts)):
-        r = int(feistel_index(d, n_real, key)) if shuffled else d
-        base = base_offset + r // cfg.repetitions
-        latent = sampler.document_latent(base)
+        latent = sampler.document_latent(int(bases[d]))
         doc = tokens[bounds[d]:bounds[d + 1]].astype(np.int64)
         for role, perm in latent.items():
             inv = np.full(cfg.vocab_size, -1, np.int64)

@@ -166,14 +166,9 @@ def induction_series(data: RunData, kind: str, variant: str) -> pd.Series:
 
 def hydra_cells(data: RunData, model: ModelRef | None, variant: str) -> pd.DataFrame:
     """(step, layer, value, compensates, mass) per Hydra cell of a model."""
-    if variant == "reference":
-        df = data.rows(model, "hydra", "reference", "drop")
-        df = df[df["k"] == 1]
-    else:
-        df = data.rows(model, "hydra", "standard", "compensation")
-    if not len(df):
+    g = data.hydra_grid(model, variant, "compensation")
+    if not len(g):
         return pd.DataFrame(columns=["step", "layer", "value", "compensates", "mass"])
-    g = df.groupby(["step", "layer"])["value"].mean().reset_index()
     if variant == "reference":
         g["compensates"] = g["value"] < 0
         g["mass"] = np.maximum(0.0, -g["value"])

@@ -134,6 +134,19 @@ class RunData:
             df = df[df["metric"].str.startswith(prefix)]
         return df
 
+    def hydra_grid(self, model: ModelRef | None, variant: str, standard_metric: str
+                   ) -> pd.DataFrame:
+        """Hydra values per (step, layer), averaged over duplicates: the reference ``drop``
+        at k = 1 (what the study plotted) or ``standard_metric`` of the standard variant."""
+        if variant == "reference":
+            df = self.rows(model, "hydra", "reference", "drop")
+            df = df[df["k"] == 1]
+        else:
+            df = self.rows(model, "hydra", "standard", standard_metric)
+        if not len(df):
+            return pd.DataFrame(columns=["step", "layer", "value"])
+        return df.groupby(["step", "layer"])["value"].mean().reset_index()
+
     # -- construction from in-memory tables (tests, notebooks) ---------------------------
     @classmethod
     def from_tables(

@@ -36,14 +36,9 @@ def build_table(data: RunData, variant: str) -> pd.DataFrame:
     parts = []
     for kind in PANEL_KINDS:
         m = data.panel(kind)
-        if variant == "reference":
-            df = data.rows(m, "hydra", "reference", "drop")
-            df = df[df["k"] == 1]
-        else:
-            df = data.rows(m, "hydra", "standard", "compensation_ratio")
-        if not len(df):
+        g = data.hydra_grid(m, variant, "compensation_ratio")
+        if not len(g):
             continue
-        g = df.groupby(["step", "layer"])["value"].mean().reset_index()
         g["plotted"] = np.maximum(0.0, -g["value"]) if variant == "reference" else g["value"]
         parts.append(g.assign(panel=kind, model=m.model))
     if not parts:
