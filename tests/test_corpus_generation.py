@@ -214,3 +214,15 @@ def test_sentence_set_agrees_with_python_sets():
         for d in range(1, 6):
             mutated = ((long[0] + d) % cfg.lexicon.subjects,) + long[1:]
             assert (mutated in table) == (mutated in ref)
+
+
+def test_stats_rank_fit_when_ranking_fewer_documents_than_read(tmp_path):
+    """Regression: the last ranked document's span ran to the end of the read tokens, so
+    thousands of other documents were scored against one latent and P(rank 1) sagged."""
+    lex = {"subjects": 16, "verbs": 16, "objects": 16, "connectors": 8}
+    generate_corpora(experiment(pcfg=tiny_pcfg(lexicon=lex, zipf_exponent=1.5, dedup=False)),
+                     tmp_path)
+    stats = corpus_stats(tmp_path / "corpus/pcfg", max_docs=50)
+    fit = stats["splits"]["train"]["rank_frequency"]["subject"]
+    assert stats["splits"]["train"]["documents_ranked"] == 50
+    assert abs(fit["p_rank1"] - fit["p_rank1_config"]) < 0.06, fit

@@ -60,8 +60,10 @@ def _pcfg_split_stats(cfg: PcfgConfig, split: str, reader: SplitReader, tokens: 
     # exact rank frequencies via each document's regenerated latent
     sampler = PcfgSampler(cfg)
     doc_starts = reader.doc_starts()
-    doc_starts = doc_starts[doc_starts < len(tokens)][:max_docs]
-    bounds = np.append(doc_starts, len(tokens))
+    doc_starts = doc_starts[doc_starts < len(tokens)]
+    # each document ends where the next one starts, also past the max_docs we rank
+    bounds = np.append(doc_starts, len(tokens))[: max_docs + 1]
+    doc_starts = doc_starts[:max_docs]
     bases = sampler.document_bases(split, np.arange(len(doc_starts)))
     sizes = {"subject": lx.subjects, "verb": lx.verbs, "object": lx.objects}
     rank_counts = {r: np.zeros(n, np.int64) for r, n in sizes.items()}
@@ -104,7 +106,7 @@ def _pcfg_split_stats(cfg: PcfgConfig, split: str, reader: SplitReader, tokens: 
 
 
 def corpus_stats(corpus_dir: str | Path, max_tokens: int | None = 20_000_000,
-                 save: bool = True) -> dict[str, Any]:
+                 save: bool = True, max_docs: int = 20_000) -> dict[str, Any]:
     """Statistics of ``RUN/corpus/<name>`` (both splits), saved to ``stats.json``."""
     corpus_dir = Path(corpus_dir)
     if not (corpus_dir / "corpus.json").exists():
@@ -140,7 +142,7 @@ def corpus_stats(corpus_dir: str | Path, max_tokens: int | None = 20_000_000,
             "vocab_size": reader.vocab_size,
         }
         if kind == "pcfg":
-            s.update(_pcfg_split_stats(cfg, split, reader, tokens, starts, lens))
+            s.update(_pcfg_split_stats(cfg, split, reader, tokens, starts, lens, max_docs))
         else:
             freq = np.bincount(tokens, minlength=cfg.vocab_size) / max(len(tokens), 1)
             s["unigram_top5"] = {int(i): float(freq[i]) for i in np.argsort(-freq)[:5]}
