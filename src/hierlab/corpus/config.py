@@ -78,6 +78,25 @@ class PcfgConfig(BaseModel):
         0.0, ge=0.0, le=1.0,
         description="fraction of each role's ranks re-permuted per paragraph (our extension)",
     )
+    binding_probability: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="beta: P(a word is the one bound to the previous word of its sentence) "
+        "under a per-document random map subject->verb, verb->object (SVO and clauses), "
+        "verb->subject, subject->object (VSO); otherwise it is drawn from the rank law "
+        "(our extension: trigger->output pairs fixed within a document, as in Bietti et al. "
+        "2023). 0 = the reference grammar",
+    )
+    binding_level: Literal["document", "section", "paragraph"] = Field(
+        "document", description="unit that draws a fresh binding map"
+    )
+    repeat_probability: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="P(a sentence re-uses an earlier sentence of its scope verbatim) "
+        "(our extension: copy structure). 0 = the reference grammar",
+    )
+    repeat_scope: Literal["document", "paragraph"] = Field(
+        "document", description="the earlier sentences a repeat is drawn from (uniformly)"
+    )
     annotations: bool = Field(
         False, description="store per-token latent annotations (doc, section, ..., role)"
     )

@@ -40,8 +40,29 @@ def _h(p: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def pcfg_floors(cfg: PcfgConfig) -> dict[str, float]:
-    """Entropy rates (nats/token) without and with knowledge of the document latent."""
+def _bound_entropy(probs: np.ndarray, beta: float) -> float:
+    """E over the bound word's rank r (uniform) of H(beta * delta_r + (1 - beta) * Zipf)."""
+    if beta <= 0.0:
+        return _h(probs)
+    q = (1.0 - beta) * probs
+    base = -(q[q > 0] * np.log(q[q > 0])).sum()
+    # swap the term of rank r for the term of (q_r + beta)
+    qr = q
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own = np.where(qr > 0, -qr * np.log(qr), 0.0)
+    mixed = -(qr + beta) * np.log(qr + beta)
+    return float(np.mean(base - own + mixed))
+
+
+def pcfg_floors(cfg: PcfgConfig, mc_documents: int = 400) -> dict[str, float]:
+    """Entropy rates (nats/token) without and with knowledge of the document latent.
+
+    ``no_context`` is analytic for every knob: a binding map or a repeated sentence is drawn
+    from a uniformly random latent, so each sentence's words stay marginally uniform over
+    their roles. ``latent_known`` is analytic with bindings (the bound word's rank is uniform
+    over the lexicon); with repetition it is the Monte-Carlo average of exact conditionals
+    over ``mc_documents`` documents (:meth:`PcfgSampler.latent_known_nll`).
+    """
     lx = cfg.lexicon
     p = cfg.svo_probability
     die = np.asarray(cfg.extra_clause_probs)
@@ -51,15 +72,24 @@ def pcfg_floors(cfg: PcfgConfig) -> dict[str, float]:
     b = 1.0 if cfg.boundary_token else 0.0
     mean_len = 4.0 + 4.0 * p * e_m
 
-    def rate(h_words: float) -> float:
-        h_sent = h_branch + h_words + p * (_h(die) + e_m * (np.log(lx.connectors) + h_words))
+    def rate(h_svo: float, h_vso: float) -> float:
+        h_sent = (h_branch + p * (h_svo + _h(die) + e_m * (np.log(lx.connectors) + h_svo))
+                  + (1 - p) * h_vso)
         return n_sent * h_sent / (n_sent * mean_len + b)
 
     h_uniform = float(np.log(lx.subjects) + np.log(lx.verbs) + np.log(lx.objects))
-    h_zipf = sum(
-        _h(zipf_probs(n, cfg.zipf_exponent)) for n in (lx.subjects, lx.verbs, lx.objects)
-    )
-    return {"no_context": float(rate(h_uniform)), "latent_known": float(rate(h_zipf))}
+    zs, zv, zo = (zipf_probs(n, cfg.zipf_exponent) for n in (lx.subjects, lx.verbs, lx.objects))
+    beta = cfg.binding_probability
+    h_svo = _h(zs) + _bound_entropy(zv, beta) + _bound_entropy(zo, beta)
+    h_vso = _h(zv) + _bound_entropy(zs, beta) + _bound_entropy(zo, beta)
+    floors = {"no_context": float(rate(h_uniform, h_uniform)),
+              "latent_known": float(rate(h_svo, h_vso))}
+    if cfg.repeat_probability > 0:
+        from hierlab.corpus.pcfg import PcfgSampler
+
+        nll, n = PcfgSampler(cfg).latent_known_nll(mc_documents)
+        floors["latent_known"] = nll / n
+    return floors
 
 
 @njit(cache=True)

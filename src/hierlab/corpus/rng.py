@@ -32,6 +32,8 @@ STAGE_NGRAM_TABLES = 7  # per n-gram context: exponent and ranking
 STAGE_NGRAM_TRAIN = 8  # per train sentence
 STAGE_NGRAM_TEST = 9  # per test sentence
 STAGE_NGRAM_HASH = 10  # the context-hash key
+STAGE_BINDING = 11  # per (document | section | paragraph): the binding maps
+STAGE_FLOOR = 12  # Monte-Carlo loss-floor documents
 
 
 @njit(cache=True, inline="always")

@@ -97,11 +97,78 @@ def _pcfg_split_stats(cfg: PcfgConfig, split: str, reader: SplitReader, tokens: 
             "max_abs_deviation": float(np.abs(emp - ref).max()),
         }
     out["rank_frequency"] = fits
+    if cfg.binding_probability > 0 or cfg.repeat_probability > 0:
+        out.update(_latent_rates(cfg, sampler, tokens, bounds, bases, min(len(doc_starts), 2000)))
     out["documents_ranked"] = int(len(doc_starts))
     out["rank_frequency_note"] = (
         "ranks read from each document's regenerated latent"
         + ("; section/paragraph re-permutation makes deviations expected" if level else "")
     )
+    return out
+
+
+def _latent_rates(cfg: PcfgConfig, sampler: PcfgSampler, tokens: np.ndarray, bounds: np.ndarray,
+                  bases: np.ndarray, n_docs: int) -> dict[str, Any]:
+    """Realised binding and repetition rates of the first ``n_docs`` documents.
+
+    binding: the share of bound slots (S->V, V->O in SVO and clauses; V->S, S->O in VSO)
+    whose word is the bound one; expected ``beta + (1 - beta) / n`` on average (a rank-law
+    draw hits the bound word by chance). repetition: the share of sentences equal to an
+    earlier sentence of their scope; expected ``rho`` times the share of sentences that
+    have one, plus chance coincidences.
+    """
+    off_s, off_v, off_o, off_c = cfg.role_offsets
+    lx = cfg.lexicon
+    spp, paras = cfg.sentences_per_paragraph, cfg.paragraphs_per_section
+    hits = slots = 0
+    repeats = eligible = n_sent = 0
+    expected_bind = 0.0
+    sizes = {"subject_verb": lx.verbs, "verb_object": lx.objects, "verb_subject": lx.subjects,
+             "subject_object": lx.objects}
+    for d in range(n_docs):
+        doc = tokens[bounds[d]:bounds[d + 1]].astype(np.int64)
+        doc = doc[doc != (cfg.boundary_id if cfg.boundary_id is not None else -1)]
+        ends = np.flatnonzero(doc == cfg.eos_id)
+        sents = np.split(doc, ends + 1)[: len(ends)]
+        maps: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+        for j, sent in enumerate(sents):
+            pg = j // spp
+            sc, pg_in = pg // paras, pg % paras
+            scope = [x for x in (sents[pg * spp:j] if cfg.repeat_scope == "paragraph"
+                                 else sents[:j])]
+            n_sent += 1
+            if scope:
+                eligible += 1
+                repeats += any(len(x) == len(sent) and (x == sent).all() for x in scope)
+            if cfg.binding_probability <= 0:
+                continue
+            key = (sc, pg_in)
+            if key not in maps:
+                maps[key] = sampler.document_bindings(int(bases[d]), sc, pg_in)
+            b = maps[key]
+            pairs = []
+            if sent[0] < off_v:  # SVO and clauses: s -> v -> o
+                for k in range(0, len(sent) - 1, 4):
+                    pairs += [("subject_verb", sent[k] - off_s, sent[k + 1]),
+                              ("verb_object", sent[k + 1] - off_v, sent[k + 2])]
+            else:  # VSO: v -> s -> o
+                pairs += [("verb_subject", sent[0] - off_v, sent[1]),
+                          ("subject_object", sent[1] - off_s, sent[2])]
+            for name, src, dst in pairs:
+                slots += 1
+                hits += int(b[name][src] == dst)
+                expected_bind += 1.0 / sizes[name]
+    beta = cfg.binding_probability
+    out: dict[str, Any] = {"latent_rates_documents": int(n_docs)}
+    if beta > 0:
+        out["binding_rate"] = {
+            "measured": hits / max(slots, 1),
+            "expected": beta + (1 - beta) * expected_bind / max(slots, 1),
+            "binding_probability_config": beta, "slots": int(slots)}
+    out["repetition_rate"] = {
+        "measured": repeats / max(n_sent, 1),
+        "expected_without_chance": cfg.repeat_probability * eligible / max(n_sent, 1),
+        "repeat_probability_config": cfg.repeat_probability, "sentences": int(n_sent)}
     return out
 
 
@@ -182,6 +249,15 @@ def format_stats(stats: dict[str, Any]) -> str:
                              f"{f['p_rank1_config']:.4f}), top-10 {f['top10_mass']:.4f} "
                              f"(config {f['top10_mass_config']:.4f}), fitted exponent "
                              f"{f['fitted_exponent']:.3f}")
+        if "binding_rate" in s:
+            b = s["binding_rate"]
+            lines.append(f"    binding rate {b['measured']:.4f} (expected {b['expected']:.4f}, "
+                         f"beta {b['binding_probability_config']})")
+        if "repetition_rate" in s:
+            r = s["repetition_rate"]
+            lines.append(f"    repeated sentences {r['measured']:.4f} (expected "
+                         f"{r['expected_without_chance']:.4f} + chance, rho "
+                         f"{r['repeat_probability_config']})")
         if s.get("rejected_sentences"):
             lines.append(f"    rejected (test duplicates redrawn): {s['rejected_sentences']:,}")
         if "unigram_top5" in s:
