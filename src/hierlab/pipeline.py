@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from hierlab.config import ExperimentConfig
-from hierlab.corpus.shards import atomic_write_bytes, atomic_write_json
+from hierlab.io import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 

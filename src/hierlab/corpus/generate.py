@@ -24,9 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -45,13 +42,13 @@ from hierlab.corpus.pcfg import PcfgSampler, SentenceSet
 from hierlab.corpus.shards import (
     MANIFEST,
     SplitReader,
-    atomic_write_json,
     finished_shard,
     read_manifest,
     write_manifest,
     write_shard,
 )
 from hierlab.errors import ConfigError, DataError
+from hierlab.io import atomic_dir, atomic_write_json
 
 log = logging.getLogger(__name__)
 SPLITS = ("test", "train")  # test first: train de-duplication reads it
@@ -94,17 +91,12 @@ def save_test_set(cfg: PcfgConfig, test_dir: Path) -> Path:
         [reader.shard_tokens(i) for i in range(reader.num_shards)] or [np.zeros(0, np.uint16)]
     )
     ss = SentenceSet.from_tokens(tokens, cfg.eos_id, cfg.boundary_id)
-    tmp = Path(tempfile.mkdtemp(dir=test_dir, prefix=".sentence-table."))
-    for name, arr in (("tokens", ss.tokens), ("table", ss.table), ("starts", ss.starts),
-                      ("lens", ss.lens)):
-        np.save(tmp / f"{name}.npy", arr)
-    (tmp / "n_unique.txt").write_text(str(ss.n_unique))
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process finished the same table first: keep theirs
-        if not (out / "table.npy").exists():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
+    # another process that finishes the same table first wins: its copy is kept
+    with atomic_dir(out, prefix=".sentence-table.") as tmp:
+        for name, arr in (("tokens", ss.tokens), ("table", ss.table), ("starts", ss.starts),
+                          ("lens", ss.lens)):
+            np.save(tmp / f"{name}.npy", arr)
+        (tmp / "n_unique.txt").write_text(str(ss.n_unique))
     return out
 
 
@@ -259,10 +251,8 @@ def generate_corpus(
     if not (tok_dir / "tokenizer.json").exists():
         from hierlab.corpus.tokenizer import save_tokenizer
 
-        tmp = Path(tempfile.mkdtemp(dir=corpus_dir, prefix=".tokenizer."))
-        save_tokenizer(cfg, tmp)
-        shutil.rmtree(tok_dir, ignore_errors=True)
-        os.replace(tmp, tok_dir)
+        with atomic_dir(tok_dir, overwrite=True, prefix=".tokenizer.") as tmp:
+            save_tokenizer(cfg, tmp)
     cfg_json = cfg.model_dump_json()
     for split in SPLITS:
         split_dir = corpus_dir / split

@@ -1,22 +1,22 @@
-"""Token shards on disk: Arrow IPC *file* format, a manifest, atomic writes, a reader.
+"""Token shards on disk: Arrow IPC *stream* format, a manifest, atomic writes, a reader.
 
-Why this format: an Arrow IPC file is memory-mappable, so a reader gets a zero-copy
-``uint16`` numpy view of a shard and peak memory stays independent of corpus size; HF
-``datasets`` and any Arrow tool read it directly. One row per token, column ``input_ids``
-(uint16), optional annotation columns. Each shard is a single record batch so its column
-maps to one contiguous numpy array. Document start offsets (within the shard) go to a
-sidecar ``<shard>.docs.arrow`` so training can align windows to documents.
+Why this format: an Arrow IPC stream of one record batch, memory-mapped, gives a reader a
+zero-copy ``uint16`` numpy view of a shard, so peak memory stays independent of corpus
+size; HF ``datasets.Dataset.from_file`` (which reads the *stream* format, memory-mapped)
+and any Arrow tool read it directly. One row per token, column ``input_ids`` (uint16),
+optional annotation columns. Each shard is a single record batch so its column maps to
+one contiguous numpy array. Document start offsets (within the shard) go to a sidecar
+``<shard>.docs.arrow`` (same format) so training can align windows to documents. Shards
+in the Arrow IPC *file* format (written by earlier hierlab versions) are still read.
 
-Every file is written under a temporary name and renamed when complete, so a killed job
-never leaves a half-written shard under a final name.
+Every file is written under a temporary name and renamed when complete
+(:mod:`hierlab.io`), so a killed job never leaves a half-written shard under a final name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,8 @@ import pyarrow as pa
 
 from hierlab import __version__
 from hierlab.errors import DataError
+from hierlab.io import atomic_path, atomic_write_json
+from hierlab.io import atomic_write_bytes as atomic_write_bytes  # re-export: old imports
 
 FORMAT = "hierlab-shards/1"
 MANIFEST = "manifest.json"
@@ -46,25 +48,6 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.arrow"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
-
-
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -81,18 +64,9 @@ def _write_arrow(path: Path, columns: Mapping[str, np.ndarray], metadata: dict |
     fields = [pa.field(n, a.type, nullable=False) for n, a in arrays.items()]
     schema = pa.schema(fields, metadata={"hierlab": json.dumps(metadata or {})})
     batch = pa.record_batch(list(arrays.values()), schema=schema)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            writer.write_batch(batch)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with (atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink,
+          pa.ipc.new_stream(sink, schema) as writer):
+        writer.write_batch(batch)
 
 
 def write_shard(
@@ -209,13 +183,27 @@ def read_manifest(split_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+_FILE_MAGIC = b"ARROW1"
+
+
+def map_batch(path: str | Path) -> pa.RecordBatch:
+    """The single record batch of a shard, its buffers backed by a memory map (no copy).
+
+    Reads the IPC stream format (written now) and the IPC file format (earlier
+    corpora), told apart by the file format's leading magic bytes.
+    """
+    source = pa.memory_map(str(path), "r")
+    if source.read(len(_FILE_MAGIC)) == _FILE_MAGIC:
+        return pa.ipc.open_file(source).get_batch(0)
+    source.seek(0)
+    return pa.ipc.open_stream(source).read_next_batch()
+
+
 def _map_column(path: Path, column: str) -> np.ndarray:
     try:
-        source = pa.memory_map(str(path), "r")
-        reader = pa.ipc.open_file(source)
-        batch = reader.get_batch(0)
+        batch = map_batch(path)
         return batch.column(column).to_numpy(zero_copy_only=True)
-    except (OSError, pa.ArrowInvalid, KeyError, IndexError) as err:
+    except (OSError, pa.ArrowInvalid, KeyError, IndexError, StopIteration) as err:
         raise DataError(f"{path}: unreadable shard ({err})") from None
 
 

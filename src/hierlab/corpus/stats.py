@@ -21,8 +21,9 @@ from numba import njit
 from hierlab.corpus.config import NgramConfig, PcfgConfig
 from hierlab.corpus.pcfg import PcfgSampler, SentenceSet, _in_table, sentence_spans
 from hierlab.corpus.rng import zipf_probs
-from hierlab.corpus.shards import SplitReader, atomic_write_json
+from hierlab.corpus.shards import SplitReader
 from hierlab.errors import DataError
+from hierlab.io import atomic_write_json
 
 
 @njit(cache=True)

@@ -22,7 +22,6 @@ import hashlib
 import logging
 import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hierlab.errors import ConfigError, DataError
+from hierlab.io import atomic_write_parquet
 from hierlab.probes import function_vectors as fvmod
 from hierlab.probes import hydra as hymod
 from hierlab.probes import induction as indmod
@@ -232,10 +232,7 @@ def _part_path(root: Path, cfg: ProbesConfig, probe: str, variant: str, ck: Chec
 
 
 def _atomic_parquet(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write_parquet(table, path)
 
 
 def _to_table(rows: list[dict[str, Any]], ck: Checkpoint, probe: str, variant: str) -> pa.Table:

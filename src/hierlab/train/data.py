@@ -27,7 +27,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from hierlab.corpus.shards import SplitReader
+from hierlab.corpus.shards import SplitReader, map_batch
 from hierlab.errors import DataError
 
 __all__ = ["TokenWindows", "WindowOrder", "batch_positions", "eval_window_indices"]
@@ -131,10 +131,9 @@ def _pack(doc_starts: np.ndarray, total: int, ctx: int, min_start: int, out: np.
 
 def _read_offsets(path: Path) -> np.ndarray:
     try:
-        with pa.memory_map(str(path), "r") as source:
-            batch = pa.ipc.open_file(source).get_batch(0)
-            return np.array(batch.column("offset").to_numpy(zero_copy_only=False), np.int64)
-    except (OSError, pa.ArrowInvalid, KeyError, IndexError) as err:
+        batch = map_batch(path)
+        return np.array(batch.column("offset").to_numpy(zero_copy_only=False), np.int64)
+    except (OSError, pa.ArrowInvalid, KeyError, IndexError, StopIteration) as err:
         raise DataError(f"{path}: unreadable document offsets ({err})") from None
 
 

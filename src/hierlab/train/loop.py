@@ -35,8 +35,9 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from hierlab import __version__
-from hierlab.corpus.shards import atomic_write_json, read_manifest
+from hierlab.corpus.shards import read_manifest
 from hierlab.errors import ConfigError, DataError
+from hierlab.io import atomic_write_json, atomic_write_text, make_temp_dir, publish_dir
 from hierlab.train.config import ModelConfig, TrainingConfig
 from hierlab.train.data import TokenWindows, WindowOrder, batch_positions, eval_window_indices
 from hierlab.train.model import build_model, resolve_vocab_size
@@ -175,9 +176,7 @@ def _truncate_csv(path: Path, columns: list[str], last_step: int) -> None:
                 continue
             if step <= last_step:
                 rows.append(line)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join([",".join(columns), *rows]) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join([",".join(columns), *rows]) + "\n")
 
 
 class _CsvLog:
@@ -508,8 +507,7 @@ def _train(
         if not dist.main:
             return
         final = _step_dir(ckpt_root, step)
-        tmp = ckpt_root / f".tmp-{final.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = make_temp_dir(final, prefix=f".tmp-{final.name}-")  # swept on start if torn
         _quiet_save(raw_model, tmp)
         tok_dir = corpus_dir / "tokenizer"
         if tok_dir.is_dir():
@@ -540,9 +538,7 @@ def _train(
             },
             tmp / TRAINER_STATE,
         )
-        if final.exists():  # re-written after a kill between rename and cleanup
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        publish_dir(tmp, final, overwrite=True)  # re-written after a kill before cleanup
         for s, p in _list_checkpoints(ckpt_root):  # resume state: latest checkpoint only
             if s != step:
                 (p / TRAINER_STATE).unlink(missing_ok=True)

@@ -1,0 +1,166 @@
+"""Atomic writes: every artefact appears under its final name complete or not at all.
+
+A file is written to a temporary name in the same folder, flushed to disk and renamed
+(``os.replace`` is atomic within one filesystem), so a killed job never leaves a
+half-written shard, table or checkpoint under a final name.
+
+Temporary files and folders are created with ``os.open(..., 0o666)`` / ``os.mkdir(...,
+0o777)`` rather than ``tempfile.mkstemp``/``mkdtemp``: the kernel then applies the umask as
+for any ``open()``, so published files are ``0644`` under the usual umask 022. (``mkstemp``
+makes ``0600`` files, which other users and Dask workers on a shared filesystem cannot
+read.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def _temp_name(path: Path, prefix: str | None = None) -> Path:
+    stem = prefix if prefix is not None else f".{path.name}."
+    return path.with_name(f"{stem}{uuid.uuid4().hex[:12]}.tmp")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path``; publish it there when the block ends.
+
+    The temporary file already exists (empty, mode ``0666 & ~umask``), so writers that
+    open it by name (pyarrow, ``pq.write_table``) keep the umask's mode. On success the
+    file is fsynced and renamed onto ``path``; on any error it is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON (with a final newline) to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_write_parquet(table: pa.Table, path: str | Path) -> None:
+    """Write an Arrow table as Parquet to ``path`` atomically."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux).
+
+    ``os.umask`` can only be read by setting it, which races with other threads creating
+    files; ``/proc/self/status`` reports it directly.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def apply_umask(root: str | Path) -> None:
+    """Give every file under ``root`` mode ``0666 & ~umask`` and every folder ``0777 & ~umask``.
+
+    For folders filled by writers that make private files regardless of the umask
+    (safetensors writes ``0600``).
+    """
+    mask = current_umask()
+    for dirpath, _dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o777 & ~mask)
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)
+
+
+def make_temp_dir(final: str | Path, prefix: str | None = None) -> Path:
+    """A new empty folder beside ``final`` (mode ``0777 & ~umask``) to build it in."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(final, prefix)
+    os.mkdir(tmp, 0o777)
+    return tmp
+
+
+def publish_dir(tmp: str | Path, final: str | Path, *, overwrite: bool = False) -> bool:
+    """Rename the finished folder ``tmp`` onto ``final``; True if ours was published.
+
+    Modes inside ``tmp`` are first set from the umask (:func:`apply_umask`), whatever
+    wrote them. ``overwrite``: an existing ``final`` is removed first. Otherwise an
+    existing non-empty ``final`` (another process finished the same work first) is kept
+    and ``tmp`` removed.
+    """
+    tmp, final = Path(tmp), Path(final)
+    apply_umask(tmp)
+    if overwrite and final.exists():
+        shutil.rmtree(final)
+    try:
+        os.replace(tmp, final)
+        return True
+    except OSError:
+        if overwrite or not final.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False
+
+
+@contextmanager
+def atomic_dir(
+    final: str | Path, *, overwrite: bool = False, prefix: str | None = None
+) -> Iterator[Path]:
+    """Yield a temporary folder to fill; publish it as ``final`` when the block ends.
+
+    On error the temporary folder is removed and ``final`` is untouched. See
+    :func:`publish_dir` for ``overwrite``; ``prefix`` names the temporary folder (callers
+    that sweep up folders torn by a kill glob for it).
+    """
+    tmp = make_temp_dir(final, prefix)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish_dir(tmp, final, overwrite=overwrite)
