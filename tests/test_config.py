@@ -55,14 +55,14 @@ def test_cli_prints_one_line_error_without_traceback(tmp_path):
     bad = tmp_path / "bad.yml"
     bad.write_text(yaml.safe_dump({"corpora": {"p": {"kind": "pcfg", "svo_probability": 2}}}))
     res = CliRunner().invoke(app, ["corpus", str(bad), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 2
+    assert res.exit_code == 1  # a config error, not a usage error
     assert "svo_probability" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
     res = CliRunner().invoke(app, ["config", str(tmp_path / "missing.yml")])
-    assert res.exit_code == 2 and "no such config file or preset" in res.output
+    assert res.exit_code == 1 and "no such config file or preset" in res.output
     (tmp_path / "broken.yml").write_text("corpora: [unclosed")
     res = CliRunner().invoke(app, ["config", str(tmp_path / "broken.yml")])
-    assert res.exit_code == 2 and "not valid YAML" in res.output
+    assert res.exit_code == 1 and "not valid YAML" in res.output
 
 
 def test_every_command_has_help():

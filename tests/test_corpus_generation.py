@@ -166,7 +166,7 @@ def test_cli_corpus_and_stats(tmp_path):
     assert res.exit_code == 0, res.output
     assert "SVO fraction" in res.output and (tmp_path / "run/corpus/pcfg/stats.json").exists()
     res = runner.invoke(app, ["corpus", str(cfg_path), "--only", "nope"])
-    assert res.exit_code == 2 and "no corpus named 'nope'" in res.output
+    assert res.exit_code == 1 and "no corpus named 'nope'" in res.output
 
 
 def test_reader_windows_cross_shards(tmp_path):

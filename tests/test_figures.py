@@ -248,7 +248,7 @@ def test_cli_figures(tmp_path: Path) -> None:
     assert set(claims["variant"]) == {"reference", "standard"}
 
     res = CliRunner().invoke(app, ["figures", str(tmp_path / "missing")])
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     assert "no such run directory" in res.output
 
 

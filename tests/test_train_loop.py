@@ -374,7 +374,7 @@ def test_train_corpora_and_cli(tmp_path: Path) -> None:
     model_dir = run_dir / "models" / "toy"
     assert (model_dir / "checkpoints" / "step-00000004" / "state.json").exists()
     assert [int(r["step"]) for r in read_csv(model_dir / "eval.csv")] == [2, 4]
-    # a user error is one line and exit status 2
+    # a runtime error is one line and exit status 1
     res = runner.invoke(app, ["train", str(cfg_path), "--out", str(tmp_path / "empty")])
-    assert res.exit_code == 2 and "no train split" in res.output
+    assert res.exit_code == 1 and "no train split" in res.output
     assert train_corpora(cfg, run_dir, only="toy") == {"toy": model_dir}  # finished: skipped

@@ -1,8 +1,11 @@
 """The ``hierlab`` command line: a thin typer layer over the Python API.
 
-Each command parses options, calls one API function and shows progress. A user mistake
-(:class:`~hierlab.errors.HierlabError`) is printed as one line, without a traceback, and
-the command exits with status 2.
+Each command parses options, calls one API function and shows progress. Exit status
+follows the Unix/click convention: 2 for a usage error (an unknown option, a value outside
+its choices: checked before any work is done, the message names the option), 1 for an
+error met while working (a bad config file, missing data: a
+:class:`~hierlab.errors.HierlabError`, printed as one line without a traceback), 130 when
+interrupted. ``python -m hierlab`` runs the same app.
 """
 
 from __future__ import annotations
@@ -10,12 +13,15 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from hierlab import __version__
 from hierlab.errors import HierlabError
 
 app = typer.Typer(
@@ -35,6 +41,69 @@ ConfigArg = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"hierlab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="print the version and exit", is_eager=True,
+                     callback=_version),
+    ] = False,
+) -> None:
+    """Options before the command (the app's help text is set on ``app``)."""
+
+
+# copies of hierlab.pipeline.STAGES and hierlab.probes.config.ALL_PROBES (tested equal), so
+# that option checks do not import torch
+_STAGES = ("corpus", "train", "probe", "figures")
+_PROBES = ("induction", "fv", "hydra", "structure")
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def _check_device(value: str | None) -> str | None:
+    """--device is checked before any work: its syntax, and that CUDA exists if asked for."""
+    if value is None:
+        return None
+    if not _DEVICE.fullmatch(value):
+        raise typer.BadParameter(f"{value!r}: expected cpu, cuda or cuda:N")
+    if value.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise typer.BadParameter(f"{value!r}: no CUDA device is available")
+    return value
+
+
+def _comma_choice(allowed: tuple[str, ...], what: str) -> Any:
+    def check(value: str | None) -> str | None:
+        if value is None:
+            return None
+        bad = [v.strip() for v in value.split(",") if v.strip() and v.strip() not in allowed]
+        if bad:
+            raise typer.BadParameter(f"unknown {what}(s) {bad} (allowed: {', '.join(allowed)})")
+        return value
+
+    return check
+
+
+class Engine(StrEnum):
+    local = "local"
+    dask = "dask"
+
+
+class VariantChoice(StrEnum):
+    reference = "reference"
+    standard = "standard"
+    both = "both"
+
+
 OutOpt = Annotated[
     Path | None,
     typer.Option("--out", help="run directory; default runs/<config name>", show_default=False),
@@ -42,7 +111,7 @@ OutOpt = Annotated[
 
 
 def _friendly(fn: Any) -> Any:
-    """Turn HierlabError into a one-line message and exit status 2."""
+    """Turn HierlabError into a one-line message and exit status 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -54,7 +123,7 @@ def _friendly(fn: Any) -> Any:
             return fn(*args, **kwargs)
         except HierlabError as err:
             typer.secho(f"error: {err}", fg="red", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.secho("interrupted: finished outputs are kept; re-run to resume", err=True)
             raise typer.Exit(130) from None
@@ -76,9 +145,9 @@ def corpus(
         str | None, typer.Option(help="generate only this corpus (a name under 'corpora')")
     ] = None,
     engine: Annotated[
-        str,
+        Engine,
         typer.Option(help="'local' (processes on this machine) or 'dask' (extra 'scale')"),
-    ] = "local",
+    ] = Engine.local,
     scheduler: Annotated[
         str | None,
         typer.Option(help="dask scheduler address (tcp://host:8786); default: a local cluster"),
@@ -95,7 +164,7 @@ def corpus(
     cfg = load_config(config)
     run_dir = _run_dir(cfg, out)
     paths = generate_corpora(
-        cfg, run_dir, only=only, workers=workers, engine=engine, scheduler=scheduler
+        cfg, run_dir, only=only, workers=workers, engine=engine.value, scheduler=scheduler
     )
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
@@ -145,7 +214,8 @@ def train(
     ] = None,
     device: Annotated[
         str | None,
-        typer.Option(help="cpu | cuda | cuda:N; default: training.device, else cuda if available"),
+        typer.Option(help="cpu | cuda | cuda:N; default: training.device, else cuda if available",
+                     callback=_check_device),
     ] = None,
 ) -> None:
     """Train one model per corpus into OUT/models/<name>/ (checkpoints, loss.csv, eval.csv).
@@ -234,10 +304,10 @@ def probe(
     probes: Annotated[
         str | None,
         typer.Option("--probes", help="comma list of induction,fv,hydra,structure",
-                     show_default=False),
+                     show_default=False, callback=_comma_choice(_PROBES, "probe")),
     ] = None,
     variant: Annotated[
-        str | None,
+        VariantChoice | None,
         typer.Option("--variant", help="reference | standard | both (default: the config's)",
                      show_default=False),
     ] = None,
@@ -245,7 +315,7 @@ def probe(
     device: Annotated[
         str | None,
         typer.Option("--device", help="cpu | cuda | cuda:N (default: the config's)",
-                     show_default=False),
+                     show_default=False, callback=_check_device),
     ] = None,
 ) -> None:
     """Run the probes over checkpoints into OUT/metrics/<probe>.parquet.
@@ -260,7 +330,8 @@ def probe(
     cfg = load_config(config)
     run_dir = _run_dir(cfg, out)
     paths = run_probes(
-        cfg, run_dir, checkpoints=checkpoints, probes=probes, variant=variant, device=device
+        cfg, run_dir, checkpoints=checkpoints, probes=probes,
+        variant=variant.value if variant is not None else None, device=device,
     )
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
@@ -273,14 +344,18 @@ def run_cmd(
     out: OutOpt = None,
     workers: Annotated[int, typer.Option(help="corpus worker processes", min=1)] = 1,
     device: Annotated[
-        str | None, typer.Option(help="torch device for training and probes (cpu, cuda)")
+        str | None,
+        typer.Option(help="torch device for training and probes (cpu, cuda, cuda:N)",
+                     callback=_check_device),
     ] = None,
     olmo_loss: Annotated[
         Path | None,
         typer.Option(help="CSV (step, loss) of OLMo-1B training, for Fig. 2's third panel"),
     ] = None,
     stages: Annotated[
-        str, typer.Option(help="comma-separated subset of corpus,train,probe,figures")
+        str,
+        typer.Option(help="comma-separated subset of corpus,train,probe,figures",
+                     callback=_comma_choice(_STAGES, "stage")),
     ] = "corpus,train,probe,figures",
 ) -> None:
     """Run the whole study: corpus -> train -> probe -> figures -> report.
@@ -291,13 +366,9 @@ def run_cmd(
     from rich.console import Console
 
     from hierlab.config import load_config
-    from hierlab.errors import ConfigError
-    from hierlab.pipeline import STAGES, run
+    from hierlab.pipeline import run
 
     chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
-    bad = [s for s in chosen if s not in STAGES]
-    if bad:
-        raise ConfigError(f"--stages: unknown stage(s) {bad} (allowed: {', '.join(STAGES)})")
     cfg = load_config(config)
     run_dir = _run_dir(cfg, out)
     console = Console(stderr=True)

@@ -1,0 +1,5 @@
+"""``python -m hierlab``: the ``hierlab`` command line."""
+
+from hierlab.cli import app
+
+app(prog_name="hierlab")
