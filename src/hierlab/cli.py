@@ -266,26 +266,18 @@ def figures(
     RUN_DIR/claims.csv and everything, embedded, to RUN_DIR/report.html. Reads tables
     only, never models, so it takes seconds.
     """
-    import time
-
-    from hierlab.figures import evaluate_claims, load_run_data, make_figures
-    from hierlab.figures.api import run_figures_config
     from hierlab.figures.claims import format_claims
+    from hierlab.pipeline import figures as figures_stage
 
-    t0 = time.perf_counter()
-    fig_cfg = run_figures_config(run_dir)
-    extras = list(extra_run or [])
-    data = load_run_data(run_dir, extra_runs=extras, olmo_loss=olmo_loss)
-    paths = make_figures(run_dir, fig_cfg, olmo_loss, extras, data=data)
-    claims = evaluate_claims(run_dir, fig_cfg, extras, data=data)
-    typer.echo(f"figures: {len(paths)} files in {run_dir / 'figures'}")
-    typer.echo(format_claims(claims))
+    # the same orchestrator as `hierlab run`; thresholds from RUN/config.yml's figures
+    res = figures_stage(
+        run_dir, olmo_loss=olmo_loss, extra_runs=extra_run or [], report=not no_report
+    )
+    typer.echo(f"figures: {len(res.paths)} files in {run_dir / 'figures'}")
+    typer.echo(format_claims(res.claims))
     typer.echo(f"claims: {run_dir / 'claims.csv'}")
-    if not no_report:
-        from hierlab.figures.report import write_report
-
-        report = write_report(run_dir, paths, claims, timings={"figures": time.perf_counter() - t0})
-        typer.echo(f"report: {report}")
+    if res.report is not None:
+        typer.echo(f"report: {res.report}")
 
 
 @app.command()

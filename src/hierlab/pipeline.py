@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from hierlab.config import ExperimentConfig
+from hierlab.figures.config import FiguresConfig
 from hierlab.io import atomic_write_bytes, atomic_write_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +47,51 @@ def _stage_probe(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> 
     return run_probes(cfg, run_dir, device=opts.get("device"))
 
 
-def _stage_figures(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> Any:
-    from hierlab.figures import make_figures
-    from hierlab.figures.report import write_report
+@dataclass(frozen=True)
+class FiguresOutput:
+    """What :func:`figures` wrote: figure files, the claims table and the report path."""
 
-    make_figures(run_dir, cfg.figures, olmo_loss=opts.get("olmo_loss"))
-    return write_report(run_dir)
+    paths: list[Path]
+    claims: pd.DataFrame
+    report: Path | None
+
+
+def figures(
+    run_dir: Path,
+    fig_cfg: FiguresConfig | None = None,
+    *,
+    olmo_loss: Path | None = None,
+    extra_runs: Iterable[Path] = (),
+    report: bool = True,
+) -> FiguresOutput:
+    """Figures, claims (``RUN/claims.csv``) and ``RUN/report.html`` from one config.
+
+    The one path for ``hierlab run`` and ``hierlab figures``, so both judge the claims
+    with the same thresholds: ``fig_cfg.claims`` (``None``: the ``figures`` section of
+    ``RUN/config.yml``). The tables are read once and shared by figures and claims.
+    """
+    from hierlab.figures import evaluate_claims, load_run_data, make_figures
+    from hierlab.figures.api import run_figures_config
+
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    fig_cfg = fig_cfg if fig_cfg is not None else run_figures_config(run_dir)
+    extras = list(extra_runs)
+    data = load_run_data(run_dir, extra_runs=extras, olmo_loss=olmo_loss)
+    paths = make_figures(run_dir, fig_cfg, olmo_loss, extras, data=data)
+    claims = evaluate_claims(run_dir, fig_cfg, extras, data=data)
+    path = None
+    if report:
+        from hierlab.figures.report import write_report
+
+        path = write_report(
+            run_dir, paths, claims, timings={"figures": time.perf_counter() - t0}
+        )
+    return FiguresOutput(paths, claims, path)
+
+
+def _stage_figures(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> Any:
+    return figures(run_dir, cfg.figures, olmo_loss=opts.get("olmo_loss")).report
 
 
 _RUNNERS: dict[str, Callable[[ExperimentConfig, Path, dict[str, Any]], Any]] = {
