@@ -29,11 +29,11 @@ def test_parity_no_intervention(hm: HookedModel) -> None:
     assert torch.equal(cache["unembed.hook_out"], plain)
     # z through o_proj is the attention output
     z = cache["blocks.0.attn.hook_z"].reshape(3, 12, -1)
-    assert torch.allclose(hm.o_proj(0)(z), cache["blocks.0.attn.hook_out"], atol=1e-6)
+    assert torch.allclose(hm.o_proj(0)(z), cache["blocks.0.hook_attn_out"], atol=1e-6)
     # per-head contributions sum to the attention output
     heads = sum(hm.head_out_proj(0, cache["blocks.0.attn.hook_z"][:, :, h], h)
                 for h in range(hm.n_heads))
-    assert torch.allclose(heads, cache["blocks.0.attn.hook_out"], atol=1e-5)
+    assert torch.allclose(heads, cache["blocks.0.hook_attn_out"], atol=1e-5)
 
 
 @torch.no_grad()

@@ -183,36 +183,6 @@ def test_checkpoint_loads_with_auto_classes_and_generates(tmp_path: Path) -> Non
     assert state["step"] == 6 and state["test_loss"] is not None
 
 
-def test_transformer_lens_loads_a_checkpoint(tmp_path: Path) -> None:
-    tl = pytest.importorskip("transformer_lens")
-    from transformers import AutoModelForCausalLM
-
-    corpus = make_corpus(tmp_path)
-    cfg = ModelConfig(hidden_size=32, num_layers=2, num_heads=2, context_length=32)
-    out = train_model(
-        cfg,
-        tcfg(max_tokens=8 * 32 * 3, checkpoints={"schedule": "list", "steps": [1]}),
-        corpus,
-        tmp_path / "m",
-    )
-    path = out / "checkpoints" / "step-00000003"
-    hf = AutoModelForCausalLM.from_pretrained(path)
-    model = tl.HookedTransformer.from_pretrained_no_processing(
-        "meta-llama/Llama-2-7b-hf",
-        hf_model=hf,
-        tokenizer=None,
-        n_layers=2,
-        d_model=32,
-        n_heads=2,
-        d_vocab=VOCAB,
-        n_ctx=32,
-        d_mlp=128,
-        device="cpu",
-    )
-    x = torch.tensor([[1, 2, 3, 4, 5, 10]])
-    torch.testing.assert_close(model(x), hf(x).logits, atol=1e-4, rtol=1e-4)
-
-
 # ----- resume ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kill", [7, 12, 13])
 def test_resume_after_a_kill_reproduces_the_run_exactly(tmp_path: Path, kill: int) -> None:

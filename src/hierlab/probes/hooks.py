@@ -6,16 +6,17 @@ overhead, which dominates on the tiny models this toolkit trains; and they run o
 *unchanged* HF module tree, so any checkpoint that ``from_pretrained`` loads is measured
 exactly as HF computes it (TransformerLens re-implements each architecture).
 
-Hook points use TransformerLens-style names, so every probe speaks one vocabulary:
+Hook points use TransformerLens's names, so every probe speaks one vocabulary and a
+TransformerLens cache reads the same keys (tested against ``TransformerBridge``):
 
 =================================  ==========================================================
-``embed.hook_out``                 token embeddings ``[B, T, d]``
+``hook_embed``                     token embeddings ``[B, T, d]``
 ``blocks.{l}.hook_resid_pre``      residual stream entering block ``l`` ``[B, T, d]``
 ``blocks.{l}.hook_resid_post``     residual stream after block ``l`` (the block output)
 ``blocks.{l}.attn.hook_z``         per-head attention output *before* ``o_proj`` ``[B, T, H, dh]``
 ``blocks.{l}.attn.hook_pattern``   attention probabilities ``[B, H, Tq, Tk]`` (eager attention)
-``blocks.{l}.attn.hook_out``       attention output after ``o_proj`` ``[B, T, d]``
-``blocks.{l}.mlp.hook_out``        MLP output ``[B, T, d]``
+``blocks.{l}.hook_attn_out``       attention output after ``o_proj`` ``[B, T, d]``
+``blocks.{l}.hook_mlp_out``        MLP output ``[B, T, d]``
 ``ln_final.hook_out``              final-norm output ``[B, T, d]``
 ``unembed.hook_out``               logits ``[B, T, V]``
 =================================  ==========================================================
@@ -52,6 +53,10 @@ __all__ = [
     "HookedModel",
     "register_architecture",
 ]
+
+
+#: hook names before they took TransformerLens's names (a clear error, not "unknown")
+_RENAMED = {"attn.hook_out": "hook_attn_out", "mlp.hook_out": "hook_mlp_out"}
 
 
 class HookNotFiredError(RuntimeError):
@@ -151,14 +156,14 @@ class HookedModel:
 
     def hook_names(self) -> list[str]:
         """Every hook point of this model."""
-        names = ["embed.hook_out"]
+        names = ["hook_embed"]
         for i in range(self.n_layers):
             names += [
                 f"blocks.{i}.hook_resid_pre",
                 f"blocks.{i}.attn.hook_z",
                 f"blocks.{i}.attn.hook_pattern",
-                f"blocks.{i}.attn.hook_out",
-                f"blocks.{i}.mlp.hook_out",
+                f"blocks.{i}.hook_attn_out",
+                f"blocks.{i}.hook_mlp_out",
                 f"blocks.{i}.hook_resid_post",
             ]
         return names + ["ln_final.hook_out", "unembed.hook_out"]
@@ -172,7 +177,7 @@ class HookedModel:
     def _site(self, name: str) -> tuple[nn.Module, str]:
         """(module, kind) for a hook name; kind in out|pattern|z|pre."""
         parts = name.split(".")
-        if name == "embed.hook_out":
+        if name == "hook_embed":
             return self.embed, "out"
         if name == "ln_final.hook_out":
             return self.final_norm, "out"
@@ -188,11 +193,16 @@ class HookedModel:
                 "hook_resid_post": (self.blocks[layer], "out"),
                 "attn.hook_z": (self.o_proj(layer), "z"),
                 "attn.hook_pattern": (self.attn(layer), "pattern"),
-                "attn.hook_out": (self.attn(layer), "out"),
-                "mlp.hook_out": (self.mlp(layer), "out"),
+                "hook_attn_out": (self.attn(layer), "out"),
+                "hook_mlp_out": (self.mlp(layer), "out"),
             }
             if rest in table:
                 return table[rest]
+            if rest in _RENAMED:
+                raise ConfigError(f"hook {name}: renamed to blocks.{layer}.{_RENAMED[rest]} "
+                                  "(TransformerLens's name)")
+        if name == "embed.hook_out":
+            raise ConfigError("hook embed.hook_out: renamed to hook_embed (TransformerLens's name)")
         raise ConfigError(f"unknown hook point {name!r} (see HookedModel.hook_names())")
 
     def _register(self, name: str, fn: Edit) -> _Registration:
@@ -311,12 +321,13 @@ class HookedModel:
     # ------------------------------------------------------------ interventions
     def _component_hook(self, layer: int, head: int | None, component: str) -> str:
         if component == "attn":
-            suffix = "hook_z" if head is not None else "hook_out"
-            return f"blocks.{layer}.attn.{suffix}"
+            if head is not None:
+                return f"blocks.{layer}.attn.hook_z"
+            return f"blocks.{layer}.hook_attn_out"
         if head is not None:
             raise ConfigError(f"a head can only be ablated in 'attn', not in {component!r}")
         if component == "mlp":
-            return f"blocks.{layer}.mlp.hook_out"
+            return f"blocks.{layer}.hook_mlp_out"
         if component == "block":
             return f"blocks.{layer}.hook_resid_post"
         raise ConfigError(f"component must be attn, mlp or block, got {component!r}")

@@ -7,10 +7,9 @@ last position, minus the same quantity when the whole output of block ``L-k`` is
 overwritten with zeros (every position and dimension), averaged over samples (``drop``).
 Zeroing the residual stream makes every later Llama/OLMo block output exactly zero (no
 biases), so the ablated logits are 0 and ``drop`` equals the clean logit-lens logit of the
-current token, identically for every ``k``. We run the ablated forward honestly, but once
-per ablated block rather than once per sample: after the overwrite nothing downstream
-depends on the tokens (only on zeros, positions and the causal mask), so one sequence of
-the same length gives the ablated logits of every sample exactly.
+current token, identically for every ``k``. The ablated forward is run for every sample
+(batched), as the study does, so any decoder -- with biases, or any architecture whose
+blocks see more than the residual stream -- is measured without assuming that.
 
 **standard** (McGrath et al. 2023, "The Hydra Effect"): for each attention layer ``A``,
 ablate its output (``zero``; ``mean`` over the reference batch and positions; or
@@ -81,18 +80,21 @@ def hydra_reference(
         for i, nm in enumerate(names):
             h = cache[nm][:, -1]  # [B, d]
             clean[b : b + len(ids), i] = (h * w_u[g]).sum(-1).double().cpu()
-    # ablated: one forward per ablated block A, reused for every L = A + k
+    # ablated: one forward per (ablated block A, batch of samples), reused for every L = A + k
     abl = torch.zeros(s, nl, nl, dtype=torch.float64)  # [sample, A, L]
     needed = sorted({layer - k for k in ks for layer in range(k, nl)})
-    probe_ids = samples[:1]
+    zero = torch.zeros(hm.d_model, device=hm.device)
     for a in needed:
         later = names[a + 1 :]
-        with hm.overwrite(a, torch.zeros(hm.d_model, device=hm.device)), hm.capture(later) as c:
-            hm.forward(probe_ids, logits_to_keep=1)
-        for nm in later:
-            layer = int(nm.split(".")[1])
-            logits = (c[nm][0, -1] @ w_u.T).double().cpu()  # [V]
-            abl[:, a, layer] = logits[gold.cpu()]
+        for b in range(0, s, batch_size):
+            ids = samples[b : b + batch_size]
+            g = gold[b : b + batch_size]
+            with hm.overwrite(a, zero), hm.capture(later) as c:
+                hm.forward(ids, logits_to_keep=1)
+            for nm in later:
+                layer = int(nm.split(".")[1])
+                h = c[nm][:, -1]  # [B, d]
+                abl[b : b + len(ids), a, layer] = (h * w_u[g]).sum(-1).double().cpu()
     rows: list[Row] = []
     for k in ks:
         for layer in range(k, nl):
@@ -121,8 +123,8 @@ def hydra_standard(
     if ablation == "resample" and s < 2:
         raise ConfigError("resample ablation needs >= 2 samples")
     dev = hm.device
-    attn_names = [f"blocks.{i}.attn.hook_out" for i in range(nl)]
-    mlp_names = [f"blocks.{i}.mlp.hook_out" for i in range(nl)]
+    attn_names = [f"blocks.{i}.hook_attn_out" for i in range(nl)]
+    mlp_names = [f"blocks.{i}.hook_mlp_out" for i in range(nl)]
     last = f"blocks.{nl - 1}.hook_resid_post"
 
     # reference activations for mean / resample ablation
