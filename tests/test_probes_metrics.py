@@ -138,7 +138,7 @@ def test_fv_reference_and_injection() -> None:
     assert [r["layer"] for r in rows] == [0, 1]
     task = fv.grammar_task("copy_object", ROLES, 1000)
     ids, ans, zero = task.prompt(torch.Generator().manual_seed(0), 3)
-    assert len(ids) == 3 * 8 + 6 and zero == ids[-6:] and ans == zero[2]
+    assert len(ids) == 3 * 8 + 6 and zero == ids[-7:] and zero[0] == 1000 and ans == zero[3]
     vec = torch.randn(hm.d_model) * 10
     base = hm.forward(torch.tensor([zero]))
     with hm.add_vector(1, vec):
@@ -179,7 +179,8 @@ def test_fv_standard_rows_and_tasks() -> None:
                           top_k=3)
     names = {r["metric"] for r in rows}
     assert names == {f"{m}:restate_object" for m in
-                     ("zero_shot_accuracy", "icl_accuracy", "chance", "fv_accuracy", "cie")}
+                     ("zero_shot_accuracy", "icl_accuracy", "chance", "fv_accuracy", "cie")
+                     } | {"cie_mean", "fv_head"}
     assert sum(r["metric"] == "cie:restate_object" for r in rows) == 8
     for name in ("antonym", "country_capital", "english_french"):
         assert 30 <= len(fv.load_word_list(name)) <= 60

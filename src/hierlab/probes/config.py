@@ -66,9 +66,14 @@ class FunctionVectorConfig(BaseModel):
     )
     n_shots: int = Field(10, ge=1, description="demonstrations per ICL prompt (Todd et al.: 10)")
     mean_prompts: int = Field(100, ge=1, description="clean ICL prompts for mean activations")
-    cie_prompts: int = Field(25, ge=1, description="shuffled-label prompts for the CIE")
+    cie_prompts: int = Field(
+        25, ge=1, description="shuffled-label prompts per task for the CIE; heads are ranked "
+        "by the CIE averaged over the tasks (Todd et al.), so on tasks x cie_prompts prompts"
+    )
     eval_prompts: int = Field(50, ge=1, description="zero-shot / ICL evaluation prompts")
-    top_k: int = Field(10, ge=1, description="heads summed into the function vector")
+    top_k: int = Field(
+        10, ge=1, description="heads summed into the function vector (one set for all tasks)"
+    )
     batch_size: int = Field(32, ge=1)
 
 

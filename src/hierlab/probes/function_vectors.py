@@ -19,11 +19,15 @@ scores ~0.
 1. mean activation ``a_bar[l, h]`` of every head (its output before ``o_proj``) at the last
    position over ``mean_prompts`` clean ``n_shots``-shot prompts;
 2. causal indirect effect ``CIE[l, h] = mean_prompts [P(y | shuffled, a[l,h] := a_bar[l,h]) -
-   P(y | shuffled)]`` on ``cie_prompts`` prompts whose demonstration labels are shuffled;
-3. the function vector ``v = sum_{top-k heads} W_O^h a_bar[l, h]``;
-4. zero-shot accuracy with ``v`` added to the residual stream after block ``l`` at the last
-   position, for every ``l``, against the unpatched zero-shot accuracy, the
-   ``n_shots``-shot accuracy and chance.
+   P(y | shuffled)]`` on ``cie_prompts`` prompts per task whose demonstration labels are
+   deranged (no demonstration keeps its own label);
+3. one head set per checkpoint: the top-k heads by the CIE *averaged over the tasks*
+   (Todd et al.'s mean indirect effect across tasks), and per task the function vector
+   ``v_t = sum_{shared top-k heads} W_O^h a_bar_t[l, h]``;
+4. zero-shot accuracy with ``v_t`` added to the residual stream after block ``l`` at the
+   last position, for every ``l``, against the unpatched zero-shot accuracy, the
+   ``n_shots``-shot accuracy and chance. A zero-shot prompt is the ICL prompt without its
+   demonstrations, ``sep x_q``: the query follows the same separator as in the ICL prompt.
 
 The CIE is batched: the shuffled prompt's prefix runs once with a KV cache, then its last
 token runs as one batch of ``n_heads`` copies per layer, copy ``h`` patching head ``h`` (the
@@ -165,17 +169,51 @@ class Task:
     def prompt(
         self, g: torch.Generator, n_shots: int, shuffle: bool = False
     ) -> tuple[list[int], int, list[int]]:
-        """(ICL prompt ids, answer, zero-shot ids of the same query)."""
+        """(ICL prompt ids, answer, zero-shot ids of the same query).
+
+        ICL prompt: ``x_1 y_1 sep ... x_n y_n sep x_q``. Zero-shot prompt: the same prompt
+        with the demonstrations removed, ``sep x_q`` -- its last ``len(sep) + len(x_q)``
+        tokens equal the ICL prompt's, so the query sits after the same separator in both
+        (Todd et al. format the zero-shot query exactly like the ICL query; for the
+        grammar tasks ``sep`` is EOS, the sentence boundary every training sentence
+        follows, as GPT's ``<|endoftext|>`` BOS precedes their zero-shot query).
+        ``shuffle``: the labels are permuted by :func:`derange_labels`, so no
+        demonstration keeps its own label (n_shots > 1).
+        """
         demos = [self.sample(g) for _ in range(n_shots)]
         xq, yq = self.sample(g)
         ys = [y for _, y in demos]
         if shuffle and n_shots > 1:
-            perm = torch.randperm(n_shots, generator=g).tolist()
-            ys = [ys[i] for i in perm]
+            ys = derange_labels(ys, g)
         ids: list[int] = []
         for (x, _), y in zip(demos, ys, strict=True):
             ids += x + [y] + self.sep
-        return ids + xq, yq, list(xq)
+        return ids + xq, yq, list(self.sep) + list(xq)
+
+
+def derange_labels(ys: Sequence[int], g: torch.Generator, tries: int = 100) -> list[int]:
+    """``ys`` permuted so that no position keeps its label (a derangement).
+
+    Uniform over position derangements (rejection sampling, ~e draws). Among them, one
+    that also changes every label *value* is preferred (demonstrations with equal labels
+    would otherwise keep a correct pair); if none turns up in ``tries`` draws (e.g. most
+    labels equal) the last position derangement is used. A single label is returned as is.
+    """
+    n = len(ys)
+    if n < 2:
+        return list(ys)
+    fallback: list[int] | None = None
+    for _ in range(tries):
+        perm = torch.randperm(n, generator=g).tolist()
+        if any(perm[i] == i for i in range(n)):
+            continue
+        out = [ys[i] for i in perm]
+        if all(a != b for a, b in zip(out, ys, strict=True)):
+            return out
+        fallback = out
+    if fallback is None:  # no derangement in `tries` draws (p < 1e-19): a cyclic shift
+        fallback = list(ys[1:]) + [ys[0]]
+    return fallback
 
 
 def _rng(roles: Roles, name: str) -> tuple[int, int]:
@@ -393,7 +431,7 @@ def _acc(logits: torch.Tensor, answers: Sequence[int]) -> float:
 
 def fv_standard(
     hm: HookedModel,
-    task: Task,
+    tasks: Task | Sequence[Task],
     *,
     n_shots: int = 10,
     mean_prompts: int = 100,
@@ -403,38 +441,70 @@ def fv_standard(
     batch_size: int = 32,
     seed: int = 0,
 ) -> list[Row]:
-    """Todd et al. 2023 for one task: rows ``cie``, ``fv_accuracy``, ``zero_shot_accuracy``,
-    ``icl_accuracy`` and ``chance`` (metric names suffixed ``:<task>``)."""
-    g = torch.Generator().manual_seed(seed)
-    clean = [task.prompt(g, n_shots)[0] for _ in range(mean_prompts)]
-    shuffled = [task.prompt(g, n_shots, shuffle=True) for _ in range(cie_prompts)]
-    evals = [task.prompt(g, n_shots) for _ in range(eval_prompts)]
-    for seq in clean[:1] + [s[0] for s in shuffled[:1]]:
-        if max(seq) >= hm.vocab_size:
-            raise DataError(f"task {task.name}: ids exceed the model vocabulary ({hm.vocab_size})")
-    mean_z = mean_head_activations(hm, clean, batch_size)
-    cie = causal_indirect_effect(hm, [s[0] for s in shuffled], [s[1] for s in shuffled], mean_z)
-    vec, _ = function_vector(hm, mean_z, cie, top_k)
-    zs = [e[2] for e in evals]
-    ans = [e[1] for e in evals]
-    fv_acc = injection_accuracy(hm, zs, ans, vec, batch_size)
-    zero = _acc(_last_logits(hm, zs, batch_size), ans)
-    icl = _acc(_last_logits(hm, [e[0] for e in evals], batch_size), ans)
-    t = task.name
+    """Todd et al. 2023 on one checkpoint over ``tasks`` (one head set for all of them).
 
-    def row(metric: str, value: float, n: int, layer=None, head=None) -> Row:
-        return {"metric": f"{metric}:{t}", "layer": layer, "head": head, "k": None,
-                "value": float(value), "n_samples": n, "seed": seed}
+    Per task ``t`` (prompts drawn from seed ``seed + i`` for the i-th task): mean head
+    activations and the CIE on ``cie_prompts`` shuffled-label prompts. The heads are then
+    ranked once by the CIE averaged over the tasks (Todd et al. rank by the mean indirect
+    effect across tasks, so the choice rests on ``len(tasks) * cie_prompts`` prompts), and
+    each task's function vector sums *its own* mean activations over those shared heads.
 
-    rows = [
-        row("zero_shot_accuracy", zero, eval_prompts),
-        row("icl_accuracy", icl, eval_prompts),
-        row("chance", task.chance, 0),
-    ]
-    rows += [row("fv_accuracy", fv_acc[i], eval_prompts, layer=i) for i in range(hm.n_layers)]
-    rows += [
-        row("cie", cie[layer, h], cie_prompts, layer=layer, head=h)
-        for layer in range(hm.n_layers)
-        for h in range(hm.n_heads)
-    ]
+    Rows per task (metric names suffixed ``:<task>``): ``zero_shot_accuracy``,
+    ``icl_accuracy``, ``chance``, ``fv_accuracy`` (per layer), ``cie`` (per head). Shared
+    rows: ``cie_mean`` (per head, the ranking score) and ``fv_head`` (the chosen heads;
+    ``k`` = rank 1..top_k, value = their mean CIE).
+    """
+    task_list = [tasks] if isinstance(tasks, Task) else list(tasks)
+    if not task_list:
+        return []
+    nl, nh = hm.n_layers, hm.n_heads
+    per_task = []
+    for i, task in enumerate(task_list):
+        g = torch.Generator().manual_seed(seed + i)
+        clean = [task.prompt(g, n_shots)[0] for _ in range(mean_prompts)]
+        shuffled = [task.prompt(g, n_shots, shuffle=True) for _ in range(cie_prompts)]
+        evals = [task.prompt(g, n_shots) for _ in range(eval_prompts)]
+        for seq in clean[:1] + [s[0] for s in shuffled[:1]]:
+            if max(seq) >= hm.vocab_size:
+                raise DataError(
+                    f"task {task.name}: ids exceed the model vocabulary ({hm.vocab_size})"
+                )
+        mean_z = mean_head_activations(hm, clean, batch_size)
+        cie = causal_indirect_effect(
+            hm, [s[0] for s in shuffled], [s[1] for s in shuffled], mean_z
+        )
+        per_task.append((task, seed + i, mean_z, cie, evals))
+    cie_mean = torch.stack([t[3] for t in per_task]).mean(0)
+    k = min(top_k, cie_mean.numel())
+    chosen = torch.topk(cie_mean.flatten(), k).indices.tolist()
+
+    def row(metric: str, value: float, n: int, task_seed: int, layer=None, head=None,
+            k=None) -> Row:
+        return {"metric": metric, "layer": layer, "head": head, "k": k,
+                "value": float(value), "n_samples": n, "seed": task_seed}
+
+    rows: list[Row] = []
+    for task, tseed, mean_z, cie, evals in per_task:
+        # the shared ranking picks the heads; this task's mean activations fill them
+        vec, _ = function_vector(hm, mean_z, cie_mean, top_k)
+        zs = [e[2] for e in evals]
+        ans = [e[1] for e in evals]
+        fv_acc = injection_accuracy(hm, zs, ans, vec, batch_size)
+        zero = _acc(_last_logits(hm, zs, batch_size), ans)
+        icl = _acc(_last_logits(hm, [e[0] for e in evals], batch_size), ans)
+        t = task.name
+        rows += [
+            row(f"zero_shot_accuracy:{t}", zero, eval_prompts, tseed),
+            row(f"icl_accuracy:{t}", icl, eval_prompts, tseed),
+            row(f"chance:{t}", task.chance, 0, tseed),
+        ]
+        rows += [row(f"fv_accuracy:{t}", fv_acc[i], eval_prompts, tseed, layer=i)
+                 for i in range(nl)]
+        rows += [row(f"cie:{t}", cie[layer, h], cie_prompts, tseed, layer=layer, head=h)
+                 for layer in range(nl) for h in range(nh)]
+    n_all = cie_prompts * len(per_task)
+    rows += [row("cie_mean", cie_mean[layer, h], n_all, seed, layer=layer, head=h)
+             for layer in range(nl) for h in range(nh)]
+    rows += [row("fv_head", cie_mean.flatten()[i], n_all, seed, layer=i // nh, head=i % nh,
+                 k=rank + 1) for rank, i in enumerate(chosen)]
     return rows

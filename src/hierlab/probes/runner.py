@@ -202,14 +202,12 @@ def probe_checkpoint(ctx: ProbeContext, probe: str, variant: str) -> list[dict[s
         else:
             log.info("%s: no task applies (no roles, no natural-language tokenizer)", ctx.ckpt.name)
             return []
-        rows: list[dict[str, Any]] = []
-        for i, task in enumerate(tasks):
-            rows += fvmod.fv_standard(
-                hm, task, n_shots=c.n_shots, mean_prompts=c.mean_prompts,
-                cie_prompts=c.cie_prompts, eval_prompts=c.eval_prompts, top_k=c.top_k,
-                batch_size=c.batch_size, seed=c.seed + i,
-            )
-        return rows
+        # one call over all tasks: heads ranked by the CIE averaged across them (Todd et al.)
+        return fvmod.fv_standard(
+            hm, tasks, n_shots=c.n_shots, mean_prompts=c.mean_prompts,
+            cie_prompts=c.cie_prompts, eval_prompts=c.eval_prompts, top_k=c.top_k,
+            batch_size=c.batch_size, seed=c.seed,
+        )
     if probe == "structure":
         if ctx.roles is None:
             log.info("%s: structure scores need a pcfg corpus; skipped", ctx.ckpt.name)

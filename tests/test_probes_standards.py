@@ -1,0 +1,84 @@
+"""Probe definitions against the papers: Todd et al. 2023 (FV) and McGrath et al. 2023 (Hydra)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from hierlab.probes import function_vectors as fv
+from hierlab.probes.hooks import HookedModel
+from test_probes_utils import ROLES, tiny_model
+
+
+# ------------------------------------------------------------------ function vectors
+def _pair_task() -> fv.Task:
+    """x = [a], y = a + 500: each demonstration's own label is known from its x."""
+
+    def sample(g: torch.Generator) -> tuple[list[int], int]:
+        a = int(torch.randint(0, 400, (1,), generator=g).item())
+        return [a], a + 500
+
+    return fv.Task("pair", sample, [1000], 1 / 400)
+
+
+@pytest.mark.parametrize("n_shots", [2, 3, 5])
+def test_shuffled_labels_are_a_derangement(n_shots: int) -> None:
+    task = _pair_task()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        ids, _, _ = task.prompt(g, n_shots, shuffle=True)
+        demos = [ids[3 * j : 3 * j + 3] for j in range(n_shots)]
+        assert all(d[2] == 1000 for d in demos)
+        assert all(d[1] != d[0] + 500 for d in demos), demos
+
+
+def test_derangement_with_equal_labels_and_single_label() -> None:
+    g = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        out = fv.derange_labels([7, 7, 8, 9], g)
+        assert sorted(out) == [7, 7, 8, 9]
+        assert all(a != b for a, b in zip(out, [7, 7, 8, 9], strict=True))
+    assert sorted(fv.derange_labels([5, 5, 5], g)) == [5, 5, 5]  # impossible: still permutes
+    assert fv.derange_labels([3], g) == [3]
+
+
+def test_zero_shot_prompt_keeps_the_separator_before_the_query() -> None:
+    for name in fv.GRAMMAR_TASKS:
+        task = fv.grammar_task(name, ROLES, 1000)
+        ids, _, zero = task.prompt(torch.Generator().manual_seed(3), 4)
+        assert zero[0] == 1000 and ids[-len(zero):] == zero
+        assert len(zero) == 1 + 6 - (name == "copy_verb")
+
+
+@torch.no_grad()
+def test_fv_heads_are_shared_and_ranked_by_the_mean_cie_over_tasks() -> None:
+    hm = HookedModel(tiny_model())
+    tasks = [fv.grammar_task(t, ROLES, 1000) for t in ("copy_object", "restate_object")]
+    kw = dict(n_shots=2, mean_prompts=3, cie_prompts=3, eval_prompts=4, top_k=3, seed=5)
+    rows = pd.DataFrame(fv.fv_standard(hm, tasks, **kw))
+    cie = {t.name: rows[rows.metric == f"cie:{t.name}"].set_index(["layer", "head"]).value
+           for t in tasks}
+    mean = (cie["copy_object"] + cie["restate_object"]) / 2
+    got_mean = rows[rows.metric == "cie_mean"].set_index(["layer", "head"]).value
+    assert torch.allclose(torch.tensor(got_mean.values), torch.tensor(mean.values), atol=1e-6)
+    heads = rows[rows.metric == "fv_head"].sort_values("k")
+    assert list(heads.k) == [1, 2, 3]
+    assert list(zip(heads["layer"], heads["head"], strict=True)) == list(mean.nlargest(3).index)
+
+    # the first task alone gives the same per-task CIE (same seed), and its FV accuracy
+    # is the one of the vector built on the *shared* heads from its own mean activations
+    alone = pd.DataFrame(fv.fv_standard(hm, tasks[0], **kw))
+    a = alone[alone.metric == "cie:copy_object"].value.to_numpy()
+    assert torch.allclose(torch.tensor(a), torch.tensor(cie["copy_object"].values))
+    g = torch.Generator().manual_seed(6)  # the second task draws from seed + 1
+    clean = [tasks[1].prompt(g, 2)[0] for _ in range(3)]
+    [tasks[1].prompt(g, 2, shuffle=True) for _ in range(3)]
+    evals = [tasks[1].prompt(g, 2) for _ in range(4)]
+    mean_z = fv.mean_head_activations(hm, clean, 32)
+    shared = torch.tensor(got_mean.values, dtype=torch.float32).view(hm.n_layers, hm.n_heads)
+    vec, chosen = fv.function_vector(hm, mean_z, shared, 3)
+    assert chosen == list(mean.nlargest(3).index)
+    acc = fv.injection_accuracy(hm, [e[2] for e in evals], [e[1] for e in evals], vec, 32)
+    got = rows[rows.metric == "fv_accuracy:restate_object"].sort_values("layer").value
+    assert got.tolist() == pytest.approx(acc.tolist())
