@@ -115,7 +115,7 @@ def test_hydra_standard_zero_layer_and_identity(ablation: str) -> None:
 def test_hydra_standard_total_effect_matches_manual_ablation() -> None:
     hm = HookedModel(tiny_model(layers=2))
     samples = torch.randint(0, 1000, (1, 10), generator=torch.Generator().manual_seed(3))
-    rows = hy.hydra_standard(hm, samples, ablation="zero")
+    rows = hy.hydra_standard(hm, samples, ablation="zero", positions="all")
     te = {r["layer"]: r["value"] for r in rows if r["metric"] == "total_effect"}
     clean = hm.forward(samples)[0].float()
     tgt = clean.argmax(-1)

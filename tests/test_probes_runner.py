@@ -65,7 +65,8 @@ def test_run_all_probes_resume_and_corrupt(tmp_path: Path, monkeypatch, caplog) 
             "prefix_matching_max", "duplicate_token", "copying", "icl_score"} <= set(ind.metric)
     hyd = pd.read_parquet(paths["hydra"])
     assert {"drop", "direct_effect", "total_effect", "compensation", "compensation_ratio",
-            "compensation_attn", "compensation_mlp", "compensation_norm"} == set(hyd.metric)
+            "compensation_attn", "compensation_mlp", "compensation_norm",
+            "ablation:resample", "positions:final"} == set(hyd.metric)
     fvt = pd.read_parquet(paths["fv"])
     assert "fv_improvement" in set(fvt.metric) and "cie:copy_object" in set(fvt.metric)
     st = pd.read_parquet(paths["structure"])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hierlab.probes import function_vectors as fv
+from hierlab.probes import hydra as hy
 from hierlab.probes.hooks import HookedModel
 from test_probes_utils import ROLES, tiny_model
 
@@ -82,3 +83,86 @@ def test_fv_heads_are_shared_and_ranked_by_the_mean_cie_over_tasks() -> None:
     acc = fv.injection_accuracy(hm, [e[2] for e in evals], [e[1] for e in evals], vec, 32)
     got = rows[rows.metric == "fv_accuracy:restate_object"].sort_values("layer").value
     assert got.tolist() == pytest.approx(acc.tolist())
+
+
+# ------------------------------------------------------------------ Hydra (McGrath et al.)
+def _centred(logits: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    return logits.gather(-1, tgt[..., None])[..., 0] - logits.mean(-1)
+
+
+@torch.no_grad()
+def _manual_total_effect(hm: HookedModel, samples: torch.Tensor, layer: int,
+                         replacement: list[torch.Tensor]) -> float:
+    """Clean minus ablated centred logit of the clean argmax at the final token, where
+    sample i's attention output of ``layer`` is overwritten by ``replacement[i]`` [T, d]."""
+    out = []
+    for i in range(len(samples)):
+        x = samples[i : i + 1]
+        clean = hm.forward(x)[0, -1].float()
+        tgt = clean.argmax()
+        with hm.edit((f"blocks.{layer}.hook_attn_out",
+                      lambda a, r=replacement[i]: r[None].to(a.dtype))):
+            abl = hm.forward(x)[0, -1].float()
+        out.append((_centred(clean, tgt) - _centred(abl, tgt)).item())
+    return sum(out) / len(out)
+
+
+def _attn_out(hm: HookedModel, samples: torch.Tensor, layer: int) -> torch.Tensor:
+    name = f"blocks.{layer}.hook_attn_out"
+    return torch.stack([hm.run_with_cache(samples[i : i + 1], [name])[1][name][0]
+                        for i in range(len(samples))])  # [S, T, d]
+
+
+def _te(rows: list[dict], layer: int) -> float:
+    return next(r["value"] for r in rows if r["metric"] == "total_effect"
+                and r["layer"] == layer)
+
+
+def test_hydra_defaults_are_resample_at_the_final_token_and_recorded() -> None:
+    from hierlab.probes.config import HydraConfig
+
+    assert (HydraConfig().ablation, HydraConfig().positions) == ("resample", "final")
+    hm = HookedModel(tiny_model(layers=2))
+    samples = torch.randint(0, 1000, (3, 10), generator=torch.Generator().manual_seed(1))
+    rows = hy.hydra_standard(hm, samples, layer_batch=2)
+    names = {r["metric"] for r in rows}
+    assert {"ablation:resample", "positions:final", "compensation", "compensation_ratio",
+            "direct_effect", "total_effect"} <= names
+    assert next(r["value"] for r in rows if r["metric"] == "positions:final") == 1.0
+    # resample: sample i takes sample i+1's attention output; measured at the final token
+    acts = _attn_out(hm, samples, 0)
+    want = _manual_total_effect(hm, samples, 0, [acts[(i + 1) % 3] for i in range(3)])
+    assert _te(rows, 0) == pytest.approx(want, abs=1e-5)
+
+
+def test_hydra_all_positions_option_averages_every_position() -> None:
+    hm = HookedModel(tiny_model(layers=2))
+    samples = torch.randint(0, 1000, (2, 8), generator=torch.Generator().manual_seed(2))
+    final = hy.hydra_standard(hm, samples, ablation="zero")
+    every = hy.hydra_standard(hm, samples, ablation="zero", positions="all")
+    assert next(r["value"] for r in every if r["metric"] == "positions:all") == 8.0
+    with torch.no_grad():
+        clean = hm.forward(samples).float()
+        tgt = clean.argmax(-1)
+        with hm.ablate(1):
+            abl = hm.forward(samples).float()
+    diff = _centred(clean, tgt) - _centred(abl, tgt)  # [S, T]
+    assert _te(every, 1) == pytest.approx(diff.mean().item(), abs=1e-5)
+    assert _te(final, 1) == pytest.approx(diff[:, -1].mean().item(), abs=1e-5)
+
+
+def test_hydra_mean_ablation_uses_the_other_samples_at_the_same_position() -> None:
+    hm = HookedModel(tiny_model(layers=2))
+    samples = torch.randint(0, 1000, (3, 10), generator=torch.Generator().manual_seed(4))
+    rows = hy.hydra_standard(hm, samples, ablation="mean")
+    assert any(r["metric"] == "ablation:mean" for r in rows)
+    acts = _attn_out(hm, samples, 0)  # [S, T, d]
+    others = [(acts.sum(0) - acts[i]) / 2 for i in range(3)]
+    incl = [acts.mean(0)] * 3  # including the current sample
+    pooled = [acts.mean(dim=(0, 1)).expand_as(acts[0])] * 3  # over positions as well
+    want = _manual_total_effect(hm, samples, 0, others)
+    assert _te(rows, 0) == pytest.approx(want, abs=1e-5)
+    for wrong in (incl, pooled):  # the definitions differ measurably on this model
+        assert abs(_manual_total_effect(hm, samples, 0, wrong) - want) > 1e-4
+    with pytest.raises(Exception, match="2 samples"):
+        hy.hydra_standard(hm, samples[:1], ablation="mean")

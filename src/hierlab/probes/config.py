@@ -97,7 +97,14 @@ class HydraConfig(BaseModel):
         256, ge=2, description="their length; null = the reference length"
     )
     ablation: Literal["zero", "mean", "resample"] = Field(
-        "zero", description="standard-variant ablation of an attention layer"
+        "resample",
+        description="standard-variant ablation of an attention layer: resample (McGrath et "
+        "al.'s main method: another sample's output), mean (over the other samples, same "
+        "position) or zero; recorded in the table as an ablation:<name> row",
+    )
+    positions: Literal["final", "all"] = Field(
+        "final", description="where the standard variant measures: the final token (McGrath "
+        "et al.) or the mean over every position"
     )
     target: Literal["argmax", "next_token"] = Field(
         "argmax", description="target token: clean argmax (McGrath et al.) or the true next token"

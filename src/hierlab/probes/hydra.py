@@ -12,11 +12,16 @@ current token, identically for every ``k``. The ablated forward is run for every
 blocks see more than the residual stream -- is measured without assuming that.
 
 **standard** (McGrath et al. 2023, "The Hydra Effect"): for each attention layer ``A``,
-ablate its output (``zero``; ``mean`` over the reference batch and positions; or
-``resample`` from the next prompt). Target token ``t`` = argmax of the clean next-token
-logits at every position (or the true next token). With centred logits
-``c(x) = u_t . x``, ``u_t = W_U[t] - mean_v W_U[v]``, and the final norm linearised with the
-clean run's divisor frozen (``N_clean``), per position:
+ablate its output at every position. ``resample`` (the default, the paper's main method):
+the layer's output on another prompt (sample ``i`` takes sample ``i+1``'s, cyclically);
+``mean``: the mean of that output over the *other* prompts of the batch at the same
+position (``(sum_j a_A[j, p] - a_A[i, p]) / (S - 1)``: neither over positions nor including
+the prompt itself); ``zero``. Effects are measured at the final token by default, as in the
+paper (``positions="final"``: the last position with a target -- ``T-1`` for the argmax
+target, ``T-2`` for the true next token), or averaged over every position (``"all"``).
+Target token ``t`` = argmax of the clean next-token logits (or the true next token). With
+centred logits ``c(x) = u_t . x``, ``u_t = W_U[t] - mean_v W_U[v]``, and the final norm
+linearised with the clean run's divisor frozen (``N_clean``), per measured position:
 
 * ``direct_effect = c(N_clean(a_A - a~_A))`` (its output read through norm and unembedding),
 * ``total_effect = clean - ablated`` centred logit of ``t``,
@@ -24,8 +29,10 @@ clean run's divisor frozen (``N_clean``), per position:
   ``sum_{l>A} c(N_clean(a~_l - a_l))``, MLPs ``sum_{l>=A} c(N_clean(m~_l - m_l))``, and the
   change of the final-norm scale ``c_abl - c(N_clean(R~)) - offset``;
 
-averaged over positions and samples; ``compensation_ratio`` is the ratio of the means
-(compensation / direct). The ablations of all layers run as one batch of ablated copies
+averaged over the measured positions and samples; ``compensation_ratio`` is the ratio of
+the means (compensation / direct). Two descriptor rows say how the table was made:
+``ablation:<zero|mean|resample>`` (value 1) and ``positions:<final|all>`` (value = positions
+measured per sample). The ablations of all layers run as one batch of ablated copies
 (``layer_batch`` per forward), with an unablated copy in every batch.
 """
 
@@ -108,8 +115,9 @@ def hydra_standard(
     hm: HookedModel,
     samples: torch.Tensor,
     *,
-    ablation: str = "zero",
+    ablation: str = "resample",
     target: str = "argmax",
+    positions: str = "final",
     layer_batch: int = 16,
     seed: int | None = None,
 ) -> list[Row]:
@@ -118,10 +126,12 @@ def hydra_standard(
         raise ConfigError(f"hydra ablation must be zero, mean or resample, got {ablation!r}")
     if target not in ("argmax", "next_token"):
         raise ConfigError(f"hydra target must be argmax or next_token, got {target!r}")
+    if positions not in ("final", "all"):
+        raise ConfigError(f"hydra positions must be final or all, got {positions!r}")
     nl = hm.n_layers
     s, t = samples.shape
-    if ablation == "resample" and s < 2:
-        raise ConfigError("resample ablation needs >= 2 samples")
+    if ablation != "zero" and s < 2:
+        raise ConfigError(f"{ablation} ablation needs >= 2 samples (it uses the other samples)")
     dev = hm.device
     attn_names = [f"blocks.{i}.hook_attn_out" for i in range(nl)]
     mlp_names = [f"blocks.{i}.hook_mlp_out" for i in range(nl)]
@@ -129,13 +139,13 @@ def hydra_standard(
 
     # reference activations for mean / resample ablation
     ref_attn: list[torch.Tensor] | None = None
-    mean_attn: torch.Tensor | None = None
+    sum_attn: torch.Tensor | None = None
     if ablation != "zero":
         ref_attn = []
         for i in range(s):
             _, c = hm.run_with_cache(samples[i : i + 1], attn_names, logits_to_keep=1)
             ref_attn.append(torch.stack([c[n][0] for n in attn_names]).cpu())  # [L, T, d]
-        mean_attn = torch.stack(ref_attn).float().mean(dim=(0, 2))  # [L, d]
+        sum_attn = torch.stack(ref_attn).double().sum(0)  # [L, T, d], per position
 
     w_u = hm.lm_head.weight.float()
     w_u_mean = w_u.mean(0)
@@ -157,6 +167,8 @@ def hydra_standard(
             use = torch.arange(t - 1, device=dev)
         tgt_full = torch.zeros(t, dtype=torch.long, device=dev)
         tgt_full[use] = tgt
+        if positions == "final":  # the last position with a target
+            use = use[-1:]
         u = w_u[tgt_full] - w_u_mean  # [T, d]
         offset = 0.0
         if hm.norm_bias() is not None:
@@ -171,8 +183,9 @@ def hydra_standard(
         for a in range(nl):
             if ablation == "zero":
                 replacement.append(torch.zeros(t, hm.d_model, device=dev))
-            elif ablation == "mean":
-                replacement.append(mean_attn[a].to(dev).expand(t, -1))
+            elif ablation == "mean":  # the other samples, same position
+                others = (sum_attn[a] - ref_attn[i][a].double()) / (s - 1)
+                replacement.append(others.float().to(dev))
             else:
                 replacement.append(ref_attn[(i + 1) % s][a].to(dev))
         for c0 in range(0, nl, layer_batch):
@@ -244,4 +257,8 @@ def hydra_standard(
         ]
         for m in ("compensation_attn", "compensation_mlp", "compensation_norm"):
             rows.append(_row(m, sums[m][a].item() / n_pos, s, seed, layer=a))
+    rows += [
+        _row(f"ablation:{ablation}", 1.0, s, seed),
+        _row(f"positions:{positions}", n_pos / s, s, seed),
+    ]
     return rows

@@ -184,7 +184,8 @@ def probe_checkpoint(ctx: ProbeContext, probe: str, variant: str) -> list[dict[s
         length = c.standard_length or (c.length if ctx.manifest is not None else c.random_length)
         samples = _hydra_samples(ctx, n, length)
         return hymod.hydra_standard(hm, samples, ablation=c.ablation, target=c.target,
-                                    layer_batch=c.layer_batch, seed=c.seed)
+                                    positions=c.positions, layer_batch=c.layer_batch,
+                                    seed=c.seed)
     if probe == "fv":
         c = cfg.fv
         if variant == "reference":
