@@ -43,8 +43,30 @@ def _stage_train(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> 
 
 def _stage_probe(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> Any:
     from hierlab.probes.runner import run_probes
+    from hierlab.train.tracking import backends_of
 
-    return run_probes(cfg, run_dir, device=opts.get("device"))
+    paths = run_probes(cfg, run_dir, device=opts.get("device"))
+    if backends_of(cfg.training):
+        track_probe_summary(cfg, run_dir, paths)
+    return paths
+
+
+def track_probe_summary(cfg: ExperimentConfig, run_dir: Path, paths: dict[str, Path]) -> None:
+    """Log the probe tables' per-checkpoint maxima to ``training.tracking``'s backends
+    (one tracker run ``<name>-probes``; TensorBoard under ``RUN/metrics/tensorboard``)."""
+    import pandas as pd
+
+    from hierlab.train.tracking import Tracker, backends_of, log_probe_summary
+
+    tables = [pd.read_parquet(p) for p in paths.values() if Path(p).is_file()]
+    if not tables:
+        return
+    tracker = Tracker(backends_of(cfg.training), run_dir / "metrics",
+                      run_name=f"{cfg.name}-probes", project=cfg.training.wandb_project)
+    try:
+        log_probe_summary(tracker, pd.concat(tables, ignore_index=True))
+    finally:
+        tracker.close()
 
 
 @dataclass(frozen=True)

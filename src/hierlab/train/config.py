@@ -131,8 +131,13 @@ class TrainingConfig(BaseModel):
         description="aligned windows: start at the document-boundary token (if the corpus "
         "has one) instead of the token after it",
     )
-    tensorboard: bool = Field(False, description="also log to TensorBoard (extra 'tracking')")
-    tensorboard: bool = Field(False, description="also log to TensorBoard (extra 'tracking')")
+    tracking: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list,
+        description="experiment trackers (extra 'tracking'): loss, lr, grad norm, eval loss "
+        "and probe summaries; off by default",
+    )
+    wandb_project: str | None = Field(None, description="W&B project; null = 'hierlab'")
+    tensorboard: bool = Field(False, description="same as adding 'tensorboard' to tracking")
     device: str | None = Field(None, description="cpu | cuda | cuda:N; null = cuda if available")
 
     @model_validator(mode="after")

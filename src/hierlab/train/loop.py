@@ -42,6 +42,7 @@ from hierlab.train.config import ModelConfig, TrainingConfig
 from hierlab.train.data import TokenWindows, WindowOrder, batch_positions, eval_window_indices
 from hierlab.train.model import build_model, resolve_vocab_size
 from hierlab.train.schedule import checkpoint_steps, log_interval, lr_at
+from hierlab.train.tracking import Tracker, backends_of, check_backends
 
 if TYPE_CHECKING:
     from hierlab.config import ExperimentConfig
@@ -117,7 +118,9 @@ def _run_hash(model_cfg: ModelConfig, train_cfg: TrainingConfig, manifest: dict)
     the TensorBoard switch) plus the identity of the train split."""
     blob = {
         "model": model_cfg.model_dump(mode="json"),
-        "training": train_cfg.model_dump(mode="json", exclude={"device", "tensorboard"}),
+        "training": train_cfg.model_dump(
+            mode="json", exclude={"device", "tensorboard", "tracking", "wandb_project"}
+        ),
         "corpus": {
             "config_hash": manifest.get("config_hash"),
             "total_tokens": manifest.get("total_tokens"),
@@ -205,17 +208,6 @@ def _quiet_save(model: torch.nn.Module, path: Path) -> None:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
-
-
-def _tensorboard(out_dir: Path | None) -> Any:
-    """A SummaryWriter on ``out_dir/tensorboard`` (extra 'tracking'); None only checks."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ConfigError(
-            "training.tensorboard: needs the 'tracking' extra (pip install 'hierlab[tracking]')"
-        ) from None
-    return SummaryWriter(str(out_dir / "tensorboard")) if out_dir is not None else None
 
 
 def _fmt(x: float | None) -> str:
@@ -460,8 +452,7 @@ def _train(
 
     # --- outputs (rank 0) ----------------------------------------------------------------------
     loss_log = eval_log = tb = None
-    if train_cfg.tensorboard:
-        _tensorboard(None)  # fail early, before any output, if the extra is missing
+    check_backends(backends_of(train_cfg))  # fail early, before any output, if an extra is missing
     if dist.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt_root.mkdir(exist_ok=True)
@@ -474,7 +465,8 @@ def _train(
         _truncate_csv(out_dir / "loss.csv", LOSS_COLUMNS, keep)
         _truncate_csv(out_dir / "eval.csv", EVAL_COLUMNS, keep)
         loss_log, eval_log = _CsvLog(out_dir / "loss.csv"), _CsvLog(out_dir / "eval.csv")
-        tb = _tensorboard(out_dir) if train_cfg.tensorboard else None
+        tb = Tracker(backends_of(train_cfg), out_dir, run_name=name, resume=resume is not None,
+                     project=train_cfg.wandb_project, config=train_cfg.model_dump(mode="json"))
     _barrier(dist)
 
     order = WindowOrder(windows.n_windows, train_cfg.seed)
@@ -547,8 +539,7 @@ def _train(
         test_loss = evaluate()
         if dist.main:
             eval_log.row([step, step * plan.tokens_per_step, _fmt(test_loss)])
-            if tb is not None and test_loss is not None:
-                tb.add_scalar("test_loss", test_loss, step)
+            tb.log({"eval/loss": test_loss}, step)
         save_checkpoint(step, train_loss, test_loss, lr)
         _barrier(dist)
         log.info(
@@ -620,10 +611,8 @@ def _train(
                             f"{tps:.1f}",
                         ]
                     )
-                    if tb is not None:
-                        tb.add_scalar("train_loss", train_loss, done)
-                        tb.add_scalar("lr", lr, done)
-                        tb.add_scalar("tokens_per_s", tps, done)
+                    tb.log({"train/loss": train_loss, "train/lr": lr, "train/tokens_per_s": tps,
+                            "train/grad_norm": grad_norm.item()}, done)
                 bar.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tps:,.0f}")
                 loss_sum.zero_()
                 loss_n, tokens_since, t_last = 0, 0, now
@@ -638,8 +627,7 @@ def _train(
     if dist.main:
         loss_log.close()
         eval_log.close()
-        if tb is not None:
-            tb.close()
+        tb.close()
     return out_dir
 
 
