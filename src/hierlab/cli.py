@@ -280,6 +280,25 @@ def figures(
         typer.echo(f"report: {res.report}")
 
 
+@app.command("olmo-loss")
+@_friendly
+def olmo_loss_cmd(
+    out: Annotated[
+        Path, typer.Option("--out", help="CSV to write (columns step, loss, run)")
+    ] = Path("olmo_loss.csv"),
+    project: Annotated[str, typer.Option(help="W&B project")] = "ai2-llm/OLMo-1B",
+) -> None:
+    """Export OLMo-1B's training loss from its public W&B project, for Fig. 2.
+
+    Reads every run whose name starts with "OLMo" (W&B API; needs network and the
+    'tracking' extra), keys _step and train/CrossEntropyLoss, sorted by step; on a
+    duplicate step the latest run wins. Then: hierlab figures RUN --olmo-loss OUT.
+    """
+    from hierlab.figures.olmo_loss import export_olmo_loss
+
+    typer.echo(f"olmo loss: {export_olmo_loss(out, project=project)}")
+
+
 @app.command()
 @_friendly
 def probe(
