@@ -166,3 +166,13 @@ def test_hydra_mean_ablation_uses_the_other_samples_at_the_same_position() -> No
         assert abs(_manual_total_effect(hm, samples, 0, wrong) - want) > 1e-4
     with pytest.raises(Exception, match="2 samples"):
         hy.hydra_standard(hm, samples[:1], ablation="mean")
+
+
+def test_hydra_config_rejects_one_sample_for_mean_or_resample() -> None:
+    from pydantic import ValidationError
+
+    from hierlab.probes.config import ProbesConfig
+
+    with pytest.raises(ValidationError, match="hydra.standard_samples"):
+        ProbesConfig(hydra={"standard_samples": 1})
+    assert ProbesConfig(hydra={"standard_samples": 1, "ablation": "zero"}).hydra.ablation == "zero"

@@ -168,4 +168,8 @@ class ProbesConfig(BaseModel):
     def _check(self) -> ProbesConfig:
         if any(k < 1 for k in self.hydra.ks):
             raise ValueError(f"hydra.ks must be >= 1, got {self.hydra.ks}")
+        h = self.hydra
+        if h.ablation != "zero" and min(h.standard_samples, h.random_samples) < 2:
+            raise ValueError(f"hydra.ablation {h.ablation} needs hydra.standard_samples and "
+                             "hydra.random_samples >= 2 (it uses the other samples)")
         return self

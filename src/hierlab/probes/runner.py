@@ -183,6 +183,13 @@ def probe_checkpoint(ctx: ProbeContext, probe: str, variant: str) -> list[dict[s
         n = c.standard_samples if ctx.manifest is not None else c.random_samples
         length = c.standard_length or (c.length if ctx.manifest is not None else c.random_length)
         samples = _hydra_samples(ctx, n, length)
+        if c.ablation != "zero" and len(samples) < 2 and ctx.reader is not None:
+            # mean/resample need another sample: a short test split gets shorter chunks
+            short = int(ctx.reader.total_tokens) // 2
+            log.warning("%s: hydra/standard: test split holds one %s-token chunk; %s "
+                        "ablation uses 2 chunks of %d", ctx.ckpt.name, samples.shape[1],
+                        c.ablation, short)
+            samples = _hydra_samples(ctx, 2, short)
         return hymod.hydra_standard(hm, samples, ablation=c.ablation, target=c.target,
                                     positions=c.positions, layer_batch=c.layer_batch,
                                     seed=c.seed)
