@@ -29,10 +29,19 @@ def tb_scalars(out: Path) -> dict[str, list[tuple[int, float]]]:
     return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
 
 
-def wandb_run_bytes(out: Path) -> bytes:
-    runs = sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert runs, f"no offline W&B run under {out / 'wandb'}"
-    return runs[-1].read_bytes()
+def wandb_run_bytes(out: Path, expect: tuple[bytes, ...] = (), timeout: float = 60.0) -> bytes:
+    """The offline run's log; wandb-core may still be flushing it after ``finish()``
+    returns (seen on a loaded machine), so wait until every ``expect`` is in it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = sorted((out / "wandb").glob("offline-run-*/run-*.wandb"))
+        raw = runs[-1].read_bytes() if runs else b""
+        if (runs and all(k in raw for k in expect)) or time.monotonic() > deadline:
+            assert runs, f"no offline W&B run under {out / 'wandb'}"
+            return raw
+        time.sleep(0.2)
 
 
 def test_off_by_default_and_backends() -> None:
@@ -61,7 +70,7 @@ def test_tracker_logs_to_tensorboard_and_wandb_offline(tmp_path: Path, offline: 
     sc = tb_scalars(out)
     assert sc["train/loss"] == [(1, 2.5)] and sc["train/grad_norm"] == [(1, 0.75)]
     assert sc["eval/loss"] == [(2, 2.25)] and "skipped" not in sc
-    raw = wandb_run_bytes(out)
+    raw = wandb_run_bytes(out, expect=(b"train/loss", b"train/grad_norm", b"eval/loss"))
     for key in (b"train/loss", b"train/grad_norm", b"eval/loss"):
         assert key in raw
     assert b"skipped" not in raw
@@ -83,7 +92,7 @@ def test_training_loop_tracks_loss_lr_grad_norm_and_eval(tmp_path: Path, offline
     assert [v for _, v in sc["train/grad_norm"]] == pytest.approx(
         [float(r["grad_norm"]) for r in loss], rel=1e-5)
     assert [s for s, _ in sc["eval/loss"]] == [int(r["step"]) for r in read_csv(out / "eval.csv")]
-    raw = wandb_run_bytes(out)
+    raw = wandb_run_bytes(out, expect=tuple(k.encode() for k in KEYS))
     for key in KEYS:
         assert key.encode() in raw, key
 
