@@ -49,7 +49,8 @@ MICRO = {
     "probes": {
         "device": "cpu",
         "induction": {"samples": 2, "n": 16, "k_max": 3, "id_range": [0, 28],
-                      "icl_samples": 2, "icl_early": 4, "icl_late": 40},
+                      "position_windows": 2, "indist_samples": 2,
+                      "icl_early_band": [4, 8], "icl_late_band": [40, 48]},
         "fv": {"mean_prompts": 4, "cie_prompts": 2, "eval_prompts": 4, "n_shots": 2,
                "reference_pairs": 2, "nl_tasks": []},
         "hydra": {"max_samples": 2, "standard_samples": 2},

@@ -31,7 +31,8 @@ def make_run(root: Path, steps=(10, 20), corrupt: int | None = 30, kind: str = "
 
     run = root / "run"
     toks = np.random.default_rng(0).integers(0, 1001, size=4000).astype(np.uint16)
-    write_split(run / "corpus" / "pcfg" / "test", [toks], manifest={
+    write_split(run / "corpus" / "pcfg" / "test", [toks],
+                doc_starts=[np.arange(0, 4000, 100, dtype=np.int64)], manifest={
         "corpus": "pcfg", "split": "test", "kind": "pcfg", "vocab_size": 1003, "eos_id": 1000,
         "pad_id": 1002, "unk_id": 1001, "boundary_id": None, "roles": ROLES})
     ck_root = run / "models" / "pcfg" / "checkpoints"
@@ -52,8 +53,9 @@ def tiny_probes_config(**overrides):
 
     cfg = {
         "device": "cpu",
-        "induction": {"samples": 3, "n": 8, "k_max": 3, "icl_samples": 2, "icl_length": 64,
-                      "icl_early": 5, "icl_late": 60},
+        "induction": {"samples": 3, "n": 8, "k_max": 3, "position_windows": 2,
+                      "indist_samples": 2, "icl_length": 64, "icl_early_band": [5, 10],
+                      "icl_late_band": [50, 60]},
         "fv": {"reference_pairs": 4, "tasks": ["copy_object", "restate_object"], "n_shots": 3,
                "mean_prompts": 4, "cie_prompts": 2, "eval_prompts": 4},
         "hydra": {"max_samples": 2, "length": 32, "random_samples": 2, "random_length": 32,

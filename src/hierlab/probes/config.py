@@ -20,7 +20,8 @@ ALL_PROBES: tuple[str, ...] = ("induction", "fv", "hydra", "structure")
 
 
 class InductionConfig(BaseModel):
-    """Repeated random tokens (SPEC §5.3) and the in-context-learning score."""
+    """Repeated random tokens (SPEC §5.3), in-distribution repeats, previous-token score,
+    loss by position and the in-context-learning score derived from it."""
 
     model_config = _STRICT
 
@@ -37,12 +38,39 @@ class InductionConfig(BaseModel):
         "[100, V-100) is empty; e.g. the content words [0, eos_id))",
     )
     batch_size: int = Field(20, ge=1)
-    icl_samples: int = Field(16, ge=1, description="test-split windows for the ICL score")
-    icl_length: int | None = Field(
-        None, ge=2, description="window length; null = the model's context (max 512)"
+    indist_samples: int = Field(
+        20, ge=1, description="in-distribution prompts: test-split spans (each from a "
+        "document start) repeated twice"
     )
-    icl_early: int = Field(50, ge=0, description="early position (Olsson et al.: token 50)")
-    icl_late: int = Field(500, ge=1, description="late position (Olsson et al.: token 500)")
+    indist_n: int | None = Field(None, ge=2, description="their half length; null = n")
+    position_windows: int = Field(
+        64, ge=1, description="document-aligned test windows for the loss by position, the "
+        "ICL score and the previous-token score"
+    )
+    icl_length: int | None = Field(
+        None, ge=3, description="window length; null = the model's context, at most 512 "
+        "(longer than the model's context is an error)"
+    )
+    icl_early_band: tuple[int, int] = Field(
+        (40, 60), description="[lo, hi] 1-based predicted-token positions of the early band "
+        "(Olsson et al.: token 50); clipped to the window, positions used recorded"
+    )
+    icl_late_band: tuple[int, int] = Field(
+        (450, 512), description="[lo, hi] of the late band (Olsson et al.: token 500); the "
+        "ICL score is late minus early, < 0 = in-context learning"
+    )
+
+    @model_validator(mode="after")
+    def _bands(self) -> InductionConfig:
+        for name in ("icl_early_band", "icl_late_band"):
+            lo, hi = getattr(self, name)
+            if not 2 <= lo <= hi:
+                raise ValueError(f"induction.{name} must be [lo, hi] with 2 <= lo <= hi, "
+                                 f"got [{lo}, {hi}]")
+        if self.icl_early_band[1] >= self.icl_late_band[0]:
+            raise ValueError(f"induction.icl_early_band {list(self.icl_early_band)} must end "
+                             f"before induction.icl_late_band {list(self.icl_late_band)}")
+        return self
 
 
 class FunctionVectorConfig(BaseModel):
@@ -57,8 +85,10 @@ class FunctionVectorConfig(BaseModel):
         None, description="connector id; null = connector range start + 50 (reference: 950)"
     )
     tasks: list[str] = Field(
-        default_factory=lambda: ["copy_object", "restate_object"],
-        description="grammar tasks for models trained on a pcfg corpus (also: copy_verb)",
+        default_factory=lambda: ["copy_object", "restate_object", "bound_verb", "bound_object"],
+        description="grammar tasks for models trained on a pcfg corpus (also: copy_verb); "
+        "the binding tasks bound_verb, bound_object (probes/fv_tasks.py) run only on corpora "
+        "with binding_probability > 0 and are skipped otherwise",
     )
     nl_tasks: list[str] = Field(
         default_factory=lambda: ["antonym", "country_capital", "english_french"],

@@ -80,6 +80,7 @@ GRAMMAR_TASKS = ("copy_object", "copy_verb", "restate_object")
 __all__ = [
     "GRAMMAR_TASKS",
     "REFERENCE_ROLES",
+    "Episode",
     "Task",
     "fv_reference",
     "fv_standard",
@@ -158,13 +159,31 @@ def fv_reference(
 
 # ---------------------------------------------------------------- tasks
 @dataclass
+class Episode:
+    """One prompt's latent (e.g. a document's binding map), shared by its demonstrations
+    and its query (:mod:`hierlab.probes.fv_tasks`): ``sample`` draws a demonstration,
+    ``after(y)`` the tokens between a demonstration's answer and the separator, and
+    ``query(g, demos)`` the query pair (default: a fresh ``sample``)."""
+
+    sample: Callable[[torch.Generator], tuple[list[int], int]]
+    after: Callable[[int], list[int]] | None = None
+    query: Callable[[torch.Generator, list[tuple[list[int], int]]],
+                    tuple[list[int], int]] | None = None
+
+
+@dataclass
 class Task:
-    """An ICL task: ``sample(g) -> (x ids, y id)``, a separator after each answer, chance."""
+    """An ICL task: ``sample(g) -> (x ids, y id)``, a separator after each answer, chance.
+
+    ``episode`` (optional): ``episode(g) -> Episode``, drawn once per prompt, for tasks
+    whose mapping is latent per prompt (the binding tasks); ``sample`` then is unused by
+    :meth:`prompt`."""
 
     name: str
     sample: Callable[[torch.Generator], tuple[list[int], int]]
     sep: list[int]
     chance: float
+    episode: Callable[[torch.Generator], Episode] | None = None
 
     def prompt(
         self, g: torch.Generator, n_shots: int, shuffle: bool = False
@@ -180,14 +199,17 @@ class Task:
         ``shuffle``: the labels are permuted by :func:`derange_labels`, so no
         demonstration keeps its own label (n_shots > 1).
         """
-        demos = [self.sample(g) for _ in range(n_shots)]
-        xq, yq = self.sample(g)
+        ep = self.episode(g) if self.episode is not None else None
+        sample = ep.sample if ep is not None else self.sample
+        demos = [sample(g) for _ in range(n_shots)]
+        xq, yq = ep.query(g, demos) if ep is not None and ep.query else sample(g)
         ys = [y for _, y in demos]
         if shuffle and n_shots > 1:
             ys = derange_labels(ys, g)
         ids: list[int] = []
         for (x, _), y in zip(demos, ys, strict=True):
-            ids += x + [y] + self.sep
+            tail = ep.after(y) if ep is not None and ep.after else []
+            ids += x + [y] + tail + self.sep
         return ids + xq, yq, list(self.sep) + list(xq)
 
 

@@ -1,4 +1,4 @@
-"""Induction-type attention on repeated random tokens, copying, ICL score, phase changes.
+"""Induction-type attention on repeated random tokens, copying, phase changes.
 
 Prompts: ``n`` ids uniform in ``[margin, V - margin)`` repeated twice (length ``2n``, no
 BOS), drawn from a seeded ``torch.Generator`` (the reference was unseeded).
@@ -14,11 +14,15 @@ BOS), drawn from a seeded ``torch.Generator`` (the reference was unseeded).
   TransformerLens ``detect_head('induction_head')`` pattern, which however divides by the
   total attention of *all* rows, so a perfect head scores ~0.5 there on a BOS-less
   repeat; we average over the second-half queries so a perfect head scores 1).
-  ``duplicate_token[l, h] = mean_q A[l, h, q, q-n]``. ``copying`` is the OV-circuit
-  eigenvalue score ``sum(lambda) / sum(|lambda|)`` of ``W_U G_f W_O^h W_V^h G_1 W_E``
+  ``duplicate_token[l, h] = mean_{q=n+1..2n-1} A[l, h, q, q-n]`` (query ``n``'s key 0 is
+  the attention sink without BOS; the reference's ``k >= 1`` leaves it out too).
+  ``copying`` is the OV-circuit eigenvalue score ``sum(lambda) / sum(|lambda|)`` of
+  ``W_U G_f W_O^h W_V^h G_1 W_E``
   (Elhage et al. 2021; Olsson et al. 2022), with the RMSNorm gains ``G`` folded in when the
-  norms have weights. ``icl_score`` = mean loss at token ``late`` minus at token ``early``
-  on test-split windows (Olsson et al. 2022: token 500 minus token 50; negative = ICL).
+  norms have weights.
+
+The in-distribution repeats, the previous-token score, the loss by position and the ICL
+score are in :mod:`hierlab.probes.in_context`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from hierlab.errors import DataError
 from hierlab.probes.hooks import HookedModel
@@ -38,7 +41,6 @@ Row = dict[str, Any]
 __all__ = [
     "attention_scores",
     "copying_scores",
-    "icl_score",
     "induction_reference",
     "induction_standard",
     "phase_change",
@@ -74,7 +76,7 @@ def attention_scores(
 
     Returns ``reference [S, K, L, H]`` (key ``q - n``, queries ``n+k..2n-1``),
     ``prefix_matching [S, L, H]`` (key ``q - n + 1``) and ``duplicate_token [S, L, H]``
-    (key ``q - n``, queries ``n..2n-1``).
+    (key ``q - n``, queries ``n+1..2n-1``).
     """
     names = [f"blocks.{i}.attn.hook_pattern" for i in range(hm.n_layers)]
     q = torch.arange(n, 2 * n)
@@ -85,7 +87,7 @@ def attention_scores(
             pat = torch.stack([cache[nm].float() for nm in names], dim=1)  # [B, L, H, T, T]
             diag_dup = pat[..., q, q - n]  # [B, L, H, n]
             diag_pm = pat[..., q, q - n + 1]
-            dup.append(diag_dup.mean(-1).cpu())
+            dup.append(diag_dup[..., 1:].mean(-1).cpu())  # query n: key 0, the sink
             pm.append(diag_pm.mean(-1).cpu())
             # reference: queries n+k+j, keys k+j, j=0..n-k-1 -> the tail of diag_dup from k
             per_k = [diag_dup[..., k:].mean(-1) for k in range(1, k_max + 1)]
@@ -159,12 +161,9 @@ def copying_scores(hm: HookedModel) -> torch.Tensor:
 
 
 def induction_standard(
-    scores: dict[str, torch.Tensor],
-    copying: torch.Tensor,
-    seed: int,
-    icl: tuple[float, int] | None = None,
+    scores: dict[str, torch.Tensor], copying: torch.Tensor, seed: int
 ) -> list[Row]:
-    """Rows ``prefix_matching(_max)``, ``duplicate_token``, ``copying`` and ``icl_score``."""
+    """Rows ``prefix_matching(_max)``, ``duplicate_token`` and ``copying``."""
     pm = scores["prefix_matching"].mean(0)
     dup = scores["duplicate_token"].mean(0)
     s = scores["prefix_matching"].shape[0]
@@ -174,31 +173,7 @@ def induction_standard(
             rows.append(_base("prefix_matching", pm[layer, head], s, seed, layer, head))
             rows.append(_base("duplicate_token", dup[layer, head], s, seed, layer, head))
             rows.append(_base("copying", copying[layer, head], 0, seed, layer, head))
-    if icl is not None:
-        rows.append(_base("icl_score", icl[0], icl[1], seed))
     return rows
-
-
-@torch.no_grad()
-def icl_score(
-    hm: HookedModel, windows: torch.Tensor, early: int = 50, late: int = 500, batch_size: int = 8
-) -> tuple[float, int]:
-    """Mean loss at token ``late`` minus at token ``early`` (Olsson et al. 2022).
-
-    The loss of token ``t`` is the cross-entropy of ``windows[:, t]`` given ``windows[:, :t]``;
-    ``t`` is clamped to ``1..T-1``. Returns ``(value, n_windows)``.
-    """
-    t_len = windows.shape[1]
-    e = min(max(early, 1), t_len - 1)
-    late_t = min(max(late, 1), t_len - 1)
-    tot_e = tot_l = 0.0
-    for b in range(0, windows.shape[0], batch_size):
-        ids = windows[b : b + batch_size].to(hm.device)
-        logits = hm.forward(ids[:, : late_t]).float()  # positions 0..late_t-1
-        tot_e += F.cross_entropy(logits[:, e - 1], ids[:, e], reduction="sum").item()
-        tot_l += F.cross_entropy(logits[:, late_t - 1], ids[:, late_t], reduction="sum").item()
-    n = windows.shape[0]
-    return (tot_l - tot_e) / n, n
 
 
 def phase_change(

@@ -37,7 +37,9 @@ from tqdm.auto import tqdm
 from hierlab.errors import ConfigError, DataError
 from hierlab.io import atomic_write_parquet
 from hierlab.probes import function_vectors as fvmod
+from hierlab.probes import fv_tasks as fvtasks
 from hierlab.probes import hydra as hymod
+from hierlab.probes import in_context as icmod
 from hierlab.probes import induction as indmod
 from hierlab.probes.checkpoints import Checkpoint, discover_checkpoints, load_model, materialize
 from hierlab.probes.config import ALL_PROBES, ProbesConfig
@@ -149,6 +151,43 @@ def _induction_scores(ctx: ProbeContext) -> dict[str, torch.Tensor]:
     return ctx.memo["induction"]
 
 
+def _indist_scores(ctx: ProbeContext) -> dict[str, torch.Tensor] | None:
+    """Scores on test-split spans repeated twice (None without a test split)."""
+    if "induction_indist" not in ctx.memo:
+        c = ctx.cfg.induction
+        out = None
+        if ctx.reader is not None:
+            n = c.indist_n or c.n
+            try:
+                toks = icmod.repeated_spans(ctx.reader, c.indist_samples, n, c.seed)
+                out = indmod.attention_scores(ctx.hm, toks, n, c.k_max, c.batch_size)
+            except DataError as err:
+                log.warning("%s: in-distribution induction skipped: %s", ctx.ckpt.name, err)
+        ctx.memo["induction_indist"] = out
+    return ctx.memo["induction_indist"]
+
+
+def _in_context_rows(ctx: ProbeContext) -> list[dict[str, Any]]:
+    """Loss by position, ICL score (with the band positions used) and previous-token
+    scores on document-aligned test windows; [] (logged) when they cannot be measured."""
+    c = ctx.cfg.induction
+    if ctx.reader is None:
+        return []
+    if c.icl_length is not None and c.icl_length > ctx.context:
+        raise ConfigError(f"induction.icl_length {c.icl_length} exceeds the model context "
+                          f"({ctx.context} tokens)")
+    length = c.icl_length or min(ctx.context, 512)
+    try:
+        windows = icmod.document_windows(ctx.reader, c.position_windows, length)
+        curve = icmod.loss_by_position(ctx.hm, windows, min(c.batch_size, 8))
+        rows = icmod.icl_rows(curve, len(windows), c.icl_early_band, c.icl_late_band, c.seed)
+    except DataError as err:
+        log.warning("%s: loss by position / ICL score skipped: %s", ctx.ckpt.name, err)
+        return []
+    pt = icmod.previous_token_scores(ctx.hm, windows, min(c.batch_size, 4))
+    return rows + icmod.previous_token_rows(pt, c.seed)
+
+
 def _hydra_samples(ctx: ProbeContext, n: int, length: int | None) -> torch.Tensor:
     c = ctx.cfg.hydra
     if ctx.manifest is not None:
@@ -165,14 +204,13 @@ def probe_checkpoint(ctx: ProbeContext, probe: str, variant: str) -> list[dict[s
     if probe == "induction":
         c = cfg.induction
         scores = _induction_scores(ctx)
+        indist = _indist_scores(ctx)  # beside the random-token rows (same metrics, _indist)
         if variant == "reference":
-            return indmod.induction_reference(scores, c.seed)
-        icl = None
-        if ctx.manifest is not None:
-            length = min(c.icl_length or ctx.context, ctx.context)
-            icl = indmod.icl_score(hm, ctx.windows(c.icl_samples, length), c.icl_early,
-                                   c.icl_late, c.batch_size)
-        return indmod.induction_standard(scores, indmod.copying_scores(hm), c.seed, icl)
+            rows = indmod.induction_reference(scores, c.seed)
+            return rows + (icmod.indist_reference_rows(indist, c.seed) if indist else [])
+        rows = indmod.induction_standard(scores, indmod.copying_scores(hm), c.seed)
+        rows += icmod.indist_standard_rows(indist, c.seed) if indist else []
+        return rows + _in_context_rows(ctx)
     if probe == "hydra":
         c = cfg.hydra
         if variant == "reference":
@@ -203,8 +241,7 @@ def probe_checkpoint(ctx: ProbeContext, probe: str, variant: str) -> list[dict[s
             return fvmod.fv_reference(hm, roles, c.reference_pairs, c.reference_seed,
                                       c.reference_connector)
         if ctx.roles is not None:
-            eos = int(ctx.manifest["eos_id"])
-            tasks = [fvmod.grammar_task(t, ctx.roles, eos) for t in c.tasks]
+            tasks = fvtasks.corpus_tasks(c.tasks, ctx.manifest)
         elif ctx.kind == "nl" and ctx.tokenizer is not None:
             tasks = [fvmod.nl_task(t, ctx.tokenizer) for t in c.nl_tasks]
         else:

@@ -1,0 +1,193 @@
+"""In-context measurements that fit a grammar: in-distribution repeats, previous-token
+attention, loss by position in the document and the ICL score derived from it.
+
+Why these, beside the random-token prompts of :mod:`hierlab.probes.induction`: random ids
+violate the grammar, and a grammar model's induction may be gated by role, so the same
+attention scores are also taken on **spans of the corpus's own test split repeated
+twice** (each span starts at a document start, read from the split's ``.docs.arrow``
+offsets). Metric names carry the suffix ``_indist``.
+
+* ``previous_token[l, h] = mean_{q=2..T-1} A[l, h, q, q-1]`` on document-aligned test
+  windows: the first half of the two-layer induction circuit (Olsson et al. 2022). Query 1
+  is left out because its only other key is 0, the attention sink without BOS.
+* ``loss_by_position``: on ``W`` windows that each start at a document start, the mean
+  cross-entropy of the token at every position; ``k`` is the 1-based index of the
+  predicted token (``k = 2..T``: token ``k`` given the ``k-1`` before it).
+* ``icl_score`` = mean of that curve over the late band minus the mean over the early
+  band (Olsson et al. 2022: token 500 minus token 50). **Negative = in-context learning**
+  (late tokens are easier). A band that reaches past the window is clipped to it, with a
+  warning, and the positions actually used are recorded as the rows ``icl_early_lo``,
+  ``icl_early_hi``, ``icl_late_lo``, ``icl_late_hi``; a band left empty by the window is a
+  :class:`DataError` naming the config field.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hierlab.errors import DataError
+from hierlab.probes.hooks import HookedModel
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+
+__all__ = [
+    "document_windows",
+    "icl_rows",
+    "indist_reference_rows",
+    "indist_standard_rows",
+    "loss_by_position",
+    "previous_token_rows",
+    "previous_token_scores",
+    "repeated_spans",
+    "resolve_bands",
+]
+
+
+def _row(metric: str, value: float, n: int, seed: int, layer=None, head=None, k=None) -> Row:
+    return {"metric": metric, "layer": layer, "head": head, "k": k, "value": float(value),
+            "n_samples": n, "seed": seed}
+
+
+# ---------------------------------------------------------------- test-split data
+def document_windows(reader: Any, n: int, length: int, seed: int | None = None) -> torch.Tensor:
+    """``[n', length]`` test-split windows, each starting at a document start.
+
+    Documents whose window fits in the split are eligible; ``n`` of them are taken evenly
+    spaced over the split (``seed`` None) or uniformly without replacement (seeded), so
+    that windows do not all come from the first documents (the test split keeps a latent's
+    repetitions together). ``n' = min(n, eligible)``.
+    """
+    starts = np.asarray(reader.doc_starts(), dtype=np.int64)
+    starts = starts[starts + length <= int(reader.total_tokens)]
+    if len(starts) == 0:
+        raise DataError(f"{reader.path}: no document start leaves a {length}-token window")
+    take = min(n, len(starts))
+    if seed is None:
+        idx = np.unique(np.linspace(0, len(starts) - 1, take).round().astype(np.int64))
+    else:
+        idx = np.sort(np.random.default_rng(seed).choice(len(starts), take, replace=False))
+    arr = np.stack([reader.read(int(starts[i]), length) for i in idx]).astype(np.int64)
+    return torch.from_numpy(arr)
+
+
+def repeated_spans(reader: Any, samples: int, n: int, seed: int = 0) -> torch.Tensor:
+    """``[S, 2n]``: ``n`` test-split tokens from a (seeded) document start, twice."""
+    half = document_windows(reader, samples, n, seed=seed)
+    return torch.cat([half, half], dim=1)
+
+
+# ---------------------------------------------------------------- in-distribution rows
+def indist_reference_rows(scores: dict[str, torch.Tensor], seed: int) -> list[Row]:
+    """``score_indist`` (per k) and ``head_score_indist`` (per k, layer, head)."""
+    r = scores["reference"]  # [S, K, L, H]
+    s, kk, nl, nh = r.shape
+    mean = r.mean(0)
+    rows: list[Row] = []
+    for ki in range(kk):
+        rows.append(_row("score_indist", mean[ki].max(), s, seed, k=ki + 1))
+        rows += [_row("head_score_indist", mean[ki, layer, head], s, seed, layer, head, ki + 1)
+                 for layer in range(nl) for head in range(nh)]
+    return rows
+
+
+def indist_standard_rows(scores: dict[str, torch.Tensor], seed: int) -> list[Row]:
+    """``prefix_matching_indist(_max)`` and ``duplicate_token_indist`` (per head)."""
+    pm = scores["prefix_matching"].mean(0)
+    dup = scores["duplicate_token"].mean(0)
+    s = scores["prefix_matching"].shape[0]
+    rows = [_row("prefix_matching_indist_max", pm.max(), s, seed)]
+    for layer in range(pm.shape[0]):
+        for head in range(pm.shape[1]):
+            rows.append(_row("prefix_matching_indist", pm[layer, head], s, seed, layer, head))
+            rows.append(_row("duplicate_token_indist", dup[layer, head], s, seed, layer, head))
+    return rows
+
+
+# ---------------------------------------------------------------- previous token
+@torch.no_grad()
+def previous_token_scores(hm: HookedModel, windows: torch.Tensor, batch_size: int = 4
+                          ) -> torch.Tensor:
+    """``[S, L, H]``: mean attention from query ``q`` to key ``q - 1``, ``q = 2..T-1``."""
+    if windows.shape[1] < 3:
+        raise DataError(f"previous-token score needs windows of >= 3 tokens, got "
+                        f"{windows.shape[1]}")
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(hm.n_layers)]
+    q = torch.arange(2, windows.shape[1])
+    out = []
+    with hm.eager():
+        for b in range(0, windows.shape[0], batch_size):
+            _, cache = hm.run_with_cache(windows[b : b + batch_size].to(hm.device), names)
+            diag = torch.stack([cache[nm][..., q, q - 1].float() for nm in names], dim=1)
+            out.append(diag.mean(-1).cpu())  # [B, L, H]
+    return torch.cat(out)
+
+
+def previous_token_rows(scores: torch.Tensor, seed: int) -> list[Row]:
+    """``previous_token`` (per head) and ``previous_token_max``."""
+    mean = scores.mean(0)
+    s = scores.shape[0]
+    rows = [_row("previous_token_max", mean.max(), s, seed)]
+    rows += [_row("previous_token", mean[layer, head], s, seed, layer, head)
+             for layer in range(mean.shape[0]) for head in range(mean.shape[1])]
+    return rows
+
+
+# ---------------------------------------------------------------- loss by position
+@torch.no_grad()
+def loss_by_position(hm: HookedModel, windows: torch.Tensor, batch_size: int = 8
+                     ) -> np.ndarray:
+    """``[T - 1]``: entry ``k - 2`` is the mean loss of token ``k`` (1-based), ``k = 2..T``."""
+    tot = torch.zeros(windows.shape[1] - 1, dtype=torch.float64)
+    for b in range(0, windows.shape[0], batch_size):
+        ids = windows[b : b + batch_size].to(hm.device)
+        logits = hm.forward(ids[:, :-1]).float()  # [B, T-1, V]
+        ce = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        tot += ce.double().sum(0).cpu()
+    return (tot / windows.shape[0]).numpy()
+
+
+def resolve_bands(early: tuple[int, int], late: tuple[int, int], length: int
+                  ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The bands clipped to the predictable positions ``2..length`` of a window.
+
+    A clipped band is logged; a band with no position left, or an early band that no
+    longer ends before the late one, raises :class:`DataError` naming the field.
+    """
+    used = []
+    for field, (lo, hi) in (("icl_early_band", early), ("icl_late_band", late)):
+        lo2, hi2 = max(int(lo), 2), min(int(hi), length)
+        if lo2 > hi2:
+            raise DataError(f"induction.{field} [{lo}, {hi}] lies outside the predictable "
+                            f"positions 2..{length} of the {length}-token window")
+        if (lo2, hi2) != (lo, hi):
+            log.warning("induction.%s [%d, %d] clipped to [%d, %d] (%d-token window); the "
+                        "positions used are recorded as rows", field, lo, hi, lo2, hi2,
+                        length)
+        used.append((lo2, hi2))
+    if used[0][1] >= used[1][0]:
+        raise DataError(f"induction.icl_early_band {list(used[0])} must end before "
+                        f"induction.icl_late_band {list(used[1])} starts (window {length})")
+    return used[0], used[1]
+
+
+def icl_rows(curve: np.ndarray, n_windows: int, early: tuple[int, int],
+             late: tuple[int, int], seed: int) -> list[Row]:
+    """``loss_by_position`` rows (``k`` = 1-based predicted token), ``icl_score`` (late
+    band minus early band; negative = in-context learning) and the band positions used."""
+    length = len(curve) + 1
+    (elo, ehi), (llo, lhi) = resolve_bands(early, late, length)
+    rows = [_row("loss_by_position", v, n_windows, seed, k=i + 2) for i, v in enumerate(curve)]
+    e = float(np.mean(curve[elo - 2 : ehi - 1]))
+    lt = float(np.mean(curve[llo - 2 : lhi - 1]))
+    rows.append(_row("icl_score", lt - e, n_windows, seed))
+    rows += [_row(name, v, n_windows, seed) for name, v in
+             (("icl_early_lo", elo), ("icl_early_hi", ehi), ("icl_late_lo", llo),
+              ("icl_late_hi", lhi))]
+    return rows
