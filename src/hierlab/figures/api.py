@@ -8,7 +8,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hierlab.errors import ConfigError
-from hierlab.figures import fig2_loss, fig3_induction, fig4_function_vectors, fig5_hydra, structure
+from hierlab.figures import (
+    fig2_loss,
+    fig3_induction,
+    fig4_function_vectors,
+    fig5_hydra,
+    fig_in_context,
+    structure,
+)
 from hierlab.figures.config import FiguresConfig
 from hierlab.figures.data import RunData, load_run_data
 
@@ -42,6 +49,8 @@ def make_figures(
     for module in VARIANT_FIGURES:
         for variant in cfg.variants:
             paths += module.draw(data, variant, out_dir, cfg)
+    if "standard" in cfg.variants:  # loss by position and ICL score: standard rows only
+        paths += fig_in_context.draw(data, out_dir, cfg)
     log.info("figures: %d files in %s (%.1f s)", len(paths), out_dir, time.perf_counter() - t0)
     return paths
 
