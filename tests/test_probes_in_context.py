@@ -267,3 +267,37 @@ def test_in_context_figure_states_sign_and_shows_checkpoints(tmp_path) -> None:
     assert "< 0 = in-context learning" in fic.ICL_LABEL and "late − early" in fic.ICL_LABEL
     paths = fic.draw(data, tmp_path / "figs", FiguresConfig(formats=["png"], dpi=50))
     assert {p.suffix for p in paths} == {".png", ".csv"}
+
+
+def test_runner_binding_tasks_on_a_generated_corpus(tmp_path) -> None:
+    """A real corpus with bindings: its manifest's config rebuilds the sampler, the binding
+    tasks run, and the in-context rows come from its document offsets."""
+    import json
+
+    from corpus_helpers import tiny_pcfg
+    from hierlab.corpus.generate import generate_corpus
+    from hierlab.probes.runner import run_probes
+
+    cfg = PcfgConfig.model_validate(tiny_pcfg(binding_probability=0.9, train_documents=20))
+    run = tmp_path / "run"
+    generate_corpus("pcfg", cfg, run / "corpus" / "pcfg")
+    d = run / "models" / "pcfg" / "checkpoints" / "step-00000010"
+    tiny_model(vocab=cfg.vocab_size).save_pretrained(d)
+    (d / "state.json").write_text(json.dumps({"step": 10, "tokens_seen": 100}))
+    pc = tiny_probes_config(fv={"tasks": ["copy_object", "bound_verb", "bound_object"],
+                                "n_shots": 3, "mean_prompts": 4, "cie_prompts": 2,
+                                "eval_prompts": 4},
+                            induction={"samples": 2, "n": 8, "k_max": 2, "id_range": [0, 40],
+                                       "position_windows": 3,
+                                       "indist_samples": 2, "icl_length": 48,
+                                       "icl_early_band": [4, 8], "icl_late_band": [40, 48]})
+    paths = run_probes(pc, run, probes="fv,induction", variant="standard")
+    fvdf = pd.read_parquet(paths["fv"])
+    for t in ("bound_verb", "bound_object"):
+        assert {f"zero_shot_accuracy:{t}", f"icl_accuracy:{t}", f"fv_accuracy:{t}"} \
+            <= set(fvdf.metric)
+    chance = fvdf[fvdf.metric == "chance:bound_verb"].value.iloc[0]
+    assert chance == pytest.approx(1 / cfg.lexicon.verbs)
+    ind_df = pd.read_parquet(paths["induction"])
+    assert (ind_df.metric == "loss_by_position").sum() == 47
+    assert {"previous_token_max", "prefix_matching_indist_max", "icl_score"} <= set(ind_df.metric)
