@@ -43,6 +43,8 @@ demonstration is ``x y EOS``.
 * ``copy_verb``: ``x = s v o c s``, ``y = v``;
 * ``restate_object``: ``x = v s o EOS s v``, ``y = o`` (a VSO sentence restated as SVO:
   a role mapping across the two word orders).
+* ``bound_verb``, ``bound_object`` (corpora with bindings, :mod:`hierlab.probes.fv_tasks`):
+  each prompt one fresh document's binding map, zero-shot at chance by construction.
 
 Natural-language tasks (models with a real tokenizer, e.g. OLMo) read small word lists
 shipped in ``probes/data/<task>.json``: ``Q: x\\nA: y\\n\\n`` per demonstration, answer =
@@ -197,7 +199,9 @@ class Task:
         grammar tasks ``sep`` is EOS, the sentence boundary every training sentence
         follows, as GPT's ``<|endoftext|>`` BOS precedes their zero-shot query).
         ``shuffle``: the labels are permuted by :func:`derange_labels`, so no
-        demonstration keeps its own label (n_shots > 1).
+        demonstration keeps its own label (n_shots > 1). With an ``episode`` the
+        demonstrations and the query share one drawn :class:`Episode`; a demonstration
+        is ``x y after(y) sep`` (``after`` sees the deranged label when shuffled).
         """
         ep = self.episode(g) if self.episode is not None else None
         sample = ep.sample if ep is not None else self.sample
