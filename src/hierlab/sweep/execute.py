@@ -1,0 +1,153 @@
+"""Running a sweep: one ordinary run directory per run, in parallel spawn processes.
+
+Each worker process gets ``max(1, cores // parallel)`` threads (set in its environment
+before torch is imported, and with ``torch.set_num_threads``), so runs x threads never
+exceed the cores. Every run goes through :func:`hierlab.pipeline.run`, whose stages are
+resumable, so a killed sweep continues where it stopped when it is run again.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import sys
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from hierlab.config import config_from_dict
+from hierlab.errors import ConfigError
+from hierlab.sweep.spec import PlannedRun
+
+log = logging.getLogger(__name__)
+
+FAIL_ENV = "HIERLAB_SWEEP_FAIL"
+"""Comma-separated run names whose worker raises before its pipeline starts (tests)."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What happened to one run: ``done``, ``skipped`` (already finished) or ``failed``."""
+
+    name: str
+    status: str
+    run_dir: Path
+    error: str | None = None
+
+
+def run_dir_of(out: Path, name: str) -> Path:
+    return Path(out) / "runs" / name
+
+
+def recorded_matches(run: PlannedRun, run_dir: Path) -> bool | None:
+    """None: no config recorded yet; True/False: the recorded config equals the intended."""
+    path = run_dir / "config.yml"
+    if not path.is_file():
+        return None
+    try:
+        recorded = config_from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
+    except (ConfigError, yaml.YAMLError):
+        return False
+    return recorded.model_dump(mode="json") == run.config.model_dump(mode="json")
+
+
+def is_finished(run: PlannedRun, run_dir: Path) -> bool:
+    """Finished: the report exists and the recorded config is the intended one."""
+    return (run_dir / "report.html").is_file() and recorded_matches(run, run_dir) is True
+
+
+def check_run_dirs(runs: list[PlannedRun], out: Path) -> None:
+    """Refuse (before any work) a run directory that holds a different config."""
+    for run in runs:
+        d = run_dir_of(out, run.name)
+        if recorded_matches(run, d) is False:
+            raise ConfigError(
+                f"run '{run.name}': {d} holds a different config (delete it, rename the "
+                "run or use another --out; a sweep never overwrites a run)"
+            )
+
+
+def _worker(run: PlannedRun, run_dir: str, threads: int) -> tuple[str, str | None]:
+    """Child process body: threads, log file, then the one orchestrator."""
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    rd = Path(run_dir)
+    rd.mkdir(parents=True, exist_ok=True)
+    logf = open(rd / "log.txt", "a", buffering=1)  # noqa: SIM115 - lives as long as the child
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(logf.fileno(), 1)
+    os.dup2(logf.fileno(), 2)
+    sys.stdout = sys.stderr = logf
+    logging.basicConfig(level=logging.INFO, stream=logf, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        if run.name in os.environ.get(FAIL_ENV, "").split(","):
+            raise RuntimeError(f"{FAIL_ENV} asks run '{run.name}' to fail")
+        from hierlab.pipeline import run as pipeline_run
+
+        logging.getLogger(__name__).info("run %s: %d threads", run.name, threads)
+        pipeline_run(run.config, rd)
+        return "done", None
+    except BaseException as err:  # noqa: BLE001 - reported, the sweep continues
+        traceback.print_exc(file=logf)
+        return "failed", f"{type(err).__name__}: {err}"
+    finally:
+        logf.flush()
+
+
+def execute(
+    runs: list[PlannedRun],
+    out: Path,
+    *,
+    parallel: int = 1,
+    cores: int | None = None,
+    progress: bool = True,
+) -> list[RunResult]:
+    """Run every unfinished run (skipping finished ones); failures are reported, not raised."""
+    out = Path(out)
+    check_run_dirs(runs, out)
+    cores = cores or os.cpu_count() or 1
+    results: dict[str, RunResult] = {}
+    todo = []
+    for run in runs:
+        d = run_dir_of(out, run.name)
+        if is_finished(run, d):
+            results[run.name] = RunResult(run.name, "skipped", d)
+        else:
+            todo.append(run)
+    parallel = max(1, min(parallel, len(todo) or 1))
+    threads = max(1, cores // parallel)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(runs), initial=len(results), desc="sweep runs", unit="run")
+    if todo:
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=parallel, mp_context=ctx) as pool:
+            futs = {
+                pool.submit(_worker, r, str(run_dir_of(out, r.name)), threads): r for r in todo
+            }
+            for fut in as_completed(futs):
+                r = futs[fut]
+                d = run_dir_of(out, r.name)
+                try:
+                    status, error = fut.result()
+                except Exception as err:  # noqa: BLE001 - a crashed worker process
+                    status, error = "failed", f"{type(err).__name__}: {err}"
+                results[r.name] = RunResult(r.name, status, d, error)
+                if status == "failed":
+                    log.error("run %s failed: %s (see %s)", r.name, error, d / "log.txt")
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"{r.name}: {status}")
+    if bar is not None:
+        bar.close()
+    return [results[r.name] for r in runs]
