@@ -391,3 +391,45 @@ def run_cmd(
         typer.echo(f"report: {result}")
     else:
         typer.echo(f"run directory: {result}")
+
+
+@app.command("sweep")
+@_friendly
+def sweep_cmd(
+    sweep_file: Annotated[Path, typer.Argument(help="sweep YAML: base, set, grid, runs")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="sweep folder (runs/<name>/, summary.*); default sweeps/<name>"),
+    ] = None,
+    parallel: Annotated[
+        int | None,
+        typer.Option(help="runs at once (default: the file's 'parallel'); each run gets "
+                     "max(1, cores // N) torch threads", min=1),
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option(help="comma-separated run names to execute (summary: all)")
+    ] = None,
+    summary_only: Annotated[
+        bool, typer.Option("--summary-only", help="only rewrite the summary table and figure")
+    ] = False,
+) -> None:
+    """Run a sweep: one ordinary run directory per grid point or listed run, in parallel.
+
+    Every run's config is validated before any work. Finished runs (report written, same
+    config) are skipped, killed ones resume, a run dir holding another config is refused.
+    Each run logs to runs/<name>/log.txt; the sweep writes summary.parquet/.csv and
+    summary_figure.png/.svg/.csv. Exit status 1 when a run failed (the others still run).
+    """
+    from hierlab.sweep import run_sweep
+
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    table, results = run_sweep(sweep_file, out, parallel=parallel, only=names,
+                               summary_only=summary_only)
+    failed = [r for r in results if r.status == "failed"]
+    for r in results:
+        typer.echo(f"{r.status:8s} {r.name}" + (f": {r.error} ({r.run_dir / 'log.txt'})"
+                                                 if r.error else ""))
+    typer.echo(f"summary: {len(table)} rows")
+    if failed:
+        typer.secho(f"error: {len(failed)} run(s) failed", fg="red", err=True)
+        raise typer.Exit(1)
