@@ -147,3 +147,13 @@ def test_sweep_runs_in_parallel_resumes_and_summarises(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["sweep", str(path), "--out", str(out), "--summary-only"])
     assert res.exit_code == 0, res.output
     assert (out / "summary.csv").is_file()
+
+
+def test_shipped_example_sweep_loads():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "sweep-example.yml"
+    sweep, runs = load_sweep(path)
+    assert sweep.parallel == 2 and runs[-1].name == "ngram-control"
+    assert "pcfg" not in runs[-1].config.corpora
+    assert all(r.config.training.max_tokens == 2_000_000 for r in runs)
