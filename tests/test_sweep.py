@@ -107,20 +107,26 @@ def test_sweep_runs_in_parallel_resumes_and_summarises(tmp_path, monkeypatch):
     path = _write(tmp_path, {"name": "t", "parallel": 2,
                              "grid": {"corpora.pcfg.zipf_exponent": [1.2, 1.5]}})
     out = tmp_path / "out"
-    # first pass: one run fails by injection, the other finishes; the summary marks it
-    monkeypatch.setenv("HIERLAB_SWEEP_FAIL", "zipf_exponent=1.5")
+    # first pass: one run dies when its probe stage starts (as a kill there would), the
+    # other finishes; the summary marks the failure
+    monkeypatch.setenv("HIERLAB_SWEEP_FAIL", "zipf_exponent=1.5@probe")
     table, results = run_sweep(path, out, cores=2, progress=False)
     assert {r.name: r.status for r in results} == {"zipf_exponent=1.2": "done",
                                                    "zipf_exponent=1.5": "failed"}
     assert "HIERLAB_SWEEP_FAIL" in (out / "runs" / "zipf_exponent=1.5" / "log.txt").read_text()
     assert set(table.loc[table["run"] == "zipf_exponent=1.5", "status"]) == {"failed"}
+    killed = out / "runs" / "zipf_exponent=1.5"
+    assert not (killed / "report.html").exists()
+    trained = (killed / "models" / "pcfg" / "run.json").stat().st_mtime_ns
     monkeypatch.delenv("HIERLAB_SWEEP_FAIL")
-    # second pass (CLI): only the failed run is done, the finished one is skipped
+    # second pass (CLI): the finished run is skipped, the killed one resumes (no retraining)
     done = out / "runs" / "zipf_exponent=1.2"
     mtime = (done / "report.html").stat().st_mtime_ns
     res = CliRunner().invoke(app, ["sweep", str(path), "--out", str(out), "--parallel", "2"])
     assert res.exit_code == 0, res.output
     assert (done / "report.html").stat().st_mtime_ns == mtime
+    assert (killed / "models" / "pcfg" / "run.json").stat().st_mtime_ns == trained
+    assert "skipped  zipf_exponent=1.2" in res.output and "done     zipf_exponent=1.5" in res.output
     for name in ("zipf_exponent=1.2", "zipf_exponent=1.5"):
         d = out / "runs" / name
         assert (d / "report.html").is_file() and (d / "log.txt").is_file()

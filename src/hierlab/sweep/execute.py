@@ -26,7 +26,8 @@ from hierlab.sweep.spec import PlannedRun
 log = logging.getLogger(__name__)
 
 FAIL_ENV = "HIERLAB_SWEEP_FAIL"
-"""Comma-separated run names whose worker raises before its pipeline starts (tests)."""
+"""Fault injection for tests: comma-separated ``name`` (the worker raises before the
+pipeline) or ``name@stage`` (it raises when that stage starts, as a kill there would)."""
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,18 @@ def _worker(run: PlannedRun, run_dir: str, threads: int) -> tuple[str, str | Non
         import torch
 
         torch.set_num_threads(threads)
-        if run.name in os.environ.get(FAIL_ENV, "").split(","):
+        inject = os.environ.get(FAIL_ENV, "").split(",")
+        if run.name in inject:
             raise RuntimeError(f"{FAIL_ENV} asks run '{run.name}' to fail")
         from hierlab.pipeline import run as pipeline_run
 
+        def on_stage(stage: str) -> None:
+            print(f"== stage {stage}", flush=True)
+            if f"{run.name}@{stage}" in inject:
+                raise RuntimeError(f"{FAIL_ENV} asks run '{run.name}' to fail at {stage}")
+
         logging.getLogger(__name__).info("run %s: %d threads", run.name, threads)
-        pipeline_run(run.config, rd)
+        pipeline_run(run.config, rd, on_stage=on_stage)
         return "done", None
     except BaseException as err:  # noqa: BLE001 - reported, the sweep continues
         traceback.print_exc(file=logf)
