@@ -27,11 +27,14 @@ __all__ = [
 ]
 
 
-def summarize(*args, **kwargs):  # type: ignore[no-untyped-def]
-    """See :func:`hierlab.sweep.summary.summarize` (imported lazily: pandas)."""
+def summarize(
+    runs: list[PlannedRun], out: str | Path, results: list[RunResult] | None = None
+) -> pd.DataFrame:
+    """Write the summary table and figure of ``runs`` under ``out`` (see
+    :func:`hierlab.sweep.summary.summarize`; imported lazily to keep pandas off the CLI)."""
     from hierlab.sweep.summary import summarize as _summarize
 
-    return _summarize(*args, **kwargs)
+    return _summarize(runs, Path(out), results)
 
 
 def run_sweep(
