@@ -163,3 +163,17 @@ def test_shipped_example_sweep_loads():
     assert sweep.parallel == 2 and runs[-1].name == "ngram-control"
     assert "pcfg" not in runs[-1].config.corpora
     assert all(r.config.training.max_tokens == 2_000_000 for r in runs)
+
+
+def test_rise_width_is_measured_from_the_first_value() -> None:
+    """Regression: the 10 % point was taken of the max, so a score starting at 0.04 (an
+    untrained model) read a rise width of 0; now it is C5's 10->90 % of the rise."""
+    import pandas as pd
+
+    from hierlab.sweep.summary import rise_width
+
+    s = pd.Series([0.04, 0.04, 0.05, 0.30, 0.50, 0.52], index=[0, 10, 20, 30, 40, 100])
+    steps, frac = rise_width(s)
+    assert steps == 10.0 and frac == 0.1  # 10 % of the rise reached at step 30, 90 % at 40
+    flat = pd.Series([0.04, 0.03, 0.02], index=[0, 1, 2])
+    assert all(v != v for v in rise_width(flat))  # NaN: never rises

@@ -62,17 +62,19 @@ def _select(metrics: pd.DataFrame, key: str, metric: str, variant: str,
 
 
 def rise_width(series: pd.Series) -> tuple[float, float]:
-    """Steps from the first checkpoint at 10 % of the max to the first at 90 %, and that
-    width as a fraction of the final step (NaN when the max is not positive)."""
+    """Steps of the 10 -> 90 % rise (from the first checkpoint's value to the max), and that
+    width as a fraction of the final step: the same measure as claim C5
+    (:func:`hierlab.figures.claims.rise`), so a row and the claims table agree. NaN when the
+    series never rises above its first value."""
+    from hierlab.figures.claims import rise
+
     s = series.sort_index()
-    if len(s) < 2 or not np.isfinite(s.max()) or s.max() <= 0:
+    if len(s) < 2 or not np.isfinite(s.max()):
         return NAN, NAN
-    m = float(s.max())
-    s10 = float(s.index[np.argmax(s.to_numpy() >= 0.1 * m)])
-    s90 = float(s.index[np.argmax(s.to_numpy() >= 0.9 * m)])
-    final = float(s.index.max())
-    width = s90 - s10
-    return width, (width / final if final > 0 else NAN)
+    r = rise(s)
+    if not np.isfinite(r["width"]):
+        return NAN, NAN
+    return float(r["t90"] - r["t10"]), float(r["width"])
 
 
 def _score_columns(metrics: pd.DataFrame, ref: Any) -> dict[str, float]:
