@@ -301,3 +301,17 @@ def test_runner_binding_tasks_on_a_generated_corpus(tmp_path) -> None:
     ind_df = pd.read_parquet(paths["induction"])
     assert (ind_df.metric == "loss_by_position").sum() == 47
     assert {"previous_token_max", "prefix_matching_indist_max", "icl_score"} <= set(ind_df.metric)
+
+
+@pytest.mark.parametrize("name", fv_tasks.BINDING_TASKS)
+def test_binding_tasks_are_solved_by_an_induction_oracle(name: str) -> None:
+    """Few-shot prompts hold the answer: 'find the query's last word earlier, copy the
+    token after it' is always right, while the zero-shot prompt never holds the answer."""
+    task = fv_tasks.binding_task(name, PcfgSampler(_bound_cfg()))
+    g = torch.Generator().manual_seed(4)
+    for _ in range(50):
+        ids, y, zero = task.prompt(g, 6)
+        last = ids[-1]
+        prev = max(i for i in range(len(ids) - 1) if ids[i] == last)
+        assert ids[prev + 1] == y
+        assert y not in zero
