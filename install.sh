@@ -3,6 +3,7 @@
 #   ./install.sh          the package
 #   ./install.sh dev      the package plus test tools (pytest, ruff, dask)
 #   ./install.sh scale    the package plus the multi-machine corpus engine (dask)
+#   ./install.sh dev,interop  test tools plus TransformerLens, nnsight, datasets (the tests)
 # torch: if the venv has no importable torch, torch==2.13.0 is installed first
 # ($HIERLAB_TORCH overrides the spec; on this machine type that is the 190 MB CPU wheel),
 # so the package's torch>=2.4 never pulls a multi-GB CUDA build onto a CPU machine.
