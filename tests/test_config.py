@@ -72,3 +72,16 @@ def test_every_command_has_help():
     for cmd in ("corpus", "corpus-stats", "config"):
         out = runner.invoke(app, [cmd, "--help"])
         assert out.exit_code == 0 and "Usage" in out.output
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"training": {"batch_size": 8, "micro_batch_size": 16}},
+         "training.micro_batch_size (16) must be <= training.batch_size (8)"),
+    ],
+)
+def test_cross_field_errors_at_load_time(data, expected):
+    """Regression: these were accepted by `hierlab config` and failed only at first use."""
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        config_from_dict(data)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hierlab.corpus.config import CorpusConfig, NgramConfig, PcfgConfig
 from hierlab.errors import ConfigError
@@ -45,6 +45,19 @@ class ExperimentConfig(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     figures: FiguresConfig = Field(default_factory=FiguresConfig)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ExperimentConfig:
+        """Settings that are valid alone but not together, refused at load time rather than
+        at first use (minutes into a run). Probe lengths against the model context are not
+        checked yet (issue 11): the tests' tiny models run with the default lengths."""
+        t = self.training
+        if t.micro_batch_size is not None and t.micro_batch_size > t.batch_size:
+            raise ValueError(
+                f"training.micro_batch_size ({t.micro_batch_size}) must be <= "
+                f"training.batch_size ({t.batch_size})"
+            )
+        return self
 
 
 def preset_names() -> list[str]:
