@@ -45,12 +45,12 @@ def _bound_entropy(probs: np.ndarray, beta: float) -> float:
     if beta <= 0.0:
         return _h(probs)
     q = (1.0 - beta) * probs
-    base = -(q[q > 0] * np.log(q[q > 0])).sum()
-    # swap the term of rank r for the term of (q_r + beta)
-    qr = q
-    with np.errstate(divide="ignore", invalid="ignore"):
-        own = np.where(qr > 0, -qr * np.log(qr), 0.0)
-    mixed = -(qr + beta) * np.log(qr + beta)
+    pos = q > 0
+    own = np.zeros_like(q)
+    own[pos] = -q[pos] * np.log(q[pos])
+    # the bound word at rank r swaps its law term for that of (q_r + beta)
+    base = own.sum()
+    mixed = -(q + beta) * np.log(q + beta)
     return float(np.mean(base - own + mixed))
 
 

@@ -257,6 +257,12 @@ def _bound_or_law(state, beta, bound, perm, zp, za):
     return perm[alias_draw(state, zp, za)]
 
 
+@njit(cache=True, inline="always")
+def _mix_prob(beta, tok, bound, q):
+    """P(tok) under "the bound word with probability beta, else the rank law (q = P_law)"."""
+    return beta * (1.0 if tok == bound else 0.0) + (1.0 - beta) * q
+
+
 @njit(cache=True)
 def _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos, beta,
                 rs, rv, ro, zs, zv, zo, b_sv, b_vo, b_vs, b_so):
@@ -280,12 +286,12 @@ def _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos, be
             if not is_s:
                 return 0.0
             bound = b_vs[buf[0] - off_v]
-            return beta * (1.0 if tok == bound else 0.0) + (1.0 - beta) * zs[rs[tok]]
+            return _mix_prob(beta, tok, bound, zs[rs[tok]])
         if pos == 2:
             if not is_o:
                 return 0.0
             bound = b_so[buf[1]]
-            return beta * (1.0 if tok == bound else 0.0) + (1.0 - beta) * zo[ro[tok - off_o]]
+            return _mix_prob(beta, tok, bound, zo[ro[tok - off_o]])
         return 1.0 if (pos == 3 and tok == eos) else 0.0
     # SVO: s v o (c s v o)^m EOS
     slot = (pos - 1) % 4  # 0: verb, 1: object, 2: EOS or connector, 3: clause subject
@@ -293,12 +299,12 @@ def _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos, be
         if not is_v:
             return 0.0
         bound = b_sv[buf[pos - 1]]
-        return beta * (1.0 if tok == bound else 0.0) + (1.0 - beta) * zv[rv[tok - off_v]]
+        return _mix_prob(beta, tok, bound, zv[rv[tok - off_v]])
     if slot == 1:
         if not is_o:
             return 0.0
         bound = b_vo[buf[pos - 1] - off_v]
-        return beta * (1.0 if tok == bound else 0.0) + (1.0 - beta) * zo[ro[tok - off_o]]
+        return _mix_prob(beta, tok, bound, zo[ro[tok - off_o]])
     if slot == 2:
         k = (pos - 3) // 4  # clauses completed
         if die_cum[k] <= 0.0:
@@ -661,6 +667,13 @@ class PcfgSampler:
             n += n_docs  # the boundary token is certain
         return float(nll), int(n)
 
+    def binding_unit(self, section: int = 0, paragraph: int = 0) -> int:
+        """Index of the binding map in force at ``(section, paragraph)`` of a document: the
+        same for every paragraph at document level, per section at section level."""
+        cfg = self.cfg
+        return int(_binding_sub(_LEVELS[cfg.binding_level], section, paragraph,
+                                cfg.paragraphs_per_section))
+
     def document_bindings(self, base: int, section: int = 0,
                           paragraph: int = 0) -> dict[str, np.ndarray]:
         """The binding maps in force in ``(base, section, paragraph)``: arrays indexed by
@@ -669,8 +682,7 @@ class PcfgSampler:
         lx = cfg.lexicon
         _, off_v, off_o, _ = cfg.role_offsets
         maps = [np.zeros(n, np.int32) for n in (lx.subjects, lx.verbs, lx.verbs, lx.subjects)]
-        sub = int(_binding_sub(_LEVELS[cfg.binding_level], section, paragraph,
-                               cfg.paragraphs_per_section))
+        sub = self.binding_unit(section, paragraph)
         _draw_bindings(cfg.seed, base, sub, lx.subjects, lx.verbs, lx.objects, off_v, off_o,
                        *maps)
         return dict(zip(("subject_verb", "verb_object", "verb_subject", "subject_object"),

@@ -131,19 +131,18 @@ def _latent_rates(cfg: PcfgConfig, sampler: PcfgSampler, tokens: np.ndarray, bou
         doc = doc[doc != (cfg.boundary_id if cfg.boundary_id is not None else -1)]
         ends = np.flatnonzero(doc == cfg.eos_id)
         sents = np.split(doc, ends + 1)[: len(ends)]
-        maps: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+        maps: dict[int, dict[str, np.ndarray]] = {}
         for j, sent in enumerate(sents):
             pg = j // spp
             sc, pg_in = pg // paras, pg % paras
-            scope = [x for x in (sents[pg * spp:j] if cfg.repeat_scope == "paragraph"
-                                 else sents[:j])]
+            scope = sents[pg * spp:j] if cfg.repeat_scope == "paragraph" else sents[:j]
             n_sent += 1
             if scope:
                 eligible += 1
                 repeats += any(len(x) == len(sent) and (x == sent).all() for x in scope)
             if cfg.binding_probability <= 0:
                 continue
-            key = (sc, pg_in)
+            key = sampler.binding_unit(sc, pg_in)  # one map per binding unit, not per paragraph
             if key not in maps:
                 maps[key] = sampler.document_bindings(int(bases[d]), sc, pg_in)
             b = maps[key]
