@@ -189,7 +189,7 @@ def test_resume_after_a_kill_reproduces_the_run_exactly(tmp_path: Path, kill: in
     """Killed after step `kill` (between checkpoints, right at one, just after one), the
     continued run's losses and weights equal the uninterrupted run's bit for bit."""
     corpus = make_corpus(tmp_path)
-    cfg = tcfg(precision="bf16")  # autocast path on CPU; fp32 is the same code
+    cfg = tcfg(precision="bf16")  # bf16 autocast on CPU, the presets' precision
     ref = train_model(TINY, cfg, corpus, tmp_path / "ref")
     with pytest.raises(Killed):
         train_model(TINY, cfg, corpus, tmp_path / "run", on_step=kill_at(kill))
@@ -217,24 +217,24 @@ def test_resume_after_a_kill_reproduces_the_run_exactly(tmp_path: Path, kill: in
 def test_kill_while_writing_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A kill inside the checkpoint write leaves only a temp dir; the rerun resumes from the
     previous checkpoint and ends with the uninterrupted run's weights."""
-    import hierlab.train.loop as loop
+    import hierlab.train.checkpoint as ckpt
 
     corpus = make_corpus(tmp_path)
     ref = train_model(TINY, tcfg(), corpus, tmp_path / "ref")
-    real_save = loop._quiet_save
+    real_save = ckpt.quiet_save
 
     def torn_save(model: torch.nn.Module, path: Path) -> None:
         real_save(model, path)
         if path.name.startswith(".tmp-step-00000012"):
             raise Killed(12)
 
-    monkeypatch.setattr(loop, "_quiet_save", torn_save)
+    monkeypatch.setattr(ckpt, "quiet_save", torn_save)
     with pytest.raises(Killed):
         train_model(TINY, tcfg(), corpus, tmp_path / "run")
     ckpts = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir())[-1] == "step-00000005"
     assert list(ckpts.glob(".tmp-step-00000012-*"))
-    monkeypatch.setattr(loop, "_quiet_save", real_save)
+    monkeypatch.setattr(ckpt, "quiet_save", real_save)
     run = train_model(TINY, tcfg(), corpus, tmp_path / "run")
     assert read_csv(ref / "eval.csv") == read_csv(run / "eval.csv")
     assert (

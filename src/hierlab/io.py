@@ -164,3 +164,29 @@ def atomic_dir(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     publish_dir(tmp, final, overwrite=overwrite)
+
+
+# ----- checkpoint folders: ``checkpoints/step-XXXXXXXX/`` written by train, read by probes
+def step_dir(root: str | Path, step: int) -> Path:
+    """The folder of checkpoint ``step`` under ``root`` (zero-padded so names sort by step)."""
+    return Path(root) / f"step-{step:08d}"
+
+
+def list_step_dirs(root: str | Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every published ``step-N`` folder under ``root``, by step;
+    temporary ``.tmp-*`` folders of a checkpoint being written are not listed."""
+    root = Path(root)
+    out = []
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit():
+                out.append((int(p.name[5:]), p))
+    return sorted(out)
+
+
+def read_json(path: str | Path) -> dict[str, Any] | None:
+    """A JSON file's contents, or None when it is missing or torn (a killed writer)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,152 @@
+"""Checkpoints: save, find and resume, so a run killed at any moment continues exactly.
+
+``checkpoints/step-XXXXXXXX/`` holds ``save_pretrained`` weights (so TransformerLens,
+nnsight and HF tools load it), the corpus tokenizer and ``state.json``. The latest one also
+holds ``trainer_state.pt`` (optimizer, grad scaler, torch RNG, logging accumulators):
+everything a resumed run needs, because the data position is the step itself. A checkpoint
+is written to a temporary folder and renamed into place; a torn one is swept on start.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from hierlab import __version__
+from hierlab.errors import ConfigError, DataError
+from hierlab.io import list_step_dirs, make_temp_dir, publish_dir, read_json, step_dir
+from hierlab.train.plan import TrainPlan
+
+__all__ = ["TRAINER_STATE", "find_run_state", "load_resume", "quiet_save", "save_checkpoint",
+           "sweep_torn"]
+
+TRAINER_STATE = "trainer_state.pt"
+
+
+def find_run_state(out_dir: Path, plan: TrainPlan) -> tuple[bool, tuple[int, Path] | None]:
+    """(finished, latest resumable checkpoint) of ``out_dir``; a different run hash is an
+    error, so a changed config never continues someone else's run."""
+    run_json = out_dir / "run.json"
+    found: set[str] = set()
+    if run_json.exists():
+        try:
+            found.add(json.loads(run_json.read_text()).get("config_hash"))
+        except json.JSONDecodeError:
+            raise DataError(f"{run_json}: corrupt (delete {out_dir} to retrain)") from None
+    ckpts = list_step_dirs(out_dir / "checkpoints")
+    states = {step: read_json(p / "state.json") for step, p in ckpts}
+    found |= {s.get("config_hash") for s in states.values() if s}
+    found.discard(None)
+    if found and found != {plan.run_hash}:
+        raise ConfigError(
+            f"{out_dir}: trained with a different config (hash {sorted(found)[0]}, now "
+            f"{plan.run_hash}); use another --out or delete {out_dir} to retrain"
+        )
+    final = states.get(plan.total_steps)
+    if final is not None and run_json.exists():
+        return True, None
+    resumable = [(s, p) for s, p in ckpts if states[s] and (p / TRAINER_STATE).exists()]
+    return False, (resumable[-1] if resumable else None)
+
+
+def sweep_torn(ckpt_root: Path) -> None:
+    """Remove the temporary folders of checkpoints whose write a kill interrupted."""
+    for tmp in ckpt_root.glob(".tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_resume(
+    path: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    dev: torch.device,
+) -> dict[str, Any]:
+    """Restore weights, optimizer, scaler and RNG from checkpoint ``path``; returns the
+    logging accumulators saved with it."""
+    weights = load_file(str(path / "model.safetensors"), device="cpu")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise DataError(f"{path}: weights do not match the configured model")
+    model.to(dev)
+    ts = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(ts["optimizer"])
+    scaler.load_state_dict(ts["scaler"])
+    torch.set_rng_state(ts["rng_cpu"])
+    if dev.type == "cuda" and ts.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(ts["rng_cuda"], dev)
+    return ts["acc"]
+
+
+def quiet_save(model: torch.nn.Module, path: Path) -> None:
+    """save_pretrained without transformers' per-save progress bar (ours is running)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(path)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def save_checkpoint(
+    ckpt_root: Path,
+    step: int,
+    *,
+    plan: TrainPlan,
+    corpus: str,
+    corpus_dir: Path,
+    seed: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    dev: torch.device,
+    acc: dict[str, Any],
+    train_loss: float | None,
+    test_loss: float | None,
+    lr: float,
+) -> None:
+    """Publish checkpoint ``step`` atomically; only the new one keeps the resume state."""
+    final = step_dir(ckpt_root, step)
+    tmp = make_temp_dir(final, prefix=f".tmp-{final.name}-")  # swept on start if torn
+    quiet_save(model, tmp)
+    tok_dir = corpus_dir / "tokenizer"
+    if tok_dir.is_dir():
+        for f in tok_dir.iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+    state = {
+        "step": step,
+        "tokens_seen": step * plan.tokens_per_step,
+        "train_loss": train_loss,
+        "test_loss": test_loss,
+        "lr": lr,
+        "seed": seed,
+        "hierlab_version": __version__,
+        "config_hash": plan.run_hash,
+        "corpus": corpus,
+        "total_steps": plan.total_steps,
+    }
+    (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    torch.save(
+        {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+            "acc": dict(acc),
+        },
+        tmp / TRAINER_STATE,
+    )
+    publish_dir(tmp, final, overwrite=True)  # re-written after a kill before cleanup
+    for s, p in list_step_dirs(ckpt_root):  # resume state: latest checkpoint only
+        if s != step:
+            (p / TRAINER_STATE).unlink(missing_ok=True)

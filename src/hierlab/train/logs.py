@@ -1,0 +1,92 @@
+"""Metric logging of a training run: ``loss.csv``, ``eval.csv`` and the trackers.
+
+The CSVs are append-only and flushed per row, so a kill loses at most the row being
+written; on resume they are cut back to the resumed checkpoint's step (which also drops a
+torn last line), so the logged curve of a resumed run equals the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from hierlab.io import atomic_write_text
+from hierlab.train.config import TrainingConfig
+from hierlab.train.tracking import Tracker, backends_of
+
+__all__ = ["EVAL_COLUMNS", "LOSS_COLUMNS", "RunLog", "fmt", "truncate_csv"]
+
+LOSS_COLUMNS = ["step", "tokens_seen", "train_loss", "lr", "grad_norm", "tokens_per_s"]
+EVAL_COLUMNS = ["step", "tokens_seen", "test_loss"]
+
+
+def fmt(x: float | None) -> str:
+    """A float as written to the CSVs: full precision (``repr``), empty for None."""
+    return "" if x is None else repr(float(x))
+
+
+def truncate_csv(path: Path, columns: list[str], last_step: int) -> None:
+    """Keep the header and the complete rows with step <= last_step (drops a torn last line
+    left by a kill), rewritten atomically."""
+    rows: list[str] = []
+    if path.exists():
+        for line in path.read_text().splitlines()[1:]:
+            parts = line.split(",")
+            if len(parts) != len(columns):
+                continue
+            try:
+                step = int(parts[0])
+            except ValueError:
+                continue
+            if step <= last_step:
+                rows.append(line)
+    atomic_write_text(path, "\n".join([",".join(columns), *rows]) + "\n")
+
+
+class _CsvLog:
+    """An append-only CSV, flushed per row so a kill loses at most the row being written."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = open(path, "a", newline="")  # noqa: SIM115 - closed in close()
+        self._writer = csv.writer(self._fh, lineterminator="\n")
+
+    def row(self, values: list[Any]) -> None:
+        self._writer.writerow(values)
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class RunLog:
+    """The run's logs (rank 0 only): the two CSVs plus the configured trackers."""
+
+    def __init__(
+        self, out_dir: Path, name: str, train_cfg: TrainingConfig, resumed_at: int | None
+    ) -> None:
+        keep = -1 if resumed_at is None else resumed_at  # rows of the resumed checkpoint stay
+        truncate_csv(out_dir / "loss.csv", LOSS_COLUMNS, keep)
+        truncate_csv(out_dir / "eval.csv", EVAL_COLUMNS, keep)
+        self._loss = _CsvLog(out_dir / "loss.csv")
+        self._eval = _CsvLog(out_dir / "eval.csv")
+        self._tracker = Tracker(
+            backends_of(train_cfg), out_dir, run_name=name, resume=resumed_at is not None,
+            project=train_cfg.wandb_project, config=train_cfg.model_dump(mode="json"),
+        )
+
+    def train(
+        self, step: int, tokens: int, loss: float, lr: float, grad_norm: float, tps: float
+    ) -> None:
+        self._loss.row([step, tokens, fmt(loss), fmt(lr), fmt(grad_norm), f"{tps:.1f}"])
+        self._tracker.log({"train/loss": loss, "train/lr": lr, "train/tokens_per_s": tps,
+                           "train/grad_norm": grad_norm}, step)
+
+    def eval(self, step: int, tokens: int, test_loss: float | None) -> None:
+        self._eval.row([step, tokens, fmt(test_loss)])
+        self._tracker.log({"eval/loss": test_loss}, step)
+
+    def close(self) -> None:
+        self._loss.close()
+        self._eval.close()
+        self._tracker.close()
