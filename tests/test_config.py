@@ -85,3 +85,23 @@ def test_cross_field_errors_at_load_time(data, expected):
     """Regression: these were accepted by `hierlab config` and failed only at first use."""
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         config_from_dict(data)
+
+
+def test_top_level_configs_are_sweeps_or_bases_not_preset_copies():
+    """Presets have one home (the package); configs/ must not grow a hand-kept twin, and
+    every file in it must load (as a sweep, or as the experiment base a sweep names)."""
+    from pathlib import Path
+
+    from hierlab.sweep import load_sweep
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.yml"))
+    assert files
+    assert not {p.stem for p in files} & set(preset_names())
+    for path in files:
+        data = yaml.safe_load(path.read_text())
+        if "base" in data:
+            _, runs = load_sweep(path)
+            assert runs, path
+        else:
+            load_config(path)
