@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hierlab import __version__
-from hierlab.cli import _PROBES, _STAGES, app
+from hierlab.cli import app
 
 
 def test_python_m_hierlab_and_version():
@@ -62,8 +62,11 @@ def test_runtime_and_config_errors_exit_1(tmp_path):
     assert res.exit_code == 1
 
 
-def test_the_cli_copies_of_stage_and_probe_names_are_current():
-    from hierlab.pipeline import STAGES
-    from hierlab.probes.config import ALL_PROBES
+def test_the_cli_checks_the_contract_names():
+    """--stages and --probes accept exactly the contract's names (hierlab.contracts)."""
+    from hierlab.contracts import PROBES, STAGES
 
-    assert _STAGES == STAGES and _PROBES == ALL_PROBES
+    for opt, names in (("--stages", STAGES), ("--probes", PROBES)):
+        cmd = "run" if opt == "--stages" else "probe"
+        res = CliRunner().invoke(app, [cmd, "quickstart", opt, "bogus"])
+        assert res.exit_code == 2 and all(n in res.output for n in names), res.output

@@ -10,19 +10,25 @@ interrupted. ``python -m hierlab`` runs the same app.
 
 from __future__ import annotations
 
-import functools
-import logging
-import os
-import re
 import sys
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from hierlab import __version__
-from hierlab.errors import HierlabError
+from hierlab.cli_options import (
+    PROBES,
+    STAGES,
+    ConfigArg,
+    Engine,
+    OutOpt,
+    VariantChoice,
+    check_device,
+    comma_choice,
+    friendly,
+    run_dir_of,
+)
 
 app = typer.Typer(
     help="hierlab: corpora with controlled hierarchical latent structure, small Llama models "
@@ -32,15 +38,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ConfigArg = Annotated[
-    str | None,
-    typer.Argument(
-        help="experiment config: a YAML path or a shipped preset name (quickstart, paper, ...); "
-        "default: the shipped quickstart",
-        show_default=False,
-    ),
-]
 
 
 def _version(value: bool) -> None:
@@ -60,83 +57,8 @@ def _main(
     """Options before the command (the app's help text is set on ``app``)."""
 
 
-# copies of hierlab.pipeline.STAGES and hierlab.probes.config.ALL_PROBES (tested equal), so
-# that option checks do not import torch
-_STAGES = ("corpus", "train", "probe", "figures")
-_PROBES = ("induction", "fv", "hydra", "structure")
-_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
-
-
-def _check_device(value: str | None) -> str | None:
-    """--device is checked before any work: its syntax, and that CUDA exists if asked for."""
-    if value is None:
-        return None
-    if not _DEVICE.fullmatch(value):
-        raise typer.BadParameter(f"{value!r}: expected cpu, cuda or cuda:N")
-    if value.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise typer.BadParameter(f"{value!r}: no CUDA device is available")
-    return value
-
-
-def _comma_choice(allowed: tuple[str, ...], what: str) -> Any:
-    def check(value: str | None) -> str | None:
-        if value is None:
-            return None
-        bad = [v.strip() for v in value.split(",") if v.strip() and v.strip() not in allowed]
-        if bad:
-            raise typer.BadParameter(f"unknown {what}(s) {bad} (allowed: {', '.join(allowed)})")
-        return value
-
-    return check
-
-
-class Engine(StrEnum):
-    local = "local"
-    dask = "dask"
-
-
-class VariantChoice(StrEnum):
-    reference = "reference"
-    standard = "standard"
-    both = "both"
-
-
-OutOpt = Annotated[
-    Path | None,
-    typer.Option("--out", help="run directory; default runs/<config name>", show_default=False),
-]
-
-
-def _friendly(fn: Any) -> Any:
-    """Turn HierlabError into a one-line message and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-        # our stages show their own progress; HF's per-load weight bars would drown it
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-        try:
-            return fn(*args, **kwargs)
-        except HierlabError as err:
-            typer.secho(f"error: {err}", fg="red", err=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            typer.secho("interrupted: finished outputs are kept; re-run to resume", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def _run_dir(cfg: Any, out: Path | None) -> Path:
-    return out if out is not None else Path("runs") / cfg.name
-
-
 @app.command()
-@_friendly
+@friendly
 def corpus(
     config: ConfigArg = None,
     out: OutOpt = None,
@@ -162,7 +84,7 @@ def corpus(
     from hierlab.corpus.generate import generate_corpora
 
     cfg = load_config(config)
-    run_dir = _run_dir(cfg, out)
+    run_dir = run_dir_of(cfg, out)
     paths = generate_corpora(
         cfg, run_dir, only=only, workers=workers, engine=engine.value, scheduler=scheduler
     )
@@ -171,7 +93,7 @@ def corpus(
 
 
 @app.command("corpus-stats")
-@_friendly
+@friendly
 def corpus_stats_cmd(
     corpus_dir: Annotated[Path, typer.Argument(help="a corpus folder: RUN/corpus/<name>")],
     max_tokens: Annotated[
@@ -191,7 +113,7 @@ def corpus_stats_cmd(
 
 
 @app.command()
-@_friendly
+@friendly
 def config(
     config: ConfigArg = None,
 ) -> None:
@@ -205,7 +127,7 @@ def config(
 
 
 @app.command()
-@_friendly
+@friendly
 def train(
     config: ConfigArg = None,
     out: OutOpt = None,
@@ -215,7 +137,7 @@ def train(
     device: Annotated[
         str | None,
         typer.Option(help="cpu | cuda | cuda:N; default: training.device, else cuda if available",
-                     callback=_check_device),
+                     callback=check_device),
     ] = None,
 ) -> None:
     """Train one model per corpus into OUT/models/<name>/ (checkpoints, loss.csv, eval.csv).
@@ -227,14 +149,14 @@ def train(
     from hierlab.train.loop import train_corpora
 
     cfg = load_config(config)
-    run_dir = _run_dir(cfg, out)
+    run_dir = run_dir_of(cfg, out)
     paths = train_corpora(cfg, run_dir, only=corpus, device=device)
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
 
 
 @app.command()
-@_friendly
+@friendly
 def figures(
     run_dir: Annotated[
         Path, typer.Argument(help="run directory holding metrics/*.parquet and models/<c>/")
@@ -281,7 +203,7 @@ def figures(
 
 
 @app.command("olmo-loss")
-@_friendly
+@friendly
 def olmo_loss_cmd(
     out: Annotated[
         Path, typer.Option("--out", help="CSV to write (columns step, loss, run)")
@@ -300,7 +222,7 @@ def olmo_loss_cmd(
 
 
 @app.command()
-@_friendly
+@friendly
 def probe(
     config: ConfigArg = None,
     checkpoints: Annotated[
@@ -315,7 +237,7 @@ def probe(
     probes: Annotated[
         str | None,
         typer.Option("--probes", help="comma list of induction,fv,hydra,structure",
-                     show_default=False, callback=_comma_choice(_PROBES, "probe")),
+                     show_default=False, callback=comma_choice(PROBES, "probe")),
     ] = None,
     variant: Annotated[
         VariantChoice | None,
@@ -326,7 +248,7 @@ def probe(
     device: Annotated[
         str | None,
         typer.Option("--device", help="cpu | cuda | cuda:N (default: the config's)",
-                     show_default=False, callback=_check_device),
+                     show_default=False, callback=check_device),
     ] = None,
 ) -> None:
     """Run the probes over checkpoints into OUT/metrics/<probe>.parquet.
@@ -339,7 +261,7 @@ def probe(
     from hierlab.probes.runner import run_probes
 
     cfg = load_config(config)
-    run_dir = _run_dir(cfg, out)
+    run_dir = run_dir_of(cfg, out)
     paths = run_probes(
         cfg, run_dir, checkpoints=checkpoints, probes=probes,
         variant=variant.value if variant is not None else None, device=device,
@@ -349,7 +271,7 @@ def probe(
 
 
 @app.command("run")
-@_friendly
+@friendly
 def run_cmd(
     config: ConfigArg = None,
     out: OutOpt = None,
@@ -357,7 +279,7 @@ def run_cmd(
     device: Annotated[
         str | None,
         typer.Option(help="torch device for training and probes (cpu, cuda, cuda:N)",
-                     callback=_check_device),
+                     callback=check_device),
     ] = None,
     olmo_loss: Annotated[
         Path | None,
@@ -366,13 +288,13 @@ def run_cmd(
     stages: Annotated[
         str,
         typer.Option(help="comma-separated subset of corpus,train,probe,figures",
-                     callback=_comma_choice(_STAGES, "stage")),
+                     callback=comma_choice(STAGES, "stage")),
     ] = "corpus,train,probe,figures",
 ) -> None:
     """Run the whole study: corpus -> train -> probe -> figures -> report.
 
     Stages whose outputs are complete are skipped; a killed run resumes. With no CONFIG
-    it runs the shipped quickstart (about 15 minutes on a 2-core CPU).
+    it runs the shipped quickstart (about 3 minutes on a 2-core CPU).
     """
     from rich.console import Console
 
@@ -381,7 +303,7 @@ def run_cmd(
 
     chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
     cfg = load_config(config)
-    run_dir = _run_dir(cfg, out)
+    run_dir = run_dir_of(cfg, out)
     console = Console(stderr=True)
     result = run(
         cfg, run_dir, stages=chosen, workers=workers, device=device, olmo_loss=olmo_loss,
@@ -394,7 +316,7 @@ def run_cmd(
 
 
 @app.command("sweep")
-@_friendly
+@friendly
 def sweep_cmd(
     sweep_file: Annotated[Path, typer.Argument(help="sweep YAML: base, set, grid, runs")],
     out: Annotated[

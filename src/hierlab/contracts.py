@@ -25,11 +25,18 @@ import pyarrow as pa
 __all__ = [
     "METRICS_SCHEMA",
     "OPTIONAL_METRIC_COLUMNS",
+    "PROBES",
     "REQUIRED_METRIC_COLUMNS",
     "ROLE_CODES",
+    "STAGES",
     "VARIANTS",
     "section_hash",
 ]
+
+#: the stages of a run, in order (``hierlab run --stages``)
+STAGES: tuple[str, ...] = ("corpus", "train", "probe", "figures")
+#: the probes a run can measure (``probes.run``, ``hierlab probe --probes``)
+PROBES: tuple[str, ...] = ("induction", "fv", "hydra", "structure")
 
 #: every probe has the reference study's definition and the literature's
 VARIANTS: tuple[str, ...] = ("reference", "standard")

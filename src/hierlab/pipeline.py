@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from hierlab.config import ExperimentConfig
+from hierlab.contracts import STAGES
 from hierlab.figures.config import FiguresConfig
 from hierlab.io import atomic_write_bytes, atomic_write_json
 
@@ -25,8 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 log = logging.getLogger(__name__)
-
-STAGES = ("corpus", "train", "probe", "figures")
 
 
 def _stage_corpus(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> Any:
