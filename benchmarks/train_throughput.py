@@ -1,15 +1,30 @@
-"""Training throughput: HF ``Trainer`` (the reference's settings) vs hierlab's loop.
+"""Training throughput, like for like: a plain PyTorch loop, HF Trainer and hierlab.
 
-Same process, same model (the reference Llama, SPEC §4.4, same seed), same data (random
-tokens in memory-mapped shards), same batch. HF Trainer runs with the reference's settings
-adapted to the device (CPU: fp32, no compile; GPU: fp16 + torch_compile, SPEC §4.5);
-hierlab's loop runs with each precision asked for. Tokens/s are measured over the steps
-after a warm-up, from step-end to step-end (data loading included). A third number is the
-data path alone: random windows gathered from the memory maps (target >= 10 M tokens/s).
+Same process, same model (the config's HF Llama, same seed), same data (the config's own
+corpora, generated into a temp folder), same batch, same precision (bf16 autocast on CPU
+by default). Each contender runs ``--warmup`` untimed steps and then ``--steps`` timed
+ones; tokens/s is counted from the end of the warm-up to the end of the last step. Runs are
+interleaved over ``--repeats`` so background load hits all alike; the best is kept.
 
-    python benchmarks/train_throughput.py --device cpu --steps 5 --warmup 2
-    python benchmarks/train_throughput.py --device cuda --batch 64 --steps 50 --warmup 20 \
-        --precisions bf16,fp16 --compile
+Contenders:
+
+* ``plain``: the 20-line loop a user would write (eager, AdamW, autocast), all threads;
+* ``plain_1t``: the same on one thread (how much a second core buys a small model);
+* ``hf_trainer``: ``transformers.Trainer`` at the same precision (``bf16=True``, CPU);
+* ``hierlab``: :func:`hierlab.train.loop.train_model` (one model, all threads), from its
+  ``loss.csv`` (checkpointing and evaluation are not timed);
+* ``hierlab_compile``: the same with ``training.compile: true`` (first compile not timed;
+  its seconds are printed);
+* ``stage``: :func:`hierlab.train.loop.train_corpora` on every corpus of the config with
+  the default ``parallel_corpora: auto`` — total tokens of all models per wall second of
+  the whole call (process start, checkpoints and evaluation included), against ``stage_serial``,
+  the same call with ``parallel_corpora: 1``.
+
+Ratios are printed against ``plain``. The quickstart (default config) on this project's
+2-core CPU::
+
+    python benchmarks/train_throughput.py --steps 60 --warmup 10 --repeats 2
+    python benchmarks/train_throughput.py --config paper --device cuda --batch 256 --steps 30
 """
 
 from __future__ import annotations
@@ -21,49 +36,67 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from hierlab.corpus.shards import write_split
-from hierlab.train.config import ModelConfig, TrainingConfig
+from hierlab.config import ExperimentConfig, load_config
+from hierlab.train.config import TrainingConfig
 from hierlab.train.data import TokenWindows, WindowOrder, batch_positions
-from hierlab.train.loop import train_model
+from hierlab.train.loop import train_corpora, train_model
 from hierlab.train.model import build_model
 
-VOCAB = 1003
+AMP = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
-def make_corpus(root: Path, tokens: int, shards: int = 4) -> Path:
-    """A split of uniformly random ids (the speed does not depend on the content)."""
-    rng = np.random.default_rng(0)
-    per = tokens // shards
-    parts = [rng.integers(0, 1000, per).astype(np.uint16) for _ in range(shards)]
-    manifest = dict(
-        corpus="bench",
-        kind="pcfg",
-        vocab_size=VOCAB,
-        eos_id=1000,
-        pad_id=1002,
-        unk_id=1001,
-        boundary_id=None,
-        config_hash="bench",
-        loss_floors={},
-    )
-    for split in ("train", "test"):
-        write_split(
-            root / split,
-            parts if split == "train" else parts[:1],
-            manifest={**manifest, "split": split},
-        )
-    return root
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
-def bench_hf(model_cfg: ModelConfig, corpus: Path, args: argparse.Namespace, out: Path) -> float:
-    """HF Trainer with the reference's TrainingArguments (SPEC §4.5) adapted to the device."""
+def _model(cfg: ExperimentConfig, windows: TokenWindows, device: str) -> torch.nn.Module:
+    return build_model(cfg.model, windows.vocab_size, cfg.training.seed).to(device)
+
+
+def bench_plain(cfg: ExperimentConfig, corpus: Path, a: argparse.Namespace,
+                threads: int | None = None) -> float:
+    """The loop a user could write in 20 lines: gather, autocast forward, backward, AdamW."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        t = cfg.training
+        windows = TokenWindows(corpus / "train", cfg.model.context_length)
+        order = WindowOrder(windows.n_windows, t.seed)
+        model = _model(cfg, windows, a.device)
+        opt = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.betas),
+                                weight_decay=t.weight_decay)
+        amp = AMP[a.precision]
+        start = 0.0
+        for step in range(a.warmup + a.steps):
+            if step == a.warmup:
+                _sync(a.device)
+                start = time.perf_counter()
+            x = torch.from_numpy(windows.gather(order(batch_positions(step, a.batch)))
+                                 .astype(np.int64)).to(a.device)
+            with torch.autocast(a.device, dtype=amp, enabled=amp is not None):
+                loss = model(input_ids=x, labels=x, use_cache=False).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        _sync(a.device)
+        return a.steps * a.batch * cfg.model.context_length / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+
+
+def bench_hf(cfg: ExperimentConfig, corpus: Path, a: argparse.Namespace, out: Path) -> float:
+    """HF Trainer at the same precision, batch and model; clocked at step ends."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    windows = TokenWindows(corpus / "train", model_cfg.context_length)
+    windows = TokenWindows(corpus / "train", cfg.model.context_length)
     order = WindowOrder(windows.n_windows, 0)
 
     class Windows(torch.utils.data.Dataset):
@@ -72,162 +105,142 @@ def bench_hf(model_cfg: ModelConfig, corpus: Path, args: argparse.Namespace, out
 
         def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
             x = torch.from_numpy(windows.gather(order(np.array([i])))[0].astype(np.int64))
-            return {"input_ids": x, "labels": x, "attention_mask": torch.ones_like(x)}
+            return {"input_ids": x, "labels": x}
+
+    ends: list[float] = []
 
     class Clock(TrainerCallback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
+        def on_step_end(self, *args: object, **kw: object) -> None:
+            _sync(a.device)
+            ends.append(time.perf_counter())
 
-        def on_step_end(self, *a: object, **k: object) -> None:
-            if args.device == "cuda":
-                torch.cuda.synchronize()
-            self.ends.append(time.perf_counter())
-
-    gpu = args.device == "cuda"
+    gpu = a.device == "cuda"
     targs = TrainingArguments(
         output_dir=str(out),
-        per_device_train_batch_size=args.batch,
-        max_steps=args.warmup + args.steps,
-        learning_rate=5e-5,
-        lr_scheduler_type="linear",
+        per_device_train_batch_size=a.batch,
+        max_steps=a.warmup + a.steps,
+        learning_rate=cfg.training.lr,
         optim="adamw_torch",
         max_grad_norm=1.0,
-        fp16=gpu,
-        torch_compile=gpu and args.compile,
+        bf16=a.precision == "bf16",
+        fp16=a.precision == "fp16",
+        torch_compile=a.compile_hf,
         use_cpu=not gpu,
         save_strategy="no",
         eval_strategy="no",
         logging_strategy="no",
         report_to="none",
         disable_tqdm=True,
-        dataloader_num_workers=args.hf_workers,
+        dataloader_num_workers=0,
         dataloader_pin_memory=gpu,
         seed=0,
     )
-    clock = Clock()
-    model = build_model(model_cfg, VOCAB, seed=0)
-    Trainer(model=model, args=targs, train_dataset=Windows(), callbacks=[clock]).train()
-    span = clock.ends[-1] - clock.ends[args.warmup - 1]
-    return args.steps * args.batch * model_cfg.context_length / span
+    model = _model(cfg, windows, a.device)
+    Trainer(model=model, args=targs, train_dataset=Windows(), callbacks=[Clock()]).train()
+    return a.steps * a.batch * cfg.model.context_length / (ends[-1] - ends[a.warmup - 1])
 
 
-def bench_hierlab(
-    model_cfg: ModelConfig, corpus: Path, args: argparse.Namespace, precision: str, out: Path
-) -> float:
-    """hierlab's own loop (train_model), one loss.csv row per step."""
-    total = args.warmup + args.steps
-    cfg = TrainingConfig(
-        batch_size=args.batch,
-        micro_batch_size=args.batch,
-        precision=precision,
-        compile=args.compile,
-        max_tokens=total * args.batch * model_cfg.context_length,
-        log_every=1,
-        eval_tokens=0,
-        checkpoints={"schedule": "list", "steps": [total]},
-        device=args.device,
+def _train_cfg(cfg: ExperimentConfig, a: argparse.Namespace, **kw: Any) -> TrainingConfig:
+    total = a.warmup + a.steps
+    base = cfg.training.model_dump()
+    base.update(
+        batch_size=a.batch, micro_batch_size=a.batch, precision=a.precision,
+        max_tokens=total * a.batch * cfg.model.context_length, log_every=1, eval_tokens=0,
+        checkpoints={"schedule": "list", "steps": [total]}, device=a.device, tracking=[],
+        tensorboard=False,
     )
-    train_model(model_cfg, cfg, corpus, out)
+    base.update(kw)
+    return TrainingConfig(**base)
+
+
+def bench_hierlab(cfg: ExperimentConfig, corpus: Path, a: argparse.Namespace, out: Path,
+                  compile: bool = False) -> tuple[float, float]:
+    """train_model on one corpus; (tokens/s after the warm-up, seconds of the warm-up)."""
+    tcfg = _train_cfg(cfg, a, compile=compile)
+    train_model(cfg.model, tcfg, corpus, out)
     with open(out / "loss.csv") as fh:
-        rows = list(csv.DictReader(fh))[args.warmup :]
-    per_step = cfg.batch_size * model_cfg.context_length
-    seconds = sum(per_step / float(r["tokens_per_s"]) for r in rows)
-    return len(rows) * per_step / seconds
+        rows = list(csv.DictReader(fh))
+    per_step = a.batch * cfg.model.context_length
+    warm = sum(per_step / float(r["tokens_per_s"]) for r in rows[: a.warmup])
+    timed = rows[a.warmup :]
+    return len(timed) * per_step / sum(per_step / float(r["tokens_per_s"]) for r in timed), warm
 
 
-def bench_data(corpus: Path, context: int, batch: int, seconds: float = 2.0) -> float:
-    """Random windows gathered from the memory maps (page cache warm), tokens/s."""
-    windows = TokenWindows(corpus / "train", context)
-    order = WindowOrder(windows.n_windows, 0)
-    windows.gather(order(np.arange(min(batch, windows.n_windows))))
-    n, step, t0 = 0, 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        n += windows.gather(order(batch_positions(step, batch))).size
-        step += 1
-    return n / (time.perf_counter() - t0)
+def bench_stage(cfg: ExperimentConfig, run: Path, a: argparse.Namespace, out: Path,
+                parallel: int | str) -> float:
+    """train_corpora over every corpus: total tokens per wall second of the whole call."""
+    tcfg = _train_cfg(cfg, a, parallel_corpora=parallel)
+    for name in cfg.corpora:
+        (out / "corpus").mkdir(parents=True, exist_ok=True)
+        (out / "corpus" / name).symlink_to(run / "corpus" / name)
+    t0 = time.perf_counter()
+    dirs = train_corpora(cfg.model_copy(update={"training": tcfg}), out, device=a.device)
+    wall = time.perf_counter() - t0
+    tokens = sum(json.loads((d / "run.json").read_text())["total_tokens"] for d in dirs.values())
+    return tokens / wall
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="quickstart", help="preset name or YAML path")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument(
-        "--model",
-        choices=["reference", "small"],
-        default="reference",
-        help="reference: 17.3 M params; small: 2 layers, width 128",
-    )
-    ap.add_argument("--batch", type=int, default=8, help="sequences per step (x 512 tokens)")
-    ap.add_argument("--steps", type=int, default=5, help="measured steps")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    ap.add_argument("--precisions", default="fp32,bf16", help="hierlab precisions to run")
-    ap.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile hierlab (and HF on GPU, as the reference)",
-    )
-    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--hf-workers", type=int, default=0, help="HF dataloader workers")
-    ap.add_argument("--skip-hf", action="store_true")
-    ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats; best is kept")
-    ap.add_argument("--data-batch", type=int, default=3104, help="windows per gather (data path)")
+    ap.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16")
+    ap.add_argument("--batch", type=int, help="sequences per step (default: the config's)")
+    ap.add_argument("--steps", type=int, default=60, help="timed steps")
+    ap.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved repeats; best kept")
+    ap.add_argument("--only", help="comma list of contenders (default: all)")
+    ap.add_argument("--compile-hf", action="store_true", help="torch_compile for HF Trainer")
     ap.add_argument("--json", type=Path, help="also write the results here")
-    args = ap.parse_args()
+    a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if args.model == "reference":
-        model_cfg = ModelConfig()
-    else:
-        model_cfg = ModelConfig(hidden_size=128, num_layers=2, num_heads=4)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    cfg = load_config(a.config)
+    a.batch = a.batch or cfg.training.batch_size
+    names = ["plain", "plain_1t", "hf_trainer", "hierlab", "hierlab_compile", "stage_serial",
+             "stage"]
+    chosen = a.only.split(",") if a.only else names
     torch.manual_seed(0)
-    results: dict[str, object] = {
-        "device": args.device,
-        "torch_threads": torch.get_num_threads(),
-        "model": args.model,
-        "batch": f"{args.batch} x {model_cfg.context_length}",
-        "steps": args.steps,
-        "warmup": args.warmup,
+    res: dict[str, Any] = {
+        "config": a.config, "device": a.device, "precision": a.precision,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "batch": f"{a.batch} x {cfg.model.context_length}", "steps": a.steps,
+        "warmup": a.warmup, "runs": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        need = (args.warmup + args.steps + 1) * args.batch * model_cfg.context_length
-        corpus = make_corpus(root / "corpus", max(need, 1 << 25))
-        results["data_tokens_per_s"] = bench_data(corpus, model_cfg.context_length, args.data_batch)
-        print(
-            f"data path: {results['data_tokens_per_s'] / 1e6:.1f} M tokens/s "
-            f"({args.data_batch} random windows per gather)",
-            flush=True,
-        )
-        ref_prec = "fp32"
-        if args.device == "cuda":
-            ref_prec = "fp16+compile" if args.compile else "fp16"
-        results["hf_trainer_precision"] = ref_prec
-        runs: dict[str, list[float]] = {}
-        for r in range(args.repeats):  # interleaved, so background load hits all alike
-            if not args.skip_hf:
-                tps = bench_hf(model_cfg, corpus, args, root / f"hf-{r}")
-                runs.setdefault("hf_trainer", []).append(tps)
-                print(f"[{r}] HF Trainer ({ref_prec}): {tps:,.0f} tokens/s", flush=True)
-            for prec in args.precisions.split(","):
-                tps = bench_hierlab(model_cfg, corpus, args, prec, root / f"hierlab-{prec}-{r}")
-                runs.setdefault(f"hierlab_{prec}", []).append(tps)
-                print(f"[{r}] hierlab {prec}: {tps:,.0f} tokens/s", flush=True)
-        results["runs_tokens_per_s"] = runs
-        best = {k: max(v) for k, v in runs.items()}
-        results["best_tokens_per_s"] = best
-        if "hf_trainer" in best:
-            for k, v in best.items():
-                if k != "hf_trainer":
-                    results[f"ratio_{k}_vs_hf"] = v / best["hf_trainer"]
-                    print(
-                        f"{k}: {v:,.0f} tokens/s = {v / best['hf_trainer']:.2f} x HF Trainer "
-                        f"({ref_prec}, {best['hf_trainer']:,.0f} tokens/s); best of "
-                        f"{args.repeats}",
-                        flush=True,
-                    )
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        from hierlab.pipeline import run as run_pipeline
+
+        run_pipeline(cfg, root / "run", stages=("corpus",))
+        first = root / "run" / "corpus" / next(iter(cfg.corpora))
+        for r in range(a.repeats):
+            for name in chosen:
+                out = root / f"{name}-{r}"
+                if name == "plain":
+                    tps = bench_plain(cfg, first, a)
+                elif name == "plain_1t":
+                    tps = bench_plain(cfg, first, a, threads=1)
+                elif name == "hf_trainer":
+                    tps = bench_hf(cfg, first, a, out)
+                elif name in ("hierlab", "hierlab_compile"):
+                    tps, warm = bench_hierlab(cfg, first, a, out, compile=name != "hierlab")
+                    res.setdefault("warmup_seconds", {})[name] = warm
+                else:
+                    tps = bench_stage(cfg, root / "run", a, out,
+                                      1 if name == "stage_serial" else "auto")
+                res["runs"].setdefault(name, []).append(tps)
+                print(f"[{r}] {name}: {tps:,.0f} tokens/s", flush=True)
+    best = {k: max(v) for k, v in res["runs"].items()}
+    res["best_tokens_per_s"] = best
+    if "plain" in best:
+        res["ratio_vs_plain"] = {k: v / best["plain"] for k, v in best.items()}
+        print(f"\n{'contender':18s} {'tokens/s':>10s}  ratio vs plain (best of {a.repeats})")
+        for k, v in best.items():
+            print(f"{k:18s} {v:10,.0f}  {v / best['plain']:.2f}x")
+    if "warmup_seconds" in res:
+        for k, v in res["warmup_seconds"].items():
+            print(f"{k}: {a.warmup} warm-up steps took {v:.1f} s (compile included)")
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2) + "\n")
 
 
 if __name__ == "__main__":

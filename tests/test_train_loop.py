@@ -348,3 +348,42 @@ def test_train_corpora_and_cli(tmp_path: Path) -> None:
     res = runner.invoke(app, ["train", str(cfg_path), "--out", str(tmp_path / "empty")])
     assert res.exit_code == 1 and "no train split" in res.output
     assert train_corpora(cfg, run_dir, only="toy") == {"toy": model_dir}  # finished: skipped
+
+
+def test_corpora_trained_at_once_equal_one_after_the_other(tmp_path: Path) -> None:
+    """Two corpora in two processes (one thread each) give the very bytes of training them
+    one after the other; a worker's error reaches the caller as itself."""
+    from hierlab.config import config_from_dict
+    from hierlab.train.loop import concurrent_corpora, train_corpora
+
+    for run in ("serial", "parallel"):
+        for name in ("a", "b"):
+            corpus = make_corpus(tmp_path / run)
+            corpus.rename(corpus.parent / name)
+    data = {
+        "name": "two",
+        "corpora": {"a": {"kind": "pcfg"}, "b": {"kind": "pcfg"}},
+        "model": TINY.model_dump(mode="json", exclude_none=True),
+        "training": tcfg().model_dump(mode="json", exclude_none=True),
+    }
+    serial = config_from_dict({**data, "training": {**data["training"], "parallel_corpora": 1}})
+    both = config_from_dict(
+        {**data, "training": {**data["training"], "parallel_corpora": 2, "threads": 1}}
+    )
+    assert concurrent_corpora(serial.training, 2, "cpu") == 1
+    assert concurrent_corpora(both.training, 2, "cpu") == 2
+    assert concurrent_corpora(both.training, 1, "cpu") == 1
+    a = train_corpora(serial, tmp_path / "serial", device="cpu")
+    b = train_corpora(both, tmp_path / "parallel", device="cpu")
+    assert list(a) == list(b) == ["a", "b"]
+    for name in ("a", "b"):
+        for f in ("loss.csv", "eval.csv"):
+            rows = [{k: v for k, v in r.items() if k != "tokens_per_s"}
+                    for r in read_csv(a[name] / f)]
+            assert rows == [{k: v for k, v in r.items() if k != "tokens_per_s"}
+                            for r in read_csv(b[name] / f)]
+        weights = "checkpoints/step-00000020/model.safetensors"
+        assert snapshot(a[name])[weights] == snapshot(b[name])[weights]
+    (tmp_path / "broken" / "corpus").mkdir(parents=True)
+    with pytest.raises(DataError, match="no train split"):
+        train_corpora(both, tmp_path / "broken", device="cpu")

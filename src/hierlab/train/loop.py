@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +46,7 @@ from hierlab.train.tracking import backends_of, check_backends
 if TYPE_CHECKING:
     from hierlab.config import ExperimentConfig
 
-__all__ = ["train_corpora", "train_model"]
+__all__ = ["concurrent_corpora", "train_corpora", "train_model"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,12 @@ def train_corpora(
     cfg: ExperimentConfig, run_dir: Path, only: str | None = None, device: str | None = None
 ) -> dict[str, Path]:
     """Train one model per corpus of ``cfg`` on ``run_dir/corpus/<name>``; returns the model
-    folders ``run_dir/models/<name>``. Finished models are skipped, killed ones resumed."""
+    folders ``run_dir/models/<name>``. Finished models are skipped, killed ones resumed.
+
+    On CPU the corpora train at the same time, one process each, with torch's threads
+    split between them (``training.parallel_corpora``): a small model does not use a
+    second core well, a second model does.
+    """
     run_dir = Path(run_dir)
     names = list(cfg.corpora)
     if only is not None:
@@ -65,17 +73,62 @@ def train_corpora(
         names = [only]
     if not names:
         raise ConfigError("corpora: the config lists no corpus to train on")
+    jobs = [(n, run_dir / "corpus" / n, run_dir / "models" / n) for n in names]
+    at_once = concurrent_corpora(cfg.training, len(jobs), device)
+    if at_once == 1:
+        with _threads(cfg.training.threads):
+            return {
+                n: train_model(cfg.model, cfg.training, c, o, corpus_name=n, device=device)
+                for n, c, o in jobs
+            }
+    threads = cfg.training.threads or max(1, torch.get_num_threads() // at_once)
+    level = logging.getLogger("hierlab").getEffectiveLevel()
     out: dict[str, Path] = {}
-    for name in names:
-        out[name] = train_model(
-            cfg.model,
-            cfg.training,
-            run_dir / "corpus" / name,
-            run_dir / "models" / name,
-            corpus_name=name,
-            device=device,
-        )
-    return out
+    ctx = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
+    with ProcessPoolExecutor(at_once, mp_context=ctx) as pool:
+        futures = {
+            pool.submit(_train_worker, cfg.model, cfg.training, c, o, n, device, threads, i,
+                        level): n
+            for i, (n, c, o) in enumerate(jobs)
+        }
+        for fut in as_completed(futures):  # the first error is raised; others finish
+            out[futures[fut]] = fut.result()
+    return {n: out[n] for n in names}
+
+
+def concurrent_corpora(train_cfg: TrainingConfig, n_jobs: int, device: str | None) -> int:
+    """How many corpora train at once: ``parallel_corpora``, with ``auto`` = one process per
+    corpus up to the CPU cores on CPU, and 1 on CUDA or under torchrun."""
+    if n_jobs <= 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return 1
+    if train_cfg.parallel_corpora != "auto":
+        return min(int(train_cfg.parallel_corpora), n_jobs)
+    if resolve_device(device or train_cfg.device).type != "cpu":
+        return 1
+    return max(1, min(n_jobs, torch.get_num_threads()))
+
+
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` for the block (None: left as they are)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_worker(
+    model_cfg: ModelConfig, train_cfg: TrainingConfig, corpus_dir: Path, out_dir: Path,
+    name: str, device: str | None, threads: int, position: int, log_level: int,
+) -> Path:
+    """One corpus in its own process: its thread share, its own progress-bar line."""
+    logging.basicConfig(level=log_level, format="%(message)s")
+    torch.set_num_threads(threads)
+    return train_model(model_cfg, train_cfg, corpus_dir, out_dir, corpus_name=name,
+                       device=device, bar_position=position)
 
 
 def train_model(
@@ -87,11 +140,13 @@ def train_model(
     corpus_name: str | None = None,
     device: str | None = None,
     on_step: Callable[[int], None] | None = None,
+    bar_position: int | None = None,
 ) -> Path:
     """Train (or resume, or skip if finished) one model on ``corpus_dir/{train,test}``.
 
     ``on_step(step)`` is called after every optimizer step (tests use it to simulate a
-    kill). Every check a user can fail runs before anything is written.
+    kill); ``bar_position`` is the progress bar's line when several train at once. Every
+    check a user can fail runs before anything is written.
     """
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     name = corpus_name or corpus_dir.name
@@ -101,7 +156,8 @@ def train_model(
         dev = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(dev)
     try:
-        return _train(model_cfg, train_cfg, corpus_dir, out_dir, name, dev, dist, on_step)
+        return _train(model_cfg, train_cfg, corpus_dir, out_dir, name, dev, dist, on_step,
+                      bar_position)
     finally:
         if owns_group:
             torch.distributed.destroy_process_group()
@@ -126,8 +182,21 @@ def _optimizer(model: torch.nn.Module, cfg: TrainingConfig, dev: torch.device) -
         lr=cfg.lr,
         betas=tuple(cfg.betas),
         eps=cfg.eps,
-        fused=dev.type == "cuda",
+        **_ADAMW_KERNELS[_adamw_impl(cfg.adamw, dev)],
     )
+
+
+_ADAMW_KERNELS: dict[str, dict[str, bool]] = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "for-loop": {"foreach": False},
+}
+
+
+def _adamw_impl(requested: str, dev: torch.device) -> str:
+    if requested == "auto":
+        return "fused" if dev.type == "cuda" else "for-loop"
+    return requested
 
 
 def evaluate(
@@ -165,6 +234,7 @@ def _train(
     dev: torch.device,
     dist: Dist,
     on_step: Callable[[int], None] | None,
+    bar_position: int | None = None,
 ) -> Path:
     # --- plan: every check before anything is written -----------------------------------------
     prep = prepare(model_cfg, train_cfg, corpus_dir, dev, dist)
@@ -243,7 +313,7 @@ def _train(
     loss_n, tokens_since = int(acc["loss_n"]), int(acc["tokens_since"])
     t_last = time.perf_counter()
     bar = tqdm(total=plan.total_steps, initial=start_step, desc=f"train {name}", unit="step",
-               disable=None if dist.main else True)
+               disable=None if dist.main else True, position=bar_position)
     for step in range(start_step, plan.total_steps):
         lr = lr_at(step, train_cfg, plan.total_steps)
         for group in optimizer.param_groups:

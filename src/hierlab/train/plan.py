@@ -57,14 +57,18 @@ class Prepared:
     plan: TrainPlan
 
 
+#: training fields that change where and how fast a model trains, not which model: a run
+#: may resume under other values (like another device, they may change the last bits)
+NOT_HASHED = {"device", "tensorboard", "tracking", "wandb_project", "adamw", "threads",
+              "parallel_corpora"}
+
+
 def run_hash(model_cfg: ModelConfig, train_cfg: TrainingConfig, manifest: dict) -> str:
-    """Equal hashes mean the same model would be trained: configs (minus the device and
-    the tracking switches) plus the identity of the train split."""
+    """Equal hashes mean the same model would be trained: configs (minus :data:`NOT_HASHED`)
+    plus the identity of the train split."""
     blob = {
         "model": model_cfg.model_dump(mode="json"),
-        "training": train_cfg.model_dump(
-            mode="json", exclude={"device", "tensorboard", "tracking", "wandb_project"}
-        ),
+        "training": train_cfg.model_dump(mode="json", exclude=NOT_HASHED),
         "corpus": {
             "config_hash": manifest.get("config_hash"),
             "total_tokens": manifest.get("total_tokens"),
