@@ -9,8 +9,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from typing import TYPE_CHECKING, Any  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
+from hierlab._lazy import lazy_getattr  # noqa: E402
 from hierlab.errors import ConfigError, DataError, HierlabError  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -19,12 +20,4 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ConfigError", "DataError", "HierlabError", "Run", "__version__", "load_run"]
 
 # deferred so that `import hierlab` (every CLI command) stays free of pandas and torch
-_LAZY = {"load_run": "hierlab.notebook", "Run": "hierlab.notebook"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'hierlab' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, {"load_run": "hierlab.notebook", "Run": "hierlab.notebook"})

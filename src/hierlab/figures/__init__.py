@@ -11,8 +11,9 @@ The heavy imports (matplotlib, pandas) are deferred: :mod:`hierlab.config` impor
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from hierlab._lazy import lazy_getattr
 from hierlab.figures.config import ClaimThresholds, FiguresConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,18 +32,10 @@ __all__ = [
     "write_report",
 ]
 
-_LAZY = {
+__getattr__ = lazy_getattr(__name__, {
     "make_figures": "hierlab.figures.api",
     "evaluate_claims": "hierlab.figures.claims",
     "RunData": "hierlab.figures.data",
     "load_run_data": "hierlab.figures.data",
     "write_report": "hierlab.figures.report",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'hierlab.figures' has no attribute {name!r}")
+})

@@ -193,7 +193,7 @@ def _column(values: list[Any]) -> list[Any]:
             for v in values]
 
 
-def summarize(runs: list[PlannedRun], out: Path,
+def summarize(runs: list[PlannedRun], out: str | Path,
               results: list[RunResult] | None = None) -> pd.DataFrame:
     """Write ``summary.parquet``/``summary.csv`` (atomically) and the summary figure."""
     out = Path(out)

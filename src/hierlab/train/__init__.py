@@ -7,16 +7,16 @@ use of the API, so importing the config does not pull them in.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from hierlab._lazy import lazy_getattr
 from hierlab.train.config import CheckpointConfig, ModelConfig, TrainingConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hierlab.train.loop import train_corpora, train_model
 
 __all__ = ["CheckpointConfig", "ModelConfig", "TrainingConfig", "train_corpora", "train_model"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("train_corpora", "train_model"):
-        from hierlab.train import loop
-
-        return getattr(loop, name)
-    raise AttributeError(name)
+__getattr__ = lazy_getattr(
+    __name__, {"train_corpora": "hierlab.train.loop", "train_model": "hierlab.train.loop"}
+)

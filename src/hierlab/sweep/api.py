@@ -1,0 +1,46 @@
+"""``run_sweep``: load, execute and summarise a sweep in one call (the CLI's and notebooks')."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hierlab.errors import ConfigError
+from hierlab.sweep.execute import RunResult, execute
+from hierlab.sweep.spec import load_sweep
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = ["run_sweep"]
+
+
+def run_sweep(
+    path: str | Path,
+    out: str | Path | None = None,
+    *,
+    parallel: int | None = None,
+    only: list[str] | None = None,
+    summary_only: bool = False,
+    cores: int | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, list[RunResult]]:
+    """Load, run (unless ``summary_only``) and summarise a sweep; return the summary table
+    and each run's result. ``only`` restricts the runs executed (the summary keeps all)."""
+    from hierlab.sweep.summary import summarize  # pandas and matplotlib: on use only
+
+    sweep, runs = load_sweep(path)
+    out = Path(out) if out is not None else Path("sweeps") / sweep.name
+    chosen = runs
+    if only:
+        names = {r.name for r in runs}
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise ConfigError(f"--only: no run named {', '.join(unknown)} "
+                              f"(runs: {', '.join(sorted(names))})")
+        chosen = [r for r in runs if r.name in only]
+    results: list[RunResult] = []
+    if not summary_only:
+        results = execute(chosen, out, parallel=parallel or sweep.parallel, cores=cores,
+                          progress=progress)
+    return summarize(runs, out, results), results
