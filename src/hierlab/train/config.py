@@ -108,6 +108,11 @@ class TrainingConfig(BaseModel):
         "fp32", description="bf16: autocast (CPU and GPU); fp16: GPU only, with GradScaler"
     )
     compile: bool = Field(False, description="torch.compile the model")
+    attention: Literal["auto", "sdpa", "eager"] = Field(
+        "auto",
+        description="attention kernel while training (probes load checkpoints with HF's "
+        "default): auto = sdpa",
+    )
     adamw: Literal["auto", "fused", "foreach", "for-loop"] = Field(
         "auto",
         description="AdamW kernels: auto = fused on CUDA, for-loop on CPU (the same bits as "

@@ -193,6 +193,10 @@ _ADAMW_KERNELS: dict[str, dict[str, bool]] = {
 }
 
 
+def _attention(requested: str, dev: torch.device) -> str:
+    return "sdpa" if requested == "auto" else requested
+
+
 def _adamw_impl(requested: str, dev: torch.device) -> str:
     if requested == "auto":
         return "fused" if dev.type == "cuda" else "for-loop"
@@ -255,6 +259,7 @@ def _train(
         pad_id=prep.manifest.get("pad_id"),
         bos_id=prep.manifest.get("boundary_id"),
     )
+    raw_model.set_attn_implementation(_attention(train_cfg.attention, dev))
     raw_model.to(dev)
     optimizer = _optimizer(raw_model, train_cfg, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=train_cfg.precision == "fp16")

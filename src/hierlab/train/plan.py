@@ -59,8 +59,8 @@ class Prepared:
 
 #: training fields that change where and how fast a model trains, not which model: a run
 #: may resume under other values (like another device, they may change the last bits)
-NOT_HASHED = {"device", "tensorboard", "tracking", "wandb_project", "adamw", "threads",
-              "parallel_corpora"}
+NOT_HASHED = {"device", "tensorboard", "tracking", "wandb_project", "adamw", "attention",
+              "threads", "parallel_corpora"}
 
 
 def run_hash(model_cfg: ModelConfig, train_cfg: TrainingConfig, manifest: dict) -> str:
