@@ -10,7 +10,8 @@ import pytest
 
 from figures_fixtures import OLMO, rows, to_table
 from hierlab.figures import ClaimThresholds, FiguresConfig, RunData, evaluate_claims
-from hierlab.figures.claims import COLUMNS, format_claims, rise
+from hierlab.figures.claim_table import COLUMNS, format_claims
+from hierlab.figures.series import rise
 
 KINDS = {"ngram": "ngram", "pcfg": "pcfg"}
 HUB = f"hub:{OLMO}"

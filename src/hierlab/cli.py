@@ -188,7 +188,7 @@ def figures(
     RUN_DIR/claims.csv and everything, embedded, to RUN_DIR/report.html. Reads tables
     only, never models, so it takes seconds.
     """
-    from hierlab.figures.claims import format_claims
+    from hierlab.figures.claim_table import format_claims
     from hierlab.pipeline import figures as figures_stage
 
     # the same orchestrator as `hierlab run`; thresholds from RUN/config.yml's figures

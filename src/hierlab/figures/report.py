@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hierlab.contracts import VARIANTS
 from hierlab.errors import DataError
-from hierlab.figures.claims import VARIANTS, side_by_side
+from hierlab.figures.claim_table import side_by_side
 
 log = logging.getLogger(__name__)
 

@@ -64,9 +64,9 @@ def _select(metrics: pd.DataFrame, key: str, metric: str, variant: str,
 def rise_width(series: pd.Series) -> tuple[float, float]:
     """Steps of the 10 -> 90 % rise (from the first checkpoint's value to the max), and that
     width as a fraction of the final step: the same measure as claim C5
-    (:func:`hierlab.figures.claims.rise`), so a row and the claims table agree. NaN when the
+    (:func:`hierlab.figures.series.rise`), so a row and the claims table agree. NaN when the
     series never rises above its first value."""
-    from hierlab.figures.claims import rise
+    from hierlab.figures.series import rise
 
     s = series.sort_index()
     if len(s) < 2 or not np.isfinite(s.max()):
@@ -120,7 +120,7 @@ def _fv_columns(metrics: pd.DataFrame, ref: Any) -> dict[str, float]:
 
 def _hydra_share(data: Any, ref: Any) -> float:
     """C7's share on the standard variant: fraction of (step, layer) cells compensating."""
-    from hierlab.figures.claims import hydra_cells
+    from hierlab.figures.series import hydra_cells
 
     cells = hydra_cells(data, ref, "standard")
     return float(cells["compensates"].mean()) if len(cells) else NAN
