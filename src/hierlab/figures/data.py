@@ -21,14 +21,13 @@ from typing import Any
 
 import pandas as pd
 
+from hierlab.contracts import OPTIONAL_METRIC_COLUMNS, REQUIRED_METRIC_COLUMNS
 from hierlab.errors import DataError
 
 log = logging.getLogger(__name__)
 
 PANEL_KINDS: tuple[str, ...] = ("ngram", "pcfg", "external")
 KIND_TITLES = {"ngram": "N-gram", "pcfg": "PCFG", "external": "external model"}
-REQUIRED_METRIC_COLUMNS = ("source", "model", "step", "probe", "variant", "metric", "value")
-OPTIONAL_METRIC_COLUMNS = ("tokens_seen", "layer", "head", "k", "n_samples", "seed")
 OLMO_STEP_COLUMNS = ("step", "_step")
 OLMO_LOSS_COLUMNS = ("loss", "train_loss", "train/CrossEntropyLoss")
 

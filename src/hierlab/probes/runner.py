@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from hierlab.contracts import METRICS_SCHEMA, VARIANTS, section_hash
 from hierlab.errors import ConfigError, DataError
 from hierlab.io import atomic_write_parquet
 from hierlab.probes import function_vectors as fvmod
@@ -48,26 +48,10 @@ from hierlab.probes.structure import structure_scores
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA", "merge_parts", "probe_checkpoint", "run_probes"]
+__all__ = ["SCHEMA", "merge_parts", "probe_checkpoint", "probe_hash", "run_probes"]
 
-SCHEMA = pa.schema(
-    [
-        ("source", pa.string()),
-        ("model", pa.string()),
-        ("step", pa.int64()),
-        ("tokens_seen", pa.int64()),
-        ("probe", pa.string()),
-        ("variant", pa.string()),
-        ("metric", pa.string()),
-        ("layer", pa.int64()),
-        ("head", pa.int64()),
-        ("k", pa.int64()),
-        ("value", pa.float64()),
-        ("n_samples", pa.int64()),
-        ("seed", pa.int64()),
-    ]
-)
-VARIANTS = ("reference", "standard")
+#: kept for importers of the old name (hierlab.notebook's test); the schema is a contract
+SCHEMA = METRICS_SCHEMA
 
 
 # ------------------------------------------------------------------ context per checkpoint
@@ -263,15 +247,15 @@ def probe_checkpoint(ctx: ProbeContext, probe: str, variant: str) -> list[dict[s
 
 
 # ------------------------------------------------------------------ parts and tables
-def _section_hash(cfg: ProbesConfig, probe: str) -> str:
-    from hierlab.config import config_hash
-
-    return config_hash(getattr(cfg, probe))
+def probe_hash(cfg: ProbesConfig, probe: str) -> str:
+    """The hash of ``probe``'s config section: its parts folder, so a changed setting
+    recomputes instead of mixing with parts measured under another one."""
+    return section_hash(getattr(cfg, probe))
 
 
 def _part_path(root: Path, cfg: ProbesConfig, probe: str, variant: str, ck: Checkpoint) -> Path:
     ident = hashlib.sha1(f"{ck.source}|{ck.model}|{ck.name}|{ck.step}".encode()).hexdigest()[:12]
-    return root / probe / variant / _section_hash(cfg, probe) / f"{ck.step:012d}-{ident}.parquet"
+    return root / probe / variant / probe_hash(cfg, probe) / f"{ck.step:012d}-{ident}.parquet"
 
 
 def _atomic_parquet(table: pa.Table, path: Path) -> None:
@@ -284,17 +268,17 @@ def _to_table(rows: list[dict[str, Any]], ck: Checkpoint, probe: str, variant: s
          "probe": probe, "variant": variant, **r}
         for r in rows
     ]
-    cols = {f.name: [r.get(f.name) for r in full] for f in SCHEMA}
-    return pa.table(cols, schema=SCHEMA)
+    cols = {f.name: [r.get(f.name) for r in full] for f in METRICS_SCHEMA}
+    return pa.table(cols, schema=METRICS_SCHEMA)
 
 
 def merge_parts(metrics_dir: Path, cfg: ProbesConfig, probe: str) -> Path:
     """Rebuild ``metrics/<probe>.parquet`` from every part of the current config."""
     root = metrics_dir / ".parts" / probe
-    h = _section_hash(cfg, probe)
+    h = probe_hash(cfg, probe)
     files = sorted(root.glob(f"*/{h}/*.parquet")) if root.exists() else []
-    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
-    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    tables = [pq.read_table(f, schema=METRICS_SCHEMA) for f in files]
+    table = pa.concat_tables(tables) if tables else METRICS_SCHEMA.empty_table()
     if table.num_rows:
         table = table.sort_by([(c, "ascending") for c in
                                ("source", "model", "step", "variant", "metric", "layer",
@@ -419,8 +403,3 @@ def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], pa
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-
-def read_metrics(path: Path) -> pd.DataFrame:
-    """A metrics table as pandas with nullable integer columns."""
-    return pq.read_table(path, schema=SCHEMA).to_pandas(types_mapper={
-        pa.int64(): pd.Int64Dtype()}.get)
