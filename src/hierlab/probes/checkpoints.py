@@ -24,7 +24,6 @@ and skip.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
@@ -39,6 +38,7 @@ import torch
 from huggingface_hub import list_repo_refs, snapshot_download
 
 from hierlab.errors import DataError
+from hierlab.io import list_step_dirs, read_json
 from hierlab.probes.config import HubConfig
 
 log = logging.getLogger(__name__)
@@ -98,25 +98,15 @@ def evenly_spaced(n: int, m: int | None) -> list[int]:
     return sorted({(i * (n - 1)) // (m - 1) for i in range(m)})
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def _run_checkpoints(model_dir: Path, run_dir: Path) -> list[Checkpoint]:
+    """The ``checkpoints/step-N`` folders hierlab's training wrote, by step; step and
+    tokens seen from each ``state.json`` (the folder name's step when it lacks one)."""
     out = []
-    ck_root = model_dir / "checkpoints"
-    for d in sorted(p for p in ck_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        step, tokens = parse_step(d.name)
-        state = _read_json(d / "state.json") or {}
-        step = int(state.get("step", step if step is not None else -1))
-        tokens = state.get("tokens_seen", tokens)
-        if step < 0:
-            log.warning("skipping %s: no step in its name or state.json", d)
-            continue
-        out.append(Checkpoint("run", model_dir.name, step, None if tokens is None else int(tokens),
+    for step, d in list_step_dirs(model_dir / "checkpoints"):
+        state = read_json(d / "state.json") or {}
+        tokens = state.get("tokens_seen")
+        out.append(Checkpoint("run", model_dir.name, int(state.get("step", step)),
+                              None if tokens is None else int(tokens),
                               path=d, run_dir=run_dir, corpus=model_dir.name))
     return out
 
@@ -126,7 +116,7 @@ def _local_checkpoints(folder: Path) -> list[Checkpoint]:
     if (folder / "config.json").exists():
         step, tokens = parse_step(folder.name)
         if step is None:
-            ts = _read_json(folder / "trainer_state.json") or {}
+            ts = read_json(folder / "trainer_state.json") or {}
             step = int(ts.get("global_step", 0))
         return [Checkpoint(source, folder.parent.name, step, tokens, path=folder)]
     out = []
@@ -134,7 +124,7 @@ def _local_checkpoints(folder: Path) -> list[Checkpoint]:
         step, tokens = parse_step(d.name)
         if step is None:
             continue
-        state = _read_json(d / "state.json") or {}
+        state = read_json(d / "state.json") or {}
         step = int(state.get("step", step))
         tokens = state.get("tokens_seen", tokens)
         out.append(Checkpoint(source, folder.name, step, tokens, path=d))
