@@ -13,6 +13,8 @@ Contenders:
 * ``hf_trainer``: ``transformers.Trainer`` at the same precision (``bf16=True``, CPU);
 * ``hierlab``: :func:`hierlab.train.loop.train_model` (one model, all threads), from its
   ``loss.csv`` (checkpointing and evaluation are not timed);
+* ``hierlab_sdpa``, ``hierlab_eager``: the same with ``training.attention`` forced to
+  PyTorch's SDPA kernel or to the eager (matmul + softmax) attention;
 * ``hierlab_compile``: the same with ``training.compile: true`` (first compile not timed;
   its seconds are printed);
 * ``stage``: :func:`hierlab.train.loop.train_corpora` on every corpus of the config with
@@ -154,9 +156,10 @@ def _train_cfg(cfg: ExperimentConfig, a: argparse.Namespace, **kw: Any) -> Train
 
 
 def bench_hierlab(cfg: ExperimentConfig, corpus: Path, a: argparse.Namespace, out: Path,
-                  compile: bool = False) -> tuple[float, float]:
-    """train_model on one corpus; (tokens/s after the warm-up, seconds of the warm-up)."""
-    tcfg = _train_cfg(cfg, a, compile=compile)
+                  compile: bool = False, **kw: Any) -> tuple[float, float]:
+    """train_model on one corpus; (tokens/s after the warm-up, seconds of the warm-up).
+    ``kw`` overrides training fields (e.g. ``attention="sdpa"``)."""
+    tcfg = _train_cfg(cfg, a, compile=compile, **kw)
     train_model(cfg.model, tcfg, corpus, out)
     with open(out / "loss.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -196,8 +199,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     cfg = load_config(a.config)
     a.batch = a.batch or cfg.training.batch_size
-    names = ["plain", "plain_1t", "hf_trainer", "hierlab", "hierlab_compile", "stage_serial",
-             "stage"]
+    names = ["plain", "plain_1t", "hf_trainer", "hierlab", "hierlab_sdpa", "hierlab_eager",
+             "hierlab_compile", "stage_serial", "stage"]
     chosen = a.only.split(",") if a.only else names
     torch.manual_seed(0)
     res: dict[str, Any] = {
@@ -221,9 +224,12 @@ def main() -> None:
                     tps = bench_plain(cfg, first, a, threads=1)
                 elif name == "hf_trainer":
                     tps = bench_hf(cfg, first, a, out)
-                elif name in ("hierlab", "hierlab_compile"):
-                    tps, warm = bench_hierlab(cfg, first, a, out, compile=name != "hierlab")
+                elif name == "hierlab_compile":
+                    tps, warm = bench_hierlab(cfg, first, a, out, compile=True)
                     res.setdefault("warmup_seconds", {})[name] = warm
+                elif name.startswith("hierlab"):
+                    kw = {"attention": name.split("_")[1]} if "_" in name else {}
+                    tps, _ = bench_hierlab(cfg, first, a, out, **kw)
                 else:
                     tps = bench_stage(cfg, root / "run", a, out,
                                       1 if name == "stage_serial" else "auto")
