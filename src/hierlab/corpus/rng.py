@@ -10,12 +10,18 @@ The generator is SplitMix64 (Steele, Lea & Flood 2014; the seeding generator of 
 xoshiro family; passes BigCrush). Bounded integers use Lemire's unbiased multiply-shift
 with rejection; uniform floats take the top 53 bits. Alias tables (Vose 1991) give O(1)
 draws from any finite distribution.
+
+This module is the package's one home for SplitMix64 and the Feistel permutation: the
+compiled scalar forms (``mix64``, ``feistel_index``) drive the samplers, and the numpy
+array forms (``mix64_array``, ``feistel_array``, ``feistel_permute_array``) give training
+its window order (:class:`hierlab.train.data.WindowOrder`); tests check both agree.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from hierlab.corpus.jit import njit
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -119,7 +125,8 @@ def feistel_index(i: int, n: int, key: np.uint64) -> int:
     Why: a split's documents are shuffled globally (the reference's train order) without
     ever materialising the permutation, so shard j (output positions j*D..) can be
     generated alone. A balanced 6-round Feistel network on the smallest even bit width
-    >= log2(n), with cycle walking to stay inside [0, n), is a bijection.
+    >= log2(n), with cycle walking to stay inside [0, n), is a bijection: the scalar
+    form of :func:`feistel_permute_array` with round keys ``key ^ r * GOLDEN``.
     """
     bits = 2
     while (np.uint64(1) << np.uint64(bits)) < np.uint64(n):
@@ -136,6 +143,44 @@ def feistel_index(i: int, n: int, key: np.uint64) -> int:
         x = (left << half) | right
         if x < np.uint64(n):
             return np.int64(x)
+
+
+def mix64_array(z: np.ndarray) -> np.ndarray:
+    """:func:`mix64` on a uint64 array (numpy, wrapping arithmetic): the same bits."""
+    z = np.asarray(z, dtype=np.uint64)
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+def feistel_half_bits(n: int) -> int:
+    """Half the width of the Feistel network over ``range(n)``: the smallest even bit
+    count >= 2 whose range covers ``n`` (as :func:`feistel_index` chooses it)."""
+    bits = max(2, int(n - 1).bit_length())
+    return (bits + bits % 2) // 2
+
+
+def feistel_array(x: np.ndarray, keys: np.ndarray, half_bits: int) -> np.ndarray:
+    """One pass of a balanced Feistel network on uint64 array ``x``: one round per key,
+    round function ``mix64(right ^ key)``; a bijection of ``[0, 4**half_bits)``."""
+    half = np.uint64(half_bits)
+    mask = (np.uint64(1) << half) - np.uint64(1)
+    left, right = x >> half, x & mask
+    for k in keys:
+        left, right = right, left ^ (mix64_array(right ^ k) & mask)
+    return (left << half) | right
+
+
+def feistel_permute_array(idx: np.ndarray, n: int, keys: np.ndarray) -> np.ndarray:
+    """Positions ``idx`` of the keyed permutation of ``range(n)`` (int64): the Feistel
+    network with cycle walking, so every output stays inside ``[0, n)``."""
+    half_bits = feistel_half_bits(n)
+    out = feistel_array(np.asarray(idx, dtype=np.uint64), keys, half_bits)
+    bad = out >= n
+    while bad.any():
+        out[bad] = feistel_array(out[bad], keys, half_bits)
+        bad = out >= n
+    return out.astype(np.int64)
 
 
 @njit(cache=True)

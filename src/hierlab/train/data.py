@@ -8,12 +8,12 @@ Why this shape:
   ``align_to_documents``, at a document start (greedy packing: the next window starts at
   the first document start at or after the previous window's end). Aligned starts cost
   8 bytes per window (1/256 of the corpus size) and are built shard by shard.
-* The order is a keyed pseudo-random permutation (a Feistel network with cycle walking)
-  of the window indices, one key per (seed, epoch). Sample ``p`` of the run is window
-  ``perm_{p // n}(p % n)``: a pure function of (seed, p), so the order does not depend on
-  the number of ranks or workers, resuming needs only the step, and no permutation array
-  is ever held in memory. Under DDP rank ``r`` of ``w`` takes samples ``r, r+w, ...`` of
-  each global batch.
+* The order is a keyed pseudo-random permutation (the corpus's Feistel network with cycle
+  walking, :mod:`hierlab.corpus.rng`) of the window indices, one key per (seed, epoch).
+  Sample ``p`` of the run is window ``perm_{p // n}(p % n)``: a pure function of (seed,
+  p), so the order does not depend on the number of ranks or workers, resuming needs only
+  the step, and no permutation array is ever held in memory. Under DDP rank ``r`` of
+  ``w`` takes samples ``r, r+w, ...`` of each global batch.
 * Gathering copies only the requested windows out of the memory maps (fancy indexing per
   shard), so peak RSS does not grow with the corpus.
 """
@@ -27,21 +27,11 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from hierlab.corpus.rng import feistel_permute_array
 from hierlab.corpus.shards import SplitReader, map_batch
 from hierlab.errors import DataError
 
 __all__ = ["TokenWindows", "WindowOrder", "batch_positions", "eval_window_indices"]
-
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
 
 
 class WindowOrder:
@@ -58,10 +48,6 @@ class WindowOrder:
             raise ValueError("WindowOrder needs n >= 1")
         self.n = int(n)
         self.seed = int(seed)
-        bits = max(2, int(n - 1).bit_length())
-        bits += bits % 2
-        self._half = bits // 2
-        self._mask = np.uint64((1 << self._half) - 1)
         self._keys: dict[int, np.ndarray] = {}
 
     def _round_keys(self, epoch: int) -> np.ndarray:
@@ -72,22 +58,10 @@ class WindowOrder:
             self._keys = {epoch: keys}  # one epoch at a time is enough
         return keys
 
-    def _feistel(self, x: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        half = np.uint64(self._half)
-        left, right = x >> half, x & self._mask
-        for k in keys:
-            left, right = right, left ^ (_mix64(right ^ k) & self._mask)
-        return (left << half) | right
-
     def permute(self, idx: np.ndarray, epoch: int) -> np.ndarray:
-        """The epoch's permutation applied to indices in ``[0, n)`` (cycle walking)."""
-        keys = self._round_keys(epoch)
-        out = self._feistel(np.asarray(idx, dtype=np.uint64), keys)
-        bad = out >= self.n
-        while bad.any():
-            out[bad] = self._feistel(out[bad], keys)
-            bad = out >= self.n
-        return out.astype(np.int64)
+        """The epoch's permutation applied to indices in ``[0, n)`` (the corpus's Feistel
+        network, :func:`hierlab.corpus.rng.feistel_permute_array`, keyed per epoch)."""
+        return feistel_permute_array(idx, self.n, self._round_keys(epoch))
 
     def __call__(self, positions: np.ndarray) -> np.ndarray:
         positions = np.asarray(positions, dtype=np.int64)
