@@ -11,6 +11,7 @@ import pytest
 from figures_fixtures import OLMO, rows, to_table
 from hierlab.figures import ClaimThresholds, FiguresConfig, RunData, evaluate_claims
 from hierlab.figures.claim_table import COLUMNS, format_claims
+from hierlab.figures.claims import CLAIMS
 from hierlab.figures.series import rise
 
 KINDS = {"ngram": "ngram", "pcfg": "pcfg"}
@@ -230,6 +231,13 @@ def test_all_na_without_data() -> None:
     assert list(t.columns) == COLUMNS
     assert len(t) == 20 and set(t["verdict"]) == {"N/A"}
     assert "N/A" in format_claims(t)
+
+
+def test_registry_orders_the_table() -> None:
+    t = evaluate_claims(data=RunData.from_tables(), write=False)
+    ids = [f"C{i}" for i in range(1, 11)]
+    assert list(CLAIMS) == ids and list(dict.fromkeys(t["claim"])) == ids
+    assert list(t["variant"][:2]) == ["reference", "standard"]
 
 
 def test_thresholds_are_configurable() -> None:
