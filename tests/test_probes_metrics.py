@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from hierlab.probes import function_vectors as fv
+from hierlab.probes import fv_reference, fv_tasks
 from hierlab.probes import hydra as hy
 from hierlab.probes import induction as ind
 from hierlab.probes.hooks import HookedModel
@@ -129,12 +130,12 @@ def test_hydra_standard_total_effect_matches_manual_ablation() -> None:
 @torch.no_grad()
 def test_fv_reference_and_injection() -> None:
     hm = HookedModel(tiny_model())
-    src, tgt, a_src, _ = fv.reference_prompts(None, 16, 42)
+    src, tgt, a_src, _ = fv_reference.reference_prompts(None, 16, 42)
     assert src.shape == (16, 6) and (src[:, 3] == 950).all()
     assert torch.equal(src[:, 0], src[:, 4]) and (a_src >= 600).all() and (a_src < 900).all()
-    rows = fv.fv_reference(hm, ROLES, pairs=4)
+    rows = fv_reference.fv_reference(hm, ROLES, pairs=4)
     assert [r["layer"] for r in rows] == [0, 1]
-    task = fv.grammar_task("copy_object", ROLES, 1000)
+    task = fv_tasks.grammar_task("copy_object", ROLES, 1000)
     ids, ans, zero = task.prompt(torch.Generator().manual_seed(0), 3)
     assert len(ids) == 3 * 8 + 6 and zero == ids[-7:] and zero[0] == 1000 and ans == zero[3]
     vec = torch.randn(hm.d_model) * 10
@@ -149,7 +150,7 @@ def test_fv_reference_and_injection() -> None:
 @torch.no_grad()
 def test_fv_batched_cie_matches_naive() -> None:
     hm = HookedModel(tiny_model("olmo"))
-    task = fv.grammar_task("copy_verb", ROLES, 1000)
+    task = fv_tasks.grammar_task("copy_verb", ROLES, 1000)
     g = torch.Generator().manual_seed(0)
     prompts = [task.prompt(g, 3, shuffle=True) for _ in range(3)]
     ids = [p[0] for p in prompts]
@@ -172,7 +173,7 @@ def test_fv_batched_cie_matches_naive() -> None:
 
 def test_fv_standard_rows_and_tasks() -> None:
     hm = HookedModel(tiny_model())
-    task = fv.grammar_task("restate_object", ROLES, 1000)
+    task = fv_tasks.grammar_task("restate_object", ROLES, 1000)
     rows = fv.fv_standard(hm, task, n_shots=2, mean_prompts=3, cie_prompts=2, eval_prompts=3,
                           top_k=3)
     names = {r["metric"] for r in rows}
@@ -181,7 +182,7 @@ def test_fv_standard_rows_and_tasks() -> None:
                      } | {"cie_mean", "fv_head"}
     assert sum(r["metric"] == "cie:restate_object" for r in rows) == 8
     for name in ("antonym", "country_capital", "english_french"):
-        assert 30 <= len(fv.load_word_list(name)) <= 60
+        assert 30 <= len(fv_tasks.load_word_list(name)) <= 60
 
 
 def test_structure_scores() -> None:

@@ -7,20 +7,21 @@ import pytest
 import torch
 
 from hierlab.probes import function_vectors as fv
+from hierlab.probes import fv_tasks
 from hierlab.probes import hydra as hy
 from hierlab.probes.hooks import HookedModel
 from test_probes_utils import ROLES, tiny_model
 
 
 # ------------------------------------------------------------------ function vectors
-def _pair_task() -> fv.Task:
+def _pair_task() -> fv_tasks.Task:
     """x = [a], y = a + 500: each demonstration's own label is known from its x."""
 
     def sample(g: torch.Generator) -> tuple[list[int], int]:
         a = int(torch.randint(0, 400, (1,), generator=g).item())
         return [a], a + 500
 
-    return fv.Task("pair", sample, [1000], 1 / 400)
+    return fv_tasks.Task("pair", sample, [1000], 1 / 400)
 
 
 @pytest.mark.parametrize("n_shots", [2, 3, 5])
@@ -37,16 +38,16 @@ def test_shuffled_labels_are_a_derangement(n_shots: int) -> None:
 def test_derangement_with_equal_labels_and_single_label() -> None:
     g = torch.Generator().manual_seed(1)
     for _ in range(50):
-        out = fv.derange_labels([7, 7, 8, 9], g)
+        out = fv_tasks.derange_labels([7, 7, 8, 9], g)
         assert sorted(out) == [7, 7, 8, 9]
         assert all(a != b for a, b in zip(out, [7, 7, 8, 9], strict=True))
-    assert sorted(fv.derange_labels([5, 5, 5], g)) == [5, 5, 5]  # impossible: still permutes
-    assert fv.derange_labels([3], g) == [3]
+    assert sorted(fv_tasks.derange_labels([5, 5, 5], g)) == [5, 5, 5]  # impossible: still permutes
+    assert fv_tasks.derange_labels([3], g) == [3]
 
 
 def test_zero_shot_prompt_keeps_the_separator_before_the_query() -> None:
-    for name in fv.GRAMMAR_TASKS:
-        task = fv.grammar_task(name, ROLES, 1000)
+    for name in fv_tasks.GRAMMAR_TASKS:
+        task = fv_tasks.grammar_task(name, ROLES, 1000)
         ids, _, zero = task.prompt(torch.Generator().manual_seed(3), 4)
         assert zero[0] == 1000 and ids[-len(zero):] == zero
         assert len(zero) == 1 + 6 - (name == "copy_verb")
@@ -55,7 +56,7 @@ def test_zero_shot_prompt_keeps_the_separator_before_the_query() -> None:
 @torch.no_grad()
 def test_fv_heads_are_shared_and_ranked_by_the_mean_cie_over_tasks() -> None:
     hm = HookedModel(tiny_model())
-    tasks = [fv.grammar_task(t, ROLES, 1000) for t in ("copy_object", "restate_object")]
+    tasks = [fv_tasks.grammar_task(t, ROLES, 1000) for t in ("copy_object", "restate_object")]
     kw = dict(n_shots=2, mean_prompts=3, cie_prompts=3, eval_prompts=4, top_k=3, seed=5)
     rows = pd.DataFrame(fv.fv_standard(hm, tasks, **kw))
     cie = {t.name: rows[rows.metric == f"cie:{t.name}"].set_index(["layer", "head"]).value

@@ -1,18 +1,4 @@
-"""Function vectors: the reconstructed reference metric and Todd et al. (2023).
-
-**reference** (SPEC §5.4). Prompts exactly as the reference: 16 pairs from
-``torch.Generator().manual_seed(42)``, drawing ``s1, v1, o1, s2, v2, o2`` in that order with
-single ``randint`` calls from the subject/verb/object id ranges; source
-``[s1, v1, o1, c, s1, v1]`` (answer ``o1``), target ``[s2, v2, o2, c, s2, v2]``. The ranges
-and the connector ``c`` come from the corpus manifest ``roles`` (connector = range start
-+ 50, i.e. 950 in the reference layout), falling back to the reference ranges
-[0,300), [300,600), [600,900) and 950. The reference's scoring code is lost; **our
-reconstruction** of "FV improvement" at layer ``l``: patch the *source* run's residual
-stream after block ``l`` at the last position into the *target* run (same position) and
-report the gain in the probability of the source answer,
-``mean_pairs [P(o1 | target, patched at l) - P(o1 | target)]``. A layer whose last-position
-state carries the source's task *and* answer transfers them; a layer that carries neither
-scores ~0.
+"""Function vectors, standard variant: the Todd et al. (2023) pipeline.
 
 **standard** (Todd et al. 2023, "Function Vectors in Large Language Models"):
 
@@ -34,278 +20,39 @@ token runs as one batch of ``n_heads`` copies per layer, copy ``h`` patching hea
 patch is at the last position, so the prefix is unaffected). Injection runs all layers
 as one batch of copies.
 
-**Tasks.** Grammar tasks (for models trained on a pcfg corpus) use only sentences the
-grammar can produce, so a model can learn the mapping from its training data: a
-demonstration is ``x y EOS``.
+The CIE is batched: the shuffled prompt's prefix runs once with a KV cache, then its last
+token runs as one batch of ``n_heads`` copies per layer, copy ``h`` patching head ``h`` (the
+patch is at the last position, so the prefix is unaffected). Injection runs all layers
+as one batch of copies.
 
-* ``copy_object``: ``x = s v o c s v``, ``y = o`` (a two-clause SVO sentence whose second
-  clause repeats the first -- the reference's FV prompt);
-* ``copy_verb``: ``x = s v o c s``, ``y = v``;
-* ``restate_object``: ``x = v s o EOS s v``, ``y = o`` (a VSO sentence restated as SVO:
-  a role mapping across the two word orders).
-* ``bound_verb``, ``bound_object`` (corpora with bindings, :mod:`hierlab.probes.fv_tasks`):
-  each prompt one fresh document's binding map, zero-shot at chance by construction.
-
-Natural-language tasks (models with a real tokenizer, e.g. OLMo) read small word lists
-shipped in ``probes/data/<task>.json``: ``Q: x\\nA: y\\n\\n`` per demonstration, answer =
-first token of ``" y"``, tokenised piecewise with the model's own tokenizer. Chance is
-``1 / |answer space|`` (the role class for grammar tasks, the distinct answers of the list
-otherwise).
+The tasks (what a prompt is) are in :mod:`hierlab.probes.fv_tasks`; the reference
+variant in :mod:`hierlab.probes.fv_reference`.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import torch
 
-from hierlab.errors import ConfigError, DataError
+from hierlab.errors import DataError
+from hierlab.probes.fv_tasks import Task
 from hierlab.probes.hooks import HookedModel
 
 Row = dict[str, Any]
-Roles = dict[str, Sequence[int]]
-
-REFERENCE_ROLES: dict[str, tuple[int, int]] = {
-    "subject": (0, 300),
-    "verb": (300, 600),
-    "object": (600, 900),
-    "connector": (900, 1000),
-}
-GRAMMAR_TASKS = ("copy_object", "copy_verb", "restate_object")
 
 __all__ = [
-    "GRAMMAR_TASKS",
-    "REFERENCE_ROLES",
-    "Episode",
-    "Task",
-    "fv_reference",
+    "causal_indirect_effect",
+    "function_vector",
     "fv_standard",
-    "grammar_task",
-    "nl_task",
-    "reference_prompts",
+    "injection_accuracy",
+    "mean_head_activations",
 ]
 
 
-# ---------------------------------------------------------------- reference (§5.4)
-def reference_prompts(
-    roles: Roles | None = None, pairs: int = 16, seed: int = 42, connector: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(source ids, target ids, source answers, target answers), each with ``pairs`` rows."""
-    r = {k: tuple(v) for k, v in (roles or REFERENCE_ROLES).items()}
-    c = connector if connector is not None else r["connector"][0] + 50
-    if not r["connector"][0] <= c < r["connector"][1]:
-        c = (r["connector"][0] + r["connector"][1]) // 2
-    g = torch.Generator().manual_seed(seed)
-
-    def draw(role: str) -> int:
-        lo, hi = r[role]
-        return int(torch.randint(lo, hi, (1,), generator=g).item())
-
-    src, tgt, a_src, a_tgt = [], [], [], []
-    for _ in range(pairs):
-        s1, v1, o1 = draw("subject"), draw("verb"), draw("object")
-        s2, v2, o2 = draw("subject"), draw("verb"), draw("object")
-        src.append([s1, v1, o1, c, s1, v1])
-        tgt.append([s2, v2, o2, c, s2, v2])
-        a_src.append(o1)
-        a_tgt.append(o2)
-    return torch.tensor(src), torch.tensor(tgt), torch.tensor(a_src), torch.tensor(a_tgt)
-
-
-@torch.no_grad()
-def fv_reference(
-    hm: HookedModel,
-    roles: Roles | None = None,
-    pairs: int = 16,
-    seed: int = 42,
-    connector: int | None = None,
-) -> list[Row]:
-    """Rows ``fv_improvement`` per layer (our documented reconstruction, see module doc)."""
-    src, tgt, a_src, _ = reference_prompts(roles, pairs, seed, connector)
-    if int(max(src.max(), tgt.max())) >= hm.vocab_size:
-        raise DataError(f"reference FV prompts use ids >= the model vocabulary ({hm.vocab_size})")
-    nl, p = hm.n_layers, len(src)
-    names = [f"blocks.{i}.hook_resid_post" for i in range(nl)]
-    _, cache = hm.run_with_cache(src, names, logits_to_keep=1)
-    src_last = torch.stack([cache[n][:, -1] for n in names], 1)  # [P, L, d]
-    base = hm.forward(tgt, logits_to_keep=1)[:, -1].float().softmax(-1)
-    dev = hm.device
-    p_base = base[torch.arange(p), a_src.to(dev)]
-    # copies: layer-major, copy (l, i) patches pair i at layer l
-    ids = tgt.repeat(nl, 1)
-
-    def make(layer: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        def fn(act: torch.Tensor) -> torch.Tensor:
-            out = act.clone()
-            out[layer * p : (layer + 1) * p, -1] = src_last[:, layer].to(act.dtype)
-            return out
-
-        return fn
-
-    with hm.edit(*[(names[i], make(i)) for i in range(nl)]):
-        probs = hm.forward(ids, logits_to_keep=1)[:, -1].float().softmax(-1)
-    p_patch = probs[torch.arange(nl * p), a_src.to(dev).repeat(nl)].view(nl, p)
-    gain = (p_patch - p_base[None]).mean(1)
-    return [
-        {"metric": "fv_improvement", "layer": i, "head": None, "k": None,
-         "value": float(gain[i]), "n_samples": p, "seed": seed}
-        for i in range(nl)
-    ]
-
-
-# ---------------------------------------------------------------- tasks
-@dataclass
-class Episode:
-    """One prompt's latent (e.g. a document's binding map), shared by its demonstrations
-    and its query (:mod:`hierlab.probes.fv_tasks`): ``sample`` draws a demonstration,
-    ``after(y)`` the tokens between a demonstration's answer and the separator, and
-    ``query(g, demos)`` the query pair (default: a fresh ``sample``)."""
-
-    sample: Callable[[torch.Generator], tuple[list[int], int]]
-    after: Callable[[int], list[int]] | None = None
-    query: Callable[[torch.Generator, list[tuple[list[int], int]]],
-                    tuple[list[int], int]] | None = None
-
-
-@dataclass
-class Task:
-    """An ICL task: ``sample(g) -> (x ids, y id)``, a separator after each answer, chance.
-
-    ``episode`` (optional): ``episode(g) -> Episode``, drawn once per prompt, for tasks
-    whose mapping is latent per prompt (the binding tasks); ``sample`` then is unused by
-    :meth:`prompt`."""
-
-    name: str
-    sample: Callable[[torch.Generator], tuple[list[int], int]]
-    sep: list[int]
-    chance: float
-    episode: Callable[[torch.Generator], Episode] | None = None
-
-    def prompt(
-        self, g: torch.Generator, n_shots: int, shuffle: bool = False
-    ) -> tuple[list[int], int, list[int]]:
-        """(ICL prompt ids, answer, zero-shot ids of the same query).
-
-        ICL prompt: ``x_1 y_1 sep ... x_n y_n sep x_q``. Zero-shot prompt: the same prompt
-        with the demonstrations removed, ``sep x_q`` -- its last ``len(sep) + len(x_q)``
-        tokens equal the ICL prompt's, so the query sits after the same separator in both
-        (Todd et al. format the zero-shot query exactly like the ICL query; for the
-        grammar tasks ``sep`` is EOS, the sentence boundary every training sentence
-        follows, as GPT's ``<|endoftext|>`` BOS precedes their zero-shot query).
-        ``shuffle``: the labels are permuted by :func:`derange_labels`, so no
-        demonstration keeps its own label (n_shots > 1). With an ``episode`` the
-        demonstrations and the query share one drawn :class:`Episode`; a demonstration
-        is ``x y after(y) sep`` (``after`` sees the deranged label when shuffled).
-        """
-        ep = self.episode(g) if self.episode is not None else None
-        sample = ep.sample if ep is not None else self.sample
-        demos = [sample(g) for _ in range(n_shots)]
-        xq, yq = ep.query(g, demos) if ep is not None and ep.query else sample(g)
-        ys = [y for _, y in demos]
-        if shuffle and n_shots > 1:
-            ys = derange_labels(ys, g)
-        ids: list[int] = []
-        for (x, _), y in zip(demos, ys, strict=True):
-            tail = ep.after(y) if ep is not None and ep.after else []
-            ids += x + [y] + tail + self.sep
-        return ids + xq, yq, list(self.sep) + list(xq)
-
-
-def derange_labels(ys: Sequence[int], g: torch.Generator, tries: int = 100) -> list[int]:
-    """``ys`` permuted so that no position keeps its label (a derangement).
-
-    Uniform over position derangements (rejection sampling, ~e draws). Among them, one
-    that also changes every label *value* is preferred (demonstrations with equal labels
-    would otherwise keep a correct pair); if none turns up in ``tries`` draws (e.g. most
-    labels equal) the last position derangement is used. A single label is returned as is.
-    """
-    n = len(ys)
-    if n < 2:
-        return list(ys)
-    fallback: list[int] | None = None
-    for _ in range(tries):
-        perm = torch.randperm(n, generator=g).tolist()
-        if any(perm[i] == i for i in range(n)):
-            continue
-        out = [ys[i] for i in perm]
-        if all(a != b for a, b in zip(out, ys, strict=True)):
-            return out
-        fallback = out
-    if fallback is None:  # no derangement in `tries` draws (p < 1e-19): a cyclic shift
-        fallback = list(ys[1:]) + [ys[0]]
-    return fallback
-
-
-def _rng(roles: Roles, name: str) -> tuple[int, int]:
-    if name not in roles:
-        raise DataError(f"corpus roles lack {name!r} (have {', '.join(roles)})")
-    lo, hi = roles[name]
-    return int(lo), int(hi)
-
-
-def grammar_task(name: str, roles: Roles, eos_id: int) -> Task:
-    """One of :data:`GRAMMAR_TASKS` over the corpus' word classes (see module doc)."""
-    s_r, v_r, o_r, c_r = (_rng(roles, k) for k in ("subject", "verb", "object", "connector"))
-
-    def rnd(g: torch.Generator, r: tuple[int, int]) -> int:
-        return int(torch.randint(r[0], r[1], (1,), generator=g).item())
-
-    if name == "copy_object":
-
-        def sample(g: torch.Generator) -> tuple[list[int], int]:
-            s, v, o, c = rnd(g, s_r), rnd(g, v_r), rnd(g, o_r), rnd(g, c_r)
-            return [s, v, o, c, s, v], o
-
-        return Task(name, sample, [eos_id], 1.0 / (o_r[1] - o_r[0]))
-    if name == "copy_verb":
-
-        def sample(g: torch.Generator) -> tuple[list[int], int]:
-            s, v, o, c = rnd(g, s_r), rnd(g, v_r), rnd(g, o_r), rnd(g, c_r)
-            return [s, v, o, c, s], v
-
-        return Task(name, sample, [eos_id], 1.0 / (v_r[1] - v_r[0]))
-    if name == "restate_object":
-
-        def sample(g: torch.Generator) -> tuple[list[int], int]:
-            s, v, o = rnd(g, s_r), rnd(g, v_r), rnd(g, o_r)
-            return [v, s, o, eos_id, s, v], o
-
-        return Task(name, sample, [eos_id], 1.0 / (o_r[1] - o_r[0]))
-    raise ConfigError(f"unknown grammar task {name!r} (known: {', '.join(GRAMMAR_TASKS)})")
-
-
-def load_word_list(name: str) -> list[tuple[str, str]]:
-    """The ``(input, output)`` pairs of ``probes/data/<name>.json``."""
-    res = resources.files("hierlab.probes") / "data" / f"{name}.json"
-    if not res.is_file():
-        raise ConfigError(f"unknown word-list task {name!r} (no probes/data/{name}.json)")
-    data = json.loads(res.read_text())
-    return [(str(a), str(b)) for a, b in data["pairs"]]
-
-
-def nl_task(name: str, tokenizer: Any) -> Task:
-    """A word-list task tokenised with the model's tokenizer (Todd et al. prompt format)."""
-    pairs = load_word_list(name)
-
-    def enc(text: str) -> list[int]:
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    encoded = [(enc(f"Q: {x}\nA:"), enc(f" {y}")[0]) for x, y in pairs]
-    sep = enc("\n\n")
-
-    def sample(g: torch.Generator) -> tuple[list[int], int]:
-        return encoded[int(torch.randint(0, len(encoded), (1,), generator=g).item())]
-
-    return Task(name, sample, sep, 1.0 / len({y for _, y in encoded}))
-
-
-# ---------------------------------------------------------------- standard (Todd et al.)
 def _by_length(seqs: Sequence[list[int]]) -> dict[int, list[int]]:
     groups: dict[int, list[int]] = {}
     for i, s in enumerate(seqs):

@@ -37,6 +37,7 @@ from hierlab.contracts import METRICS_SCHEMA, VARIANTS, section_hash
 from hierlab.errors import ConfigError, DataError
 from hierlab.io import atomic_write_parquet
 from hierlab.probes import function_vectors as fvmod
+from hierlab.probes import fv_reference as fvref
 from hierlab.probes import fv_tasks as fvtasks
 from hierlab.probes import hydra as hymod
 from hierlab.probes import in_context as icmod
@@ -222,12 +223,12 @@ def probe_checkpoint(ctx: ProbeContext, probe: str, variant: str) -> list[dict[s
             if roles is None and ctx.kind != "nl":
                 log.info("%s: no corpus roles; reference FV uses the reference id ranges",
                          ctx.ckpt.name)
-            return fvmod.fv_reference(hm, roles, c.reference_pairs, c.reference_seed,
+            return fvref.fv_reference(hm, roles, c.reference_pairs, c.reference_seed,
                                       c.reference_connector)
         if ctx.roles is not None:
             tasks = fvtasks.corpus_tasks(c.tasks, ctx.manifest)
         elif ctx.kind == "nl" and ctx.tokenizer is not None:
-            tasks = [fvmod.nl_task(t, ctx.tokenizer) for t in c.nl_tasks]
+            tasks = [fvtasks.nl_task(t, ctx.tokenizer) for t in c.nl_tasks]
         else:
             log.info("%s: no task applies (no roles, no natural-language tokenizer)", ctx.ckpt.name)
             return []
