@@ -9,7 +9,7 @@ import pytest
 
 from hierlab.corpus.config import Lexicon, NgramConfig, PcfgConfig
 from hierlab.corpus.entropy import ngram_floors, pcfg_floors
-from hierlab.corpus.ngram import NgramSampler, _context_id
+from hierlab.corpus.ngram import NgramSampler, context_id
 from hierlab.corpus.pcfg import PcfgSampler
 from hierlab.corpus.rng import zipf_probs
 
@@ -224,8 +224,8 @@ def test_ngram_order_mix_is_recovered_by_maximum_likelihood():
         sent = out.tokens[st : st + 8]
         for pos in range(3, 8):
             t = sent[pos]
-            pa.append(probs[_context_id(sent, pos, 1, np.uint64(s.hash_key), 500), t])
-            pb.append(probs[_context_id(sent, pos, 3, np.uint64(s.hash_key), 500), t])
+            pa.append(probs[context_id(sent, pos, 1, np.uint64(s.hash_key), 500), t])
+            pb.append(probs[context_id(sent, pos, 3, np.uint64(s.hash_key), 500), t])
     pa, pb = np.array(pa), np.array(pb)
     grid = np.linspace(0.01, 0.99, 99)
     ll = [np.log(w * pa + (1 - w) * pb).sum() for w in grid]
@@ -255,7 +255,7 @@ def test_ngram_entropy_rate_matches_brute_force():
         sent = out.tokens[st : st + L]
         nll -= math.log(lp[L - cfg.min_length])
         for pos in range(L):
-            p = sum(w[j] * probs[_context_id(sent, pos, o, np.uint64(s.hash_key), 7), sent[pos]]
+            p = sum(w[j] * probs[context_id(sent, pos, o, np.uint64(s.hash_key), 7), sent[pos]]
                     for j, o in enumerate(cfg.orders))
             nll -= math.log(p)
         count += L + 1
@@ -279,7 +279,7 @@ def test_ngram_sampler_contexts_equal_the_direct_hash():
             end += 1
         sent = out.tokens[st:end]
         for pos in range(len(sent)):
-            allowed = {int(first_word[_context_id(sent, pos, o, np.uint64(s.hash_key), 97)])
+            allowed = {int(first_word[context_id(sent, pos, o, np.uint64(s.hash_key), 97)])
                        for o in cfg.orders}
             assert int(sent[pos]) in allowed
             checked += 1

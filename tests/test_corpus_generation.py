@@ -182,7 +182,8 @@ def test_reader_windows_cross_shards(tmp_path):
 def test_sentence_set_agrees_with_python_sets():
     """The compiled table (packed 4-token keys, hashed longer ones) is exact set membership."""
     from hierlab.corpus.config import Lexicon, PcfgConfig
-    from hierlab.corpus.pcfg import PcfgSampler, SentenceSet
+    from hierlab.corpus.dedup import SentenceSet
+    from hierlab.corpus.pcfg import PcfgSampler
 
     cfg = PcfgConfig(lexicon=Lexicon(subjects=6, verbs=6, objects=6, connectors=3),
                      train_documents=40, test_documents=20, boundary_token=True)

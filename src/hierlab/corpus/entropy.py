@@ -27,10 +27,10 @@ the order and context id) is a lower bound reported beside it.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from hierlab.corpus.config import NgramConfig, PcfgConfig
-from hierlab.corpus.ngram import NgramSampler, _context_id
+from hierlab.corpus.jit import njit
+from hierlab.corpus.ngram import NgramSampler, context_id
 from hierlab.corpus.rng import zipf_probs
 
 
@@ -109,7 +109,7 @@ def _ngram_nll(tokens, starts, n_sent, eos, n_ctx, key, ctx_probs, orders, ord_w
             t = tokens[s + pos]
             p = 0.0
             for j in range(orders.shape[0]):
-                c = _context_id(tokens[s:], pos, orders[j], key, n_ctx)
+                c = context_id(tokens[s:], pos, orders[j], key, n_ctx)
                 p += ord_w[j] * ctx_probs[c, t]
             nll -= np.log(p)
             # the sentence did not end here: P(L > pos | L >= pos)

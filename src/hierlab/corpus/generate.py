@@ -36,9 +36,10 @@ from tqdm.auto import tqdm
 from hierlab import __version__
 from hierlab.config import ExperimentConfig, config_hash
 from hierlab.corpus.config import CorpusConfig, NgramConfig, PcfgConfig
+from hierlab.corpus.dedup import SentenceSet
 from hierlab.corpus.entropy import loss_floors
 from hierlab.corpus.ngram import NgramSampler
-from hierlab.corpus.pcfg import PcfgSampler, SentenceSet
+from hierlab.corpus.pcfg import PcfgSampler
 from hierlab.corpus.shards import (
     MANIFEST,
     SplitReader,

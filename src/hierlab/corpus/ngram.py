@@ -17,10 +17,9 @@ SplitMix64 chain instead of SipHash; any fixed hash gives the same distribution.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from hierlab.corpus.config import NgramConfig
-from hierlab.corpus.pcfg import ShardOutput
+from hierlab.corpus.jit import njit
 from hierlab.corpus.rng import (
     STAGE_NGRAM_HASH,
     STAGE_NGRAM_TABLES,
@@ -33,6 +32,7 @@ from hierlab.corpus.rng import (
     shuffle_inplace,
     unit_seed,
 )
+from hierlab.corpus.sampler import ROLE_SPECIAL, ROLE_WORD, ShardOutput
 
 _POLY = np.uint64(0x100000001B3)  # odd multiplier of the suffix polynomial hash
 
@@ -43,12 +43,13 @@ def _finish(suffix, n, key, n_ctx) -> int:
 
 
 @njit(cache=True, inline="always")
-def _context_id(sent, pos, order, key, n_ctx) -> int:
+def context_id(sent, pos, order, key, n_ctx) -> int:
     """Context table of the last ``min(order, pos)`` tokens before ``pos`` (direct form).
 
     The suffix is hashed as the polynomial sum (t+1) * B^j mod 2^64, then mixed with its
     length and the corpus key; the sampler computes the same value in O(1) per order from
-    prefix sums (``_sample_sentences``), which the tests check against this form.
+    prefix sums (``_sample_sentences``), which the tests check against this form; the
+    n-gram loss floor (:mod:`hierlab.corpus.entropy`) uses this form.
     """
     n = min(order, pos)
     h = np.uint64(0)
@@ -99,7 +100,7 @@ def _sample_sentences(
         if annotate:
             for q in range(length + 1):
                 a_sen[n_out + q] = idx
-                a_role[n_out + q] = 5 if q < length else 4
+                a_role[n_out + q] = ROLE_WORD if q < length else ROLE_SPECIAL
         n_out += length + 1
     if annotate:
         return out[:n_out].copy(), starts, a_sen[:n_out].copy(), a_role[:n_out].copy()

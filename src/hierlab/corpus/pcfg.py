@@ -14,19 +14,30 @@ Why numba: the sampler is a tight per-token loop with data-dependent branching (
 rejection against the test set) that vectorises poorly; compiled it runs at the speed of
 the reference's Rust generator per core, and it is a pure function of (config, shard), so
 shards parallelise across processes or machines with identical bytes.
+
+The pieces live apart: the latent state in :mod:`~hierlab.corpus.pcfg_latent`, the exact
+conditionals of the loss floor in :mod:`~hierlab.corpus.pcfg_nll`, de-duplication against
+the test split in :mod:`~hierlab.corpus.dedup`; this module draws the documents.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-from numba import njit
 
 from hierlab.corpus.config import PcfgConfig
+from hierlab.corpus.dedup import SentenceSet, in_table
+from hierlab.corpus.jit import njit
+from hierlab.corpus.pcfg_latent import (
+    binding_sub,
+    bound_or_law,
+    doc_latent,
+    draw_bindings,
+    inverse_permutation,
+    level_latent,
+)
+from hierlab.corpus.pcfg_nll import sentence_nll
 from hierlab.corpus.rng import (
-    STAGE_BINDING,
-    STAGE_LATENT,
+    STAGE_FLOOR,
     STAGE_ORDER,
     STAGE_PARAGRAPH,
     STAGE_SECTION,
@@ -35,339 +46,26 @@ from hierlab.corpus.rng import (
     alias_draw,
     alias_table,
     feistel_index,
-    mix64,
     next_below,
     next_float,
-    shuffle_inplace,
     unit_seed,
     zipf_probs,
 )
+from hierlab.corpus.sampler import (
+    ROLE_CONNECTOR,
+    ROLE_OBJECT,
+    ROLE_SPECIAL,
+    ROLE_SUBJECT,
+    ROLE_VERB,
+    ShardOutput,
+)
 
-ROLE_S, ROLE_V, ROLE_O, ROLE_C, ROLE_SPECIAL = 0, 1, 2, 3, 4
-_EMPTY16 = np.zeros(0, dtype=np.uint16)
+__all__ = ["PcfgSampler"]
+
 _LEVELS = {"document": 0, "section": 1, "paragraph": 2}
 _SCOPES = {"document": 0, "paragraph": 1}
 
 
-# --------------------------------------------------------------------------------------
-# exact de-duplication against the test split
-# --------------------------------------------------------------------------------------
-@njit(cache=True, inline="always")
-def _sentence_key(buf: np.ndarray, length: int) -> np.uint64:
-    """A 4-token sentence packed exactly into 64 bits; a 64-bit hash otherwise."""
-    if length == 4:
-        return (np.uint64(buf[0]) | (np.uint64(buf[1]) << np.uint64(16))
-                | (np.uint64(buf[2]) << np.uint64(32)) | (np.uint64(buf[3]) << np.uint64(48)))
-    h = mix64(np.uint64(length) + np.uint64(0x9E3779B97F4A7C15))
-    for i in range(length):
-        h = mix64(h ^ (np.uint64(buf[i]) + np.uint64(0x632BE59BD9B4E019)))
-    return h
-
-
-@njit(cache=True)
-def sentence_spans(tokens: np.ndarray, eos: int, boundary: int) -> tuple:
-    """Start and length (with EOS) of every sentence; boundary tokens are skipped."""
-    n_sent = 0
-    for t in tokens:
-        if t == eos:
-            n_sent += 1
-    starts = np.empty(n_sent, dtype=np.int64)
-    lens = np.empty(n_sent, dtype=np.int32)
-    k = 0
-    start = 0
-    for i in range(tokens.shape[0]):
-        t = tokens[i]
-        if t == boundary:
-            start = i + 1
-        elif t == eos:
-            starts[k] = start
-            lens[k] = i + 1 - start
-            k += 1
-            start = i + 1
-    return starts, lens
-
-
-@njit(cache=True, inline="always")
-def _probe(buf, length, table, starts, tokens) -> np.int64:
-    """Slot of ``buf`` in ``table``: its own if present, else the empty slot ending the run.
-
-    Each slot is two uint64 in one cache line: the key and ``length << 32 | index + 1``
-    (0 = empty). 4-token sentences (most test duplicates) are decided by the exact packed
-    key alone; longer ones compare their tokens after a 64-bit hash match.
-    """
-    mask = table.shape[0] // 2 - 1
-    key = _sentence_key(buf, length)
-    slot = np.int64(mix64(key) & np.uint64(mask))
-    while True:
-        meta = table[2 * slot + 1]
-        if meta == 0:
-            return slot
-        if table[2 * slot] == key and np.int64(meta >> np.uint64(32)) == length:
-            if length == 4:
-                return slot
-            o = np.int64(meta & np.uint64(0xFFFFFFFF)) - 1
-            same = True
-            for q in range(length):
-                if tokens[starts[o] + q] != buf[q]:
-                    same = False
-                    break
-            if same:
-                return slot
-        slot = (slot + 1) & mask
-
-
-@njit(cache=True)
-def _build_table(tokens: np.ndarray, eos: int, boundary: int) -> tuple:
-    """Index every distinct sentence of ``tokens`` in an open-addressing hash table."""
-    starts, lens = sentence_spans(tokens, eos, boundary)
-    n_sent = starts.shape[0]
-    size = 1
-    while size < 2 * n_sent + 2:
-        size *= 2
-    table = np.zeros(2 * size, dtype=np.uint64)
-    n_unique = 0
-    for j in range(n_sent):
-        s, length = starts[j], lens[j]
-        sent = tokens[s : s + length]
-        slot = _probe(sent, length, table, starts, tokens)
-        if table[2 * slot + 1] == 0:
-            table[2 * slot] = _sentence_key(sent, length)
-            table[2 * slot + 1] = (np.uint64(length) << np.uint64(32)) | np.uint64(j + 1)
-            n_unique += 1
-    return table, starts, lens, n_unique
-
-
-@njit(cache=True, inline="always")
-def _in_table(buf, length, table, starts, tokens) -> bool:
-    return table[2 * _probe(buf, length, table, starts, tokens) + 1] != 0
-
-
-@dataclass
-class SentenceSet:
-    """Exact membership of token sequences: the test split's sentences (with EOS)."""
-
-    tokens: np.ndarray
-    table: np.ndarray
-    starts: np.ndarray
-    lens: np.ndarray
-    n_unique: int
-
-    @classmethod
-    def from_tokens(cls, tokens: np.ndarray, eos: int, boundary: int | None) -> SentenceSet:
-        tokens = np.ascontiguousarray(tokens, dtype=np.uint16)
-        table, starts, lens, n_unique = _build_table(
-            tokens, eos, -1 if boundary is None else boundary
-        )
-        return cls(tokens, table, starts, lens, int(n_unique))
-
-    @classmethod
-    def empty(cls) -> SentenceSet:
-        return cls(_EMPTY16, np.zeros(2, np.uint64), np.zeros(0, np.int64),
-                   np.zeros(0, np.int32), 0)
-
-    def __contains__(self, sentence: object) -> bool:
-        buf = np.asarray(sentence, dtype=np.uint16)
-        if self.n_unique == 0:
-            return False
-        return bool(_in_table(buf, len(buf), self.table, self.starts, self.tokens))
-
-
-# --------------------------------------------------------------------------------------
-# latent state
-# --------------------------------------------------------------------------------------
-@njit(cache=True)
-def _doc_latent(seed, base, n_s, n_v, n_o, off_v, off_o, ps, pv, po) -> None:
-    state = np.empty(1, dtype=np.uint64)
-    state[0] = unit_seed(seed, STAGE_LATENT, base, 0)
-    for i in range(n_s):
-        ps[i] = i
-    for i in range(n_v):
-        pv[i] = off_v + i
-    for i in range(n_o):
-        po[i] = off_o + i
-    shuffle_inplace(state, ps)
-    shuffle_inplace(state, pv)
-    shuffle_inplace(state, po)
-
-
-@njit(cache=True)
-def _repermute(state, perm, k, scratch) -> None:
-    """Re-permute the words at k uniformly chosen ranks of ``perm`` (in place)."""
-    n = perm.shape[0]
-    if k <= 0:
-        return
-    for i in range(n):
-        scratch[i] = i
-    for i in range(k):  # partial Fisher-Yates: scratch[:k] is a uniform k-subset
-        j = i + next_below(state, n - i)
-        tmp = scratch[i]
-        scratch[i] = scratch[j]
-        scratch[j] = tmp
-    vals = np.empty(k, dtype=perm.dtype)
-    for i in range(k):
-        vals[i] = perm[scratch[i]]
-    shuffle_inplace(state, vals)
-    for i in range(k):
-        perm[scratch[i]] = vals[i]
-
-
-@njit(cache=True)
-def _level_latent(seed, stage, base, sub, src_s, src_v, src_o, dst_s, dst_v, dst_o, ks, kv, ko,
-                  scratch) -> None:
-    dst_s[:] = src_s
-    dst_v[:] = src_v
-    dst_o[:] = src_o
-    state = np.empty(1, dtype=np.uint64)
-    state[0] = unit_seed(seed, stage, base, sub)
-    _repermute(state, dst_s, ks, scratch)
-    _repermute(state, dst_v, kv, scratch)
-    _repermute(state, dst_o, ko, scratch)
-
-
-@njit(cache=True)
-def _draw_bindings(seed, base, sub, n_s, n_v, n_o, off_v, off_o, b_sv, b_vo, b_vs, b_so):
-    """Uniform random maps S->V, V->O, V->S, S->O (global ids) of one binding unit."""
-    state = np.empty(1, dtype=np.uint64)
-    state[0] = unit_seed(seed, STAGE_BINDING, base, sub)
-    for i in range(n_s):
-        b_sv[i] = off_v + next_below(state, n_v)
-    for i in range(n_v):
-        b_vo[i] = off_o + next_below(state, n_o)
-    for i in range(n_v):
-        b_vs[i] = next_below(state, n_s)
-    for i in range(n_s):
-        b_so[i] = off_o + next_below(state, n_o)
-
-
-@njit(cache=True, inline="always")
-def _binding_sub(level, sc, pg, paras):
-    """Sub-unit index of the binding map in force: 0 (document), per section, per paragraph."""
-    if level == 0:
-        return 0
-    if level == 1:
-        return 1 + sc
-    return (1 << 20) + sc * paras + pg
-
-
-@njit(cache=True, inline="always")
-def _bound_or_law(state, beta, bound, perm, zp, za):
-    """The bound word with probability beta, else a draw from the rank law."""
-    if next_float(state) < beta:
-        return bound
-    return perm[alias_draw(state, zp, za)]
-
-
-@njit(cache=True, inline="always")
-def _mix_prob(beta, tok, bound, q):
-    """P(tok) under "the bound word with probability beta, else the rank law (q = P_law)"."""
-    return beta * (1.0 if tok == bound else 0.0) + (1.0 - beta) * q
-
-
-@njit(cache=True)
-def _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos, beta,
-                rs, rv, ro, zs, zv, zo, b_sv, b_vo, b_vs, b_so):
-    """P(tok at ``pos`` | the sentence's first ``pos`` tokens, latent), for a fresh sentence.
-
-    ``rs, rv, ro`` map a word id (within its role) to its Zipf rank index in the current
-    latent; ``zs, zv, zo`` are rank probabilities; ``die_cum[k] = P(m >= k)``.
-    """
-    is_s = tok < off_v
-    is_v = off_v <= tok < off_o
-    is_o = off_o <= tok < off_c
-    if pos == 0:
-        if is_s:
-            return svo_p * zs[rs[tok]]
-        if is_v:
-            return (1.0 - svo_p) * zv[rv[tok - off_v]]
-        return 0.0
-    first_s = buf[0] < off_v
-    if not first_s:  # VSO: v s o EOS
-        if pos == 1:
-            if not is_s:
-                return 0.0
-            bound = b_vs[buf[0] - off_v]
-            return _mix_prob(beta, tok, bound, zs[rs[tok]])
-        if pos == 2:
-            if not is_o:
-                return 0.0
-            bound = b_so[buf[1]]
-            return _mix_prob(beta, tok, bound, zo[ro[tok - off_o]])
-        return 1.0 if (pos == 3 and tok == eos) else 0.0
-    # SVO: s v o (c s v o)^m EOS
-    slot = (pos - 1) % 4  # 0: verb, 1: object, 2: EOS or connector, 3: clause subject
-    if slot == 0:
-        if not is_v:
-            return 0.0
-        bound = b_sv[buf[pos - 1]]
-        return _mix_prob(beta, tok, bound, zv[rv[tok - off_v]])
-    if slot == 1:
-        if not is_o:
-            return 0.0
-        bound = b_vo[buf[pos - 1] - off_v]
-        return _mix_prob(beta, tok, bound, zo[ro[tok - off_o]])
-    if slot == 2:
-        k = (pos - 3) // 4  # clauses completed
-        if die_cum[k] <= 0.0:
-            return 0.0
-        more = die_cum[k + 1] / die_cum[k] if k + 1 < die_cum.shape[0] else 0.0
-        if tok == eos:
-            return 1.0 - more
-        if off_c <= tok < eos:
-            return more / n_c
-        return 0.0
-    return zs[rs[tok]] if is_s else 0.0
-
-
-@njit(cache=True)
-def _sentence_nll(out, start, length, prev_starts, prev_lens, n_prev, rho, svo_p, die_cum,
-                  n_c, off_v, off_o, off_c, eos, beta, rs, rv, ro, zs, zv, zo,
-                  b_sv, b_vo, b_vs, b_so, alive):
-    """Exact -log P of one sentence given the document latent and its earlier sentences.
-
-    The hypotheses are "fresh" (weight 1 - rho) and "a copy of earlier sentence i" (rho /
-    n_prev each, when n_prev > 0); each token is predicted by their posterior mixture.
-    """
-    w_f = 1.0 - rho if n_prev > 0 else 1.0
-    w_c = rho / n_prev if n_prev > 0 else 0.0
-    for i in range(n_prev):
-        alive[i] = w_c
-    nll = 0.0
-    buf = out[start : start + length]
-    for pos in range(length):
-        tok = buf[pos]
-        pf = _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos, beta,
-                         rs, rv, ro, zs, zv, zo, b_sv, b_vo, b_vs, b_so)
-        num = w_f * pf
-        den = w_f
-        for i in range(n_prev):
-            if alive[i] > 0.0:
-                den += alive[i]
-                if pos < prev_lens[i] and out[prev_starts[i] + pos] == tok:
-                    num += alive[i]
-                else:
-                    alive[i] = 0.0
-        nll -= np.log(num / den)
-        w_f *= pf
-        # renormalise to avoid underflow on long sentences
-        tot = w_f
-        for i in range(n_prev):
-            tot += alive[i]
-        if tot > 0.0:
-            w_f /= tot
-            for i in range(n_prev):
-                alive[i] /= tot
-    return nll
-
-
-@njit(cache=True)
-def _inverse(perm, offset, inv):
-    for k in range(perm.shape[0]):
-        inv[perm[k] - offset] = k
-
-
-# --------------------------------------------------------------------------------------
-# documents
-# --------------------------------------------------------------------------------------
 @njit(cache=True, inline="always")
 def _document_base(p, n_real, reps, base_offset, shuffled, order_key):
     """Realisation index and base document id at output position ``p`` of a split."""
@@ -426,7 +124,7 @@ def _sample_docs(
     roles = np.empty(max_len, np.uint8)
     state = np.empty(1, dtype=np.uint64)
     order_key = unit_seed(seed, STAGE_ORDER, sent_stage, 0)
-    level_latent = sec_k[0] + sec_k[1] + sec_k[2] + par_k[0] + par_k[1] + par_k[2] > 0
+    per_level = sec_k[0] + sec_k[1] + sec_k[2] + par_k[0] + par_k[1] + par_k[2] > 0
     bind = beta > 0.0
     n_out = 0
     rejected = 0
@@ -437,7 +135,7 @@ def _sample_docs(
     for d in range(n_docs):
         p = pos_start + d
         r, base = _document_base(p, n_real, reps, base_offset, shuffled, order_key)
-        _doc_latent(seed, base, n_s, n_v, n_o, off_v, off_o, ps, pv, po)
+        doc_latent(seed, base, n_s, n_v, n_o, off_v, off_o, ps, pv, po)
         state[0] = unit_seed(seed, sent_stage, r, 0)
         doc_starts[d] = n_out
         if boundary >= 0:
@@ -451,24 +149,24 @@ def _sample_docs(
             n_out += 1
         sent_in_doc = 0
         for sc in range(sections):
-            if level_latent:
-                _level_latent(seed, STAGE_SECTION, base, sc, ps, pv, po, ss, sv, so,
-                              sec_k[0], sec_k[1], sec_k[2], scratch)
+            if per_level:
+                level_latent(seed, STAGE_SECTION, base, sc, ps, pv, po, ss, sv, so,
+                             sec_k[0], sec_k[1], sec_k[2], scratch)
             for pg in range(paras):
-                if level_latent:
-                    _level_latent(seed, STAGE_PARAGRAPH, base, sc * paras + pg, ss, sv, so,
-                                  qs, qv, qo, par_k[0], par_k[1], par_k[2], scratch)
+                if per_level:
+                    level_latent(seed, STAGE_PARAGRAPH, base, sc * paras + pg, ss, sv, so,
+                                 qs, qv, qo, par_k[0], par_k[1], par_k[2], scratch)
                     cs, cv, co = qs, qv, qo
                 else:
                     cs, cv, co = ps, pv, po
                 if bind and (pg == 0 and sc == 0 or bind_level == 2
                              or (bind_level == 1 and pg == 0)):
-                    _draw_bindings(seed, base, _binding_sub(bind_level, sc, pg, paras),
-                                   n_s, n_v, n_o, off_v, off_o, b_sv, b_vo, b_vs, b_so)
+                    draw_bindings(seed, base, binding_sub(bind_level, sc, pg, paras),
+                                  n_s, n_v, n_o, off_v, off_o, b_sv, b_vo, b_vs, b_so)
                 if score:
-                    _inverse(cs, 0, rs)
-                    _inverse(cv, off_v, rv)
-                    _inverse(co, off_o, ro)
+                    inverse_permutation(cs, 0, rs)
+                    inverse_permutation(cv, off_v, rv)
+                    inverse_permutation(co, off_o, ro)
                 para_first = sent_in_doc
                 for _ in range(sents_pp):
                     scope_first = para_first if rep_scope == 1 else 0
@@ -494,23 +192,23 @@ def _sample_docs(
                             svo = next_float(state) < svo_p
                             if svo:
                                 s = cs[alias_draw(state, zs_p, zs_a)]
-                                v = _bound_or_law(state, beta, b_sv[s], cv, zv_p, zv_a)
-                                o = _bound_or_law(state, beta, b_vo[v - off_v], co, zo_p, zo_a)
+                                v = bound_or_law(state, beta, b_sv[s], cv, zv_p, zv_a)
+                                o = bound_or_law(state, beta, b_vo[v - off_v], co, zo_p, zo_a)
                             else:
                                 v = cv[alias_draw(state, zv_p, zv_a)]
-                                s = _bound_or_law(state, beta, b_vs[v - off_v], cs, zs_p, zs_a)
-                                o = _bound_or_law(state, beta, b_so[s], co, zo_p, zo_a)
+                                s = bound_or_law(state, beta, b_vs[v - off_v], cs, zs_p, zs_a)
+                                o = bound_or_law(state, beta, b_so[s], co, zo_p, zo_a)
                         if svo:
                             buf[0], buf[1], buf[2] = s, v, o
-                            roles[0], roles[1], roles[2] = ROLE_S, ROLE_V, ROLE_O
+                            roles[0], roles[1], roles[2] = ROLE_SUBJECT, ROLE_VERB, ROLE_OBJECT
                             length = 3
                             m = alias_draw(state, die_p, die_a)
                             for _c in range(m):
                                 buf[length] = off_c + next_below(state, n_c)
                                 s2 = cs[alias_draw(state, zs_p, zs_a)]
                                 if bind:
-                                    v2 = _bound_or_law(state, beta, b_sv[s2], cv, zv_p, zv_a)
-                                    o2 = _bound_or_law(state, beta, b_vo[v2 - off_v], co,
+                                    v2 = bound_or_law(state, beta, b_sv[s2], cv, zv_p, zv_a)
+                                    o2 = bound_or_law(state, beta, b_vo[v2 - off_v], co,
                                                        zo_p, zo_a)
                                 else:
                                     v2 = cv[alias_draw(state, zv_p, zv_a)]
@@ -518,19 +216,19 @@ def _sample_docs(
                                 buf[length + 1] = s2
                                 buf[length + 2] = v2
                                 buf[length + 3] = o2
-                                roles[length] = ROLE_C
-                                roles[length + 1] = ROLE_S
-                                roles[length + 2] = ROLE_V
-                                roles[length + 3] = ROLE_O
+                                roles[length] = ROLE_CONNECTOR
+                                roles[length + 1] = ROLE_SUBJECT
+                                roles[length + 2] = ROLE_VERB
+                                roles[length + 3] = ROLE_OBJECT
                                 length += 4
                         else:
                             buf[0], buf[1], buf[2] = v, s, o
-                            roles[0], roles[1], roles[2] = ROLE_V, ROLE_S, ROLE_O
+                            roles[0], roles[1], roles[2] = ROLE_VERB, ROLE_SUBJECT, ROLE_OBJECT
                             length = 3
                         buf[length] = eos
                         roles[length] = ROLE_SPECIAL
                         length += 1
-                        if dedup and _in_table(buf, length, dd_table, dd_starts, dd_tokens):
+                        if dedup and in_table(buf, length, dd_table, dd_starts, dd_tokens):
                             rejected += 1
                             continue
                         break
@@ -544,7 +242,7 @@ def _sample_docs(
                             a_sen[n_out + q] = sent_in_doc
                             a_role[n_out + q] = roles[q]
                     if score:
-                        nll += _sentence_nll(
+                        nll += sentence_nll(
                             out, n_out, length, sent_start[scope_first:],
                             sent_len[scope_first:], n_prev, rho, svo_p, die_cum, n_c,
                             off_v, off_o, off_c, eos, beta, rs, rv, ro, zs, zv, zo,
@@ -562,19 +260,6 @@ def _sample_docs(
         ann = (a_doc, a_sec, a_par, a_sen, a_role)
     return (out[:n_out].copy(), doc_starts, ann, rejected, sentences, copies, nll,
             n_scored)
-
-
-@dataclass
-class ShardOutput:
-    """What one shard's generation returns."""
-
-    tokens: np.ndarray
-    doc_starts: np.ndarray
-    annotations: dict[str, np.ndarray] | None
-    units: int
-    rejected: int = 0
-    sentences: int = 0
-    copies: int = 0
 
 
 class PcfgSampler:
@@ -659,8 +344,6 @@ class PcfgSampler:
         (a posterior over "fresh" and "copy of sentence i"), only the average is sampled.
         The documents come from a dedicated stream, never from a split.
         """
-        from hierlab.corpus.rng import STAGE_FLOOR
-
         _, _, _, _, _, _, nll, n = self._run("test", 0, n_docs, None, score=True,
                                              stage=STAGE_FLOOR)
         if self.cfg.boundary_token:
@@ -671,7 +354,7 @@ class PcfgSampler:
         """Index of the binding map in force at ``(section, paragraph)`` of a document: the
         same for every paragraph at document level, per section at section level."""
         cfg = self.cfg
-        return int(_binding_sub(_LEVELS[cfg.binding_level], section, paragraph,
+        return int(binding_sub(_LEVELS[cfg.binding_level], section, paragraph,
                                 cfg.paragraphs_per_section))
 
     def document_bindings(self, base: int, section: int = 0,
@@ -683,8 +366,8 @@ class PcfgSampler:
         _, off_v, off_o, _ = cfg.role_offsets
         maps = [np.zeros(n, np.int32) for n in (lx.subjects, lx.verbs, lx.verbs, lx.subjects)]
         sub = self.binding_unit(section, paragraph)
-        _draw_bindings(cfg.seed, base, sub, lx.subjects, lx.verbs, lx.objects, off_v, off_o,
-                       *maps)
+        draw_bindings(cfg.seed, base, sub, lx.subjects, lx.verbs, lx.objects, off_v, off_o,
+                      *maps)
         return dict(zip(("subject_verb", "verb_object", "verb_subject", "subject_object"),
                         maps, strict=True))
 
@@ -696,6 +379,6 @@ class PcfgSampler:
         ps = np.empty(lx.subjects, np.int32)
         pv = np.empty(lx.verbs, np.int32)
         po = np.empty(lx.objects, np.int32)
-        _doc_latent(self.cfg.seed, base, lx.subjects, lx.verbs, lx.objects, off_v, off_o,
-                    ps, pv, po)
+        doc_latent(self.cfg.seed, base, lx.subjects, lx.verbs, lx.objects, off_v, off_o,
+                   ps, pv, po)
         return {"subject": ps, "verb": pv, "object": po}

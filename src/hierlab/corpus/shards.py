@@ -33,6 +33,7 @@ from hierlab.io import atomic_write_bytes as atomic_write_bytes  # re-export: ol
 FORMAT = "hierlab-shards/1"
 MANIFEST = "manifest.json"
 
+#: annotation columns and their types (``role`` holds :data:`hierlab.contracts.ROLE_CODES`)
 ANNOTATION_TYPES: dict[str, pa.DataType] = {
     "doc": pa.uint32(),
     "section": pa.uint16(),
@@ -40,8 +41,6 @@ ANNOTATION_TYPES: dict[str, pa.DataType] = {
     "sentence": pa.uint32(),
     "role": pa.uint8(),
 }
-#: values of the ``role`` annotation column
-ROLE_CODES = {"subject": 0, "verb": 1, "object": 2, "connector": 3, "special": 4, "word": 5}
 
 
 def shard_name(index: int) -> str:

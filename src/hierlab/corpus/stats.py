@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from hierlab.corpus.config import NgramConfig, PcfgConfig
-from hierlab.corpus.pcfg import PcfgSampler, SentenceSet, _in_table, sentence_spans
+from hierlab.corpus.dedup import SentenceSet, in_table, sentence_spans
+from hierlab.corpus.jit import njit
+from hierlab.corpus.pcfg import PcfgSampler
 from hierlab.corpus.rng import zipf_probs
 from hierlab.corpus.shards import SplitReader
 from hierlab.errors import DataError
@@ -31,7 +32,7 @@ def _count_members(tokens, starts, lens, table, t_starts, t_tokens):
     hits = 0
     for j in range(starts.shape[0]):
         s = starts[j]
-        if _in_table(tokens[s:s + lens[j]], lens[j], table, t_starts, t_tokens):
+        if in_table(tokens[s:s + lens[j]], lens[j], table, t_starts, t_tokens):
             hits += 1
     return hits
 
