@@ -12,11 +12,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hierlab.contracts import PROBES
+
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
+#: the literals pydantic validates against; a test keeps them equal to hierlab.contracts
+#: and to the probe registry
 ProbeName = Literal["induction", "fv", "hydra", "structure"]
 Variant = Literal["reference", "standard"]
-ALL_PROBES: tuple[str, ...] = ("induction", "fv", "hydra", "structure")
+ALL_PROBES: tuple[str, ...] = PROBES
 
 
 class InductionConfig(BaseModel):

@@ -33,14 +33,21 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hierlab.errors import DataError
-from hierlab.probes.fv_tasks import Task
+from hierlab.probes.fv_tasks import Task, corpus_tasks, nl_task
 from hierlab.probes.hooks import HookedModel
+from hierlab.probes.registry import register
+
+if TYPE_CHECKING:
+    from hierlab.probes.context import ProbeContext
+
+log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
@@ -50,6 +57,7 @@ __all__ = [
     "fv_standard",
     "injection_accuracy",
     "mean_head_activations",
+    "measure_standard",
 ]
 
 
@@ -281,3 +289,23 @@ def fv_standard(
     rows += [row("fv_head", cie_mean.flatten()[i], n_all, seed, layer=i // nh, head=i % nh,
                  k=rank + 1) for rank, i in enumerate(chosen)]
     return rows
+
+
+@register("fv", "standard")
+def measure_standard(ctx: ProbeContext) -> list[Row]:
+    """Todd et al. over the corpus's tasks (pcfg roles) or the word lists (a natural-language
+    tokenizer); [] (logged) when no task applies."""
+    c = ctx.cfg.fv
+    if ctx.roles is not None:
+        tasks = corpus_tasks(c.tasks, ctx.manifest)
+    elif ctx.kind == "nl" and ctx.tokenizer is not None:
+        tasks = [nl_task(t, ctx.tokenizer) for t in c.nl_tasks]
+    else:
+        log.info("%s: no task applies (no roles, no natural-language tokenizer)", ctx.ckpt.name)
+        return []
+    # one call over all tasks: heads ranked by the CIE averaged across them (Todd et al.)
+    return fv_standard(
+        ctx.hm, tasks, n_shots=c.n_shots, mean_prompts=c.mean_prompts,
+        cie_prompts=c.cie_prompts, eval_prompts=c.eval_prompts, top_k=c.top_k,
+        batch_size=c.batch_size, seed=c.seed,
+    )

@@ -19,13 +19,20 @@ The literature's variant (Todd et al. 2023) is :mod:`hierlab.probes.function_vec
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hierlab.errors import DataError
 from hierlab.probes.hooks import HookedModel
+from hierlab.probes.registry import register
+
+if TYPE_CHECKING:
+    from hierlab.probes.context import ProbeContext
+
+log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 Roles = dict[str, Sequence[int]]
@@ -38,7 +45,7 @@ REFERENCE_ROLES: dict[str, tuple[int, int]] = {
     "connector": (900, 1000),
 }
 
-__all__ = ["REFERENCE_ROLES", "fv_reference", "reference_prompts"]
+__all__ = ["REFERENCE_ROLES", "fv_reference", "measure_reference", "reference_prompts"]
 
 
 def reference_prompts(
@@ -105,3 +112,14 @@ def fv_reference(
          "value": float(gain[i]), "n_samples": p, "seed": seed}
         for i in range(nl)
     ]
+
+
+@register("fv", "reference")
+def measure_reference(ctx: ProbeContext) -> list[Row]:
+    """The reconstruction on the corpus's role ranges (the reference's without roles)."""
+    c = ctx.cfg.fv
+    roles = ctx.roles
+    if roles is None and ctx.kind != "nl":
+        log.info("%s: no corpus roles; reference FV uses the reference id ranges", ctx.ckpt.name)
+    return fv_reference(ctx.hm, roles, c.reference_pairs, c.reference_seed,
+                        c.reference_connector)

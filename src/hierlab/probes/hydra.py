@@ -38,17 +38,30 @@ measured per sample). The ablations of all layers run as one batch of ablated co
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hierlab.errors import ConfigError
 from hierlab.probes.hooks import HookedModel
+from hierlab.probes.registry import register
+
+if TYPE_CHECKING:
+    from hierlab.probes.context import ProbeContext
+
+log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
-__all__ = ["hydra_reference", "hydra_standard", "random_token_samples"]
+__all__ = [
+    "hydra_reference",
+    "hydra_standard",
+    "measure_reference",
+    "measure_standard",
+    "random_token_samples",
+]
 
 
 def random_token_samples(
@@ -262,3 +275,41 @@ def hydra_standard(
         _row(f"positions:{positions}", n_pos / s, s, seed),
     ]
     return rows
+
+
+# ------------------------------------------------------------------ registered units
+def _samples(ctx: ProbeContext, n: int, length: int | None) -> torch.Tensor:
+    """Test-split chunks for a hierlab model, seeded random ids for one without a corpus."""
+    c = ctx.cfg.hydra
+    if ctx.manifest is not None:
+        return ctx.windows(n, length or ctx.context)
+    return random_token_samples(
+        c.random_samples, length or c.random_length, ctx.vocab, c.id_margin, c.seed
+    )
+
+
+@register("hydra", "reference")
+def measure_reference(ctx: ProbeContext) -> list[Row]:
+    """SPEC §5.5 on ``max_samples`` test chunks (random ids without a corpus)."""
+    c = ctx.cfg.hydra
+    n = c.max_samples if ctx.manifest is not None else c.random_samples
+    length = c.length if ctx.manifest is not None else c.random_length
+    return hydra_reference(ctx.hm, _samples(ctx, n, length), c.ks, c.batch_size, c.seed)
+
+
+@register("hydra", "standard")
+def measure_standard(ctx: ProbeContext) -> list[Row]:
+    """McGrath et al. on ``standard_samples`` chunks (at least 2 for mean/resample)."""
+    c = ctx.cfg.hydra
+    n = c.standard_samples if ctx.manifest is not None else c.random_samples
+    length = c.standard_length or (c.length if ctx.manifest is not None else c.random_length)
+    samples = _samples(ctx, n, length)
+    if c.ablation != "zero" and len(samples) < 2 and ctx.reader is not None:
+        # mean/resample need another sample: a short test split gets shorter chunks
+        short = int(ctx.reader.total_tokens) // 2
+        log.warning("%s: hydra/standard: test split holds one %s-token chunk; %s "
+                    "ablation uses 2 chunks of %d", ctx.ckpt.name, samples.shape[1],
+                    c.ablation, short)
+        samples = _samples(ctx, 2, short)
+    return hydra_standard(ctx.hm, samples, ablation=c.ablation, target=c.target,
+                          positions=c.positions, layer_batch=c.layer_batch, seed=c.seed)

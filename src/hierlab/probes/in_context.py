@@ -24,14 +24,17 @@ offsets). Metric names carry the suffix ``_indist``.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hierlab.errors import DataError
+from hierlab.errors import ConfigError, DataError
 from hierlab.probes.hooks import HookedModel
+
+if TYPE_CHECKING:
+    from hierlab.probes.context import ProbeContext
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ Row = dict[str, Any]
 __all__ = [
     "document_windows",
     "icl_rows",
+    "in_context_rows",
     "indist_reference_rows",
     "indist_standard_rows",
     "loss_by_position",
@@ -191,3 +195,24 @@ def icl_rows(curve: np.ndarray, n_windows: int, early: tuple[int, int],
              (("icl_early_lo", elo), ("icl_early_hi", ehi), ("icl_late_lo", llo),
               ("icl_late_hi", lhi))]
     return rows
+
+
+def in_context_rows(ctx: ProbeContext) -> list[Row]:
+    """Loss by position, ICL score (with the band positions used) and previous-token
+    scores on document-aligned test windows; [] (logged) when they cannot be measured."""
+    c = ctx.cfg.induction
+    if ctx.reader is None:
+        return []
+    if c.icl_length is not None and c.icl_length > ctx.context:
+        raise ConfigError(f"induction.icl_length {c.icl_length} exceeds the model context "
+                          f"({ctx.context} tokens)")
+    length = c.icl_length or min(ctx.context, 512)
+    try:
+        windows = document_windows(ctx.reader, c.position_windows, length)
+        curve = loss_by_position(ctx.hm, windows, min(c.batch_size, 8))
+        rows = icl_rows(curve, len(windows), c.icl_early_band, c.icl_late_band, c.seed)
+    except DataError as err:
+        log.warning("%s: loss by position / ICL score skipped: %s", ctx.ckpt.name, err)
+        return []
+    pt = previous_token_scores(ctx.hm, windows, min(c.batch_size, 4))
+    return rows + previous_token_rows(pt, c.seed)

@@ -27,14 +27,22 @@ score are in :mod:`hierlab.probes.in_context`.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from hierlab.errors import DataError
+from hierlab.probes import in_context as icmod
 from hierlab.probes.hooks import HookedModel
+from hierlab.probes.registry import register
+
+if TYPE_CHECKING:
+    from hierlab.probes.context import ProbeContext
+
+log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
@@ -43,6 +51,8 @@ __all__ = [
     "copying_scores",
     "induction_reference",
     "induction_standard",
+    "measure_reference",
+    "measure_standard",
     "phase_change",
     "repeated_random_tokens",
 ]
@@ -174,6 +184,55 @@ def induction_standard(
             rows.append(_base("duplicate_token", dup[layer, head], s, seed, layer, head))
             rows.append(_base("copying", copying[layer, head], 0, seed, layer, head))
     return rows
+
+
+
+# ------------------------------------------------------------------ registered units
+def _random_scores(ctx: ProbeContext) -> dict[str, torch.Tensor]:
+    """Scores on repeated random tokens, computed once per checkpoint for both variants."""
+    if "induction" not in ctx.memo:
+        c = ctx.cfg.induction
+        toks = repeated_random_tokens(c.samples, c.n, ctx.vocab, c.id_margin, c.seed, c.id_range)
+        ctx.memo["induction"] = attention_scores(ctx.hm, toks, c.n, c.k_max, c.batch_size)
+    return ctx.memo["induction"]
+
+
+def _indist_scores(ctx: ProbeContext) -> dict[str, torch.Tensor] | None:
+    """Scores on test-split spans repeated twice (None without a test split)."""
+    if "induction_indist" not in ctx.memo:
+        c = ctx.cfg.induction
+        out = None
+        if ctx.reader is not None:
+            n = c.indist_n or c.n
+            try:
+                toks = icmod.repeated_spans(ctx.reader, c.indist_samples, n, c.seed)
+                out = attention_scores(ctx.hm, toks, n, c.k_max, c.batch_size)
+            except DataError as err:
+                log.warning("%s: in-distribution induction skipped: %s", ctx.ckpt.name, err)
+        ctx.memo["induction_indist"] = out
+    return ctx.memo["induction_indist"]
+
+
+@register("induction", "reference")
+def measure_reference(ctx: ProbeContext) -> list[Row]:
+    """SPEC §5.3 scores, beside them the same metrics on test-split repeats (``_indist``)."""
+    seed = ctx.cfg.induction.seed
+    scores = _random_scores(ctx)
+    indist = _indist_scores(ctx)
+    rows = induction_reference(scores, seed)
+    return rows + (icmod.indist_reference_rows(indist, seed) if indist else [])
+
+
+@register("induction", "standard")
+def measure_standard(ctx: ProbeContext) -> list[Row]:
+    """Prefix matching, duplicate-token and copying scores, their ``_indist`` twins, then
+    the loss by position, ICL and previous-token rows (:func:`in_context.in_context_rows`)."""
+    seed = ctx.cfg.induction.seed
+    scores = _random_scores(ctx)
+    indist = _indist_scores(ctx)
+    rows = induction_standard(scores, copying_scores(ctx.hm), seed)
+    rows += icmod.indist_standard_rows(indist, seed) if indist else []
+    return rows + icmod.in_context_rows(ctx)
 
 
 def phase_change(

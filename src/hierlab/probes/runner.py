@@ -13,6 +13,10 @@ Several GPUs (keep it simple): under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) 
 takes checkpoints ``i`` with ``i % world == r`` on ``cuda:LOCAL_RANK``, writes its parts
 and a marker ``.parts/.done-<run id>-rank<r>``; rank 0 waits for every rank's marker, then
 merges. No process group is needed.
+
+What a unit measures is not decided here: :func:`probe_checkpoint` looks the (probe,
+variant) up in :mod:`hierlab.probes.registry`, where each probe module registers its
+variants.
 """
 
 from __future__ import annotations
@@ -23,11 +27,9 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -36,16 +38,11 @@ from tqdm.auto import tqdm
 from hierlab.contracts import METRICS_SCHEMA, VARIANTS, section_hash
 from hierlab.errors import ConfigError, DataError
 from hierlab.io import atomic_write_parquet
-from hierlab.probes import function_vectors as fvmod
-from hierlab.probes import fv_reference as fvref
-from hierlab.probes import fv_tasks as fvtasks
-from hierlab.probes import hydra as hymod
-from hierlab.probes import in_context as icmod
-from hierlab.probes import induction as indmod
 from hierlab.probes.checkpoints import Checkpoint, discover_checkpoints, load_model, materialize
 from hierlab.probes.config import ALL_PROBES, ProbesConfig
+from hierlab.probes.context import ProbeContext, corpus_data
 from hierlab.probes.hooks import HookedModel
-from hierlab.probes.structure import structure_scores
+from hierlab.probes.registry import lookup
 
 log = logging.getLogger(__name__)
 
@@ -55,196 +52,13 @@ __all__ = ["SCHEMA", "merge_parts", "probe_checkpoint", "probe_hash", "run_probe
 SCHEMA = METRICS_SCHEMA
 
 
-# ------------------------------------------------------------------ context per checkpoint
-@dataclass
-class ProbeContext:
-    """What the probes of one checkpoint share: model, tokenizer, corpus data."""
-
-    cfg: ProbesConfig
-    ckpt: Checkpoint
-    hm: HookedModel
-    tokenizer: Any = None
-    manifest: dict[str, Any] | None = None
-    reader: Any = None
-    memo: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def roles(self) -> dict[str, list[int]] | None:
-        return (self.manifest or {}).get("roles") or None
-
-    @property
-    def kind(self) -> str:
-        """pcfg | ngram (hierlab corpora) or nl (a natural-language model)."""
-        if self.manifest is not None:
-            return str(self.manifest.get("kind", "pcfg" if self.roles else "ngram"))
-        return "nl"
-
-    @property
-    def vocab(self) -> int:
-        """The id space random prompts draw from (the reference used the tokenizer's)."""
-        if self.manifest is not None and "vocab_size" in self.manifest:
-            return int(self.manifest["vocab_size"])
-        if self.tokenizer is not None and getattr(self.tokenizer, "vocab_size", None):
-            return int(min(self.tokenizer.vocab_size, self.hm.vocab_size))
-        return self.hm.vocab_size
-
-    @property
-    def context(self) -> int:
-        return int(getattr(self.hm.config, "max_position_embeddings", 512) or 512)
-
-    def windows(self, n: int, length: int) -> torch.Tensor:
-        """The first ``n`` consecutive ``length``-token chunks of the test split."""
-        if self.reader is None:
-            raise DataError(f"{self.ckpt.name}: no test split to read (run hierlab corpus)")
-        avail = int(self.reader.total_tokens) // length
-        n = min(n, avail)
-        if n == 0:
-            raise DataError(f"{self.ckpt.name}: test split shorter than one {length}-token chunk")
-        arr = np.stack([self.reader.read(i * length, length) for i in range(n)]).astype(np.int64)
-        return torch.from_numpy(arr)
-
-
-def _corpus_data(ckpt: Checkpoint) -> tuple[dict | None, Any]:
-    if ckpt.run_dir is None or ckpt.corpus is None:
-        return None, None
-    split = ckpt.run_dir / "corpus" / ckpt.corpus / "test"
-    try:
-        from hierlab.corpus.shards import SplitReader
-
-        reader = SplitReader(split)
-        return reader.manifest, reader
-    except (DataError, ImportError, OSError) as err:
-        log.warning("%s: test split unavailable (%s)", ckpt.name, err)
-    run_json = ckpt.run_dir / "models" / ckpt.corpus / "run.json"
-    if run_json.exists():
-        import json
-
-        info = json.loads(run_json.read_text())
-        return {"kind": info.get("kind"), "vocab_size": info.get("vocab_size"),
-                "roles": info.get("roles")}, None
-    return None, None
-
-
 # ------------------------------------------------------------------ one unit
-def _induction_scores(ctx: ProbeContext) -> dict[str, torch.Tensor]:
-    if "induction" not in ctx.memo:
-        c = ctx.cfg.induction
-        toks = indmod.repeated_random_tokens(
-            c.samples, c.n, ctx.vocab, c.id_margin, c.seed, c.id_range
-        )
-        ctx.memo["induction"] = indmod.attention_scores(ctx.hm, toks, c.n, c.k_max, c.batch_size)
-    return ctx.memo["induction"]
-
-
-def _indist_scores(ctx: ProbeContext) -> dict[str, torch.Tensor] | None:
-    """Scores on test-split spans repeated twice (None without a test split)."""
-    if "induction_indist" not in ctx.memo:
-        c = ctx.cfg.induction
-        out = None
-        if ctx.reader is not None:
-            n = c.indist_n or c.n
-            try:
-                toks = icmod.repeated_spans(ctx.reader, c.indist_samples, n, c.seed)
-                out = indmod.attention_scores(ctx.hm, toks, n, c.k_max, c.batch_size)
-            except DataError as err:
-                log.warning("%s: in-distribution induction skipped: %s", ctx.ckpt.name, err)
-        ctx.memo["induction_indist"] = out
-    return ctx.memo["induction_indist"]
-
-
-def _in_context_rows(ctx: ProbeContext) -> list[dict[str, Any]]:
-    """Loss by position, ICL score (with the band positions used) and previous-token
-    scores on document-aligned test windows; [] (logged) when they cannot be measured."""
-    c = ctx.cfg.induction
-    if ctx.reader is None:
-        return []
-    if c.icl_length is not None and c.icl_length > ctx.context:
-        raise ConfigError(f"induction.icl_length {c.icl_length} exceeds the model context "
-                          f"({ctx.context} tokens)")
-    length = c.icl_length or min(ctx.context, 512)
-    try:
-        windows = icmod.document_windows(ctx.reader, c.position_windows, length)
-        curve = icmod.loss_by_position(ctx.hm, windows, min(c.batch_size, 8))
-        rows = icmod.icl_rows(curve, len(windows), c.icl_early_band, c.icl_late_band, c.seed)
-    except DataError as err:
-        log.warning("%s: loss by position / ICL score skipped: %s", ctx.ckpt.name, err)
-        return []
-    pt = icmod.previous_token_scores(ctx.hm, windows, min(c.batch_size, 4))
-    return rows + icmod.previous_token_rows(pt, c.seed)
-
-
-def _hydra_samples(ctx: ProbeContext, n: int, length: int | None) -> torch.Tensor:
-    c = ctx.cfg.hydra
-    if ctx.manifest is not None:
-        return ctx.windows(n, length or ctx.context)
-    return hymod.random_token_samples(
-        c.random_samples, length or c.random_length, ctx.vocab, c.id_margin, c.seed
-    )
-
-
 def probe_checkpoint(ctx: ProbeContext, probe: str, variant: str) -> list[dict[str, Any]]:
-    """Rows (without the checkpoint columns) of one (probe, variant) unit; [] = n/a."""
-    cfg = ctx.cfg
-    hm = ctx.hm
-    if probe == "induction":
-        c = cfg.induction
-        scores = _induction_scores(ctx)
-        indist = _indist_scores(ctx)  # beside the random-token rows (same metrics, _indist)
-        if variant == "reference":
-            rows = indmod.induction_reference(scores, c.seed)
-            return rows + (icmod.indist_reference_rows(indist, c.seed) if indist else [])
-        rows = indmod.induction_standard(scores, indmod.copying_scores(hm), c.seed)
-        rows += icmod.indist_standard_rows(indist, c.seed) if indist else []
-        return rows + _in_context_rows(ctx)
-    if probe == "hydra":
-        c = cfg.hydra
-        if variant == "reference":
-            n = c.max_samples if ctx.manifest is not None else c.random_samples
-            length = c.length if ctx.manifest is not None else c.random_length
-            samples = _hydra_samples(ctx, n, length)
-            return hymod.hydra_reference(hm, samples, c.ks, c.batch_size, c.seed)
-        n = c.standard_samples if ctx.manifest is not None else c.random_samples
-        length = c.standard_length or (c.length if ctx.manifest is not None else c.random_length)
-        samples = _hydra_samples(ctx, n, length)
-        if c.ablation != "zero" and len(samples) < 2 and ctx.reader is not None:
-            # mean/resample need another sample: a short test split gets shorter chunks
-            short = int(ctx.reader.total_tokens) // 2
-            log.warning("%s: hydra/standard: test split holds one %s-token chunk; %s "
-                        "ablation uses 2 chunks of %d", ctx.ckpt.name, samples.shape[1],
-                        c.ablation, short)
-            samples = _hydra_samples(ctx, 2, short)
-        return hymod.hydra_standard(hm, samples, ablation=c.ablation, target=c.target,
-                                    positions=c.positions, layer_batch=c.layer_batch,
-                                    seed=c.seed)
-    if probe == "fv":
-        c = cfg.fv
-        if variant == "reference":
-            roles = ctx.roles
-            if roles is None and ctx.kind != "nl":
-                log.info("%s: no corpus roles; reference FV uses the reference id ranges",
-                         ctx.ckpt.name)
-            return fvref.fv_reference(hm, roles, c.reference_pairs, c.reference_seed,
-                                      c.reference_connector)
-        if ctx.roles is not None:
-            tasks = fvtasks.corpus_tasks(c.tasks, ctx.manifest)
-        elif ctx.kind == "nl" and ctx.tokenizer is not None:
-            tasks = [fvtasks.nl_task(t, ctx.tokenizer) for t in c.nl_tasks]
-        else:
-            log.info("%s: no task applies (no roles, no natural-language tokenizer)", ctx.ckpt.name)
-            return []
-        # one call over all tasks: heads ranked by the CIE averaged across them (Todd et al.)
-        return fvmod.fv_standard(
-            hm, tasks, n_shots=c.n_shots, mean_prompts=c.mean_prompts,
-            cie_prompts=c.cie_prompts, eval_prompts=c.eval_prompts, top_k=c.top_k,
-            batch_size=c.batch_size, seed=c.seed,
-        )
-    if probe == "structure":
-        if ctx.roles is None:
-            log.info("%s: structure scores need a pcfg corpus; skipped", ctx.ckpt.name)
-            return []
-        c = cfg.structure
-        return structure_scores(hm, ctx.roles, c.samples, c.seed)
-    raise ConfigError(f"unknown probe {probe!r} (known: {', '.join(ALL_PROBES)})")
+    """Rows (without the checkpoint columns) of one (probe, variant) unit; [] = n/a.
+
+    The unit is the function its probe module registered (:mod:`hierlab.probes.registry`).
+    """
+    return lookup(probe, variant)(ctx)
 
 
 # ------------------------------------------------------------------ parts and tables
@@ -257,10 +71,6 @@ def probe_hash(cfg: ProbesConfig, probe: str) -> str:
 def _part_path(root: Path, cfg: ProbesConfig, probe: str, variant: str, ck: Checkpoint) -> Path:
     ident = hashlib.sha1(f"{ck.source}|{ck.model}|{ck.name}|{ck.step}".encode()).hexdigest()[:12]
     return root / probe / variant / probe_hash(cfg, probe) / f"{ck.step:012d}-{ident}.parquet"
-
-
-def _atomic_parquet(table: pa.Table, path: Path) -> None:
-    atomic_write_parquet(table, path)
 
 
 def _to_table(rows: list[dict[str, Any]], ck: Checkpoint, probe: str, variant: str) -> pa.Table:
@@ -285,7 +95,7 @@ def merge_parts(metrics_dir: Path, cfg: ProbesConfig, probe: str) -> Path:
                                ("source", "model", "step", "variant", "metric", "layer",
                                 "head", "k")])
     out = metrics_dir / f"{probe}.parquet"
-    _atomic_parquet(table, out)
+    atomic_write_parquet(table, out)
     return out
 
 
@@ -384,7 +194,7 @@ def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], pa
                 log.warning("skipping checkpoint %s: cannot load (%s)",
                             ck.name, str(err).splitlines()[0] if str(err) else type(err).__name__)
                 return
-            manifest, reader = _corpus_data(ck)
+            manifest, reader = corpus_data(ck)
             ctx = ProbeContext(pc, ck, hm, tok, manifest, reader)
             for probe, variant in todo:
                 t0 = time.perf_counter()
@@ -393,7 +203,7 @@ def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], pa
                 except DataError as err:
                     log.warning("%s: %s/%s skipped: %s", ck.name, probe, variant, err)
                     continue
-                _atomic_parquet(_to_table(rows, ck, probe, variant),
+                atomic_write_parquet(_to_table(rows, ck, probe, variant),
                                 _part_path(parts, pc, probe, variant, ck))
                 log.debug("%s %s/%s: %.2fs", ck.name, probe, variant, time.perf_counter() - t0)
     except DataError as err:

@@ -9,17 +9,25 @@ corpus manifest's ``roles`` ranges (``[lo, hi)``); prompts come from a seeded ge
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hierlab.contracts import VARIANTS
 from hierlab.errors import DataError
 from hierlab.probes.hooks import HookedModel
+from hierlab.probes.registry import register
+
+if TYPE_CHECKING:
+    from hierlab.probes.context import ProbeContext
+
+log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 
-__all__ = ["structure_scores"]
+__all__ = ["measure", "structure_scores"]
 
 _SCORES = (
     ("subject_to_verb", ("subject",), "verb"),
@@ -48,3 +56,17 @@ def structure_scores(
         rows.append({"metric": metric, "layer": None, "head": None, "k": None,
                      "value": float(mass), "n_samples": samples, "seed": seed})
     return rows
+
+
+def measure(ctx: ProbeContext) -> list[Row]:
+    """Structure scores of a pcfg model; [] (logged) for a model without corpus roles."""
+    if ctx.roles is None:
+        log.info("%s: structure scores need a pcfg corpus; skipped", ctx.ckpt.name)
+        return []
+    c = ctx.cfg.structure
+    return structure_scores(ctx.hm, ctx.roles, c.samples, c.seed)
+
+
+# one definition: the reference study's scores are also the standard ones
+for _variant in VARIANTS:
+    register("structure", _variant)(measure)
