@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +36,8 @@ def _bytes(run: Path, name: str, split: str) -> bytes:
 @pytest.mark.parametrize("workers", [2, 3])
 def test_byte_identical_for_any_worker_count(tmp_path, workers):
     cfg = experiment(pcfg=tiny_pcfg(documents_per_shard=400), ngram=tiny_ngram())
-    generate_corpora(cfg, tmp_path / "w1", workers=1)
-    generate_corpora(cfg, tmp_path / "wn", workers=workers)
+    generate_corpora(cfg.corpora, tmp_path / "w1", workers=1)
+    generate_corpora(cfg.corpora, tmp_path / "wn", workers=workers)
     for name in ("pcfg", "ngram"):
         assert _shas(tmp_path / "w1", name) == _shas(tmp_path / "wn", name)
         for split in ("train", "test"):
@@ -45,8 +47,8 @@ def test_byte_identical_for_any_worker_count(tmp_path, workers):
 def test_shard_size_does_not_change_tokens(tmp_path):
     a = experiment(pcfg=tiny_pcfg(documents_per_shard=2000))
     b = experiment(pcfg=tiny_pcfg(documents_per_shard=333))
-    generate_corpora(a, tmp_path / "a")
-    generate_corpora(b, tmp_path / "b")
+    generate_corpora(a.corpora, tmp_path / "a")
+    generate_corpora(b.corpora, tmp_path / "b")
     for split in ("train", "test"):
         ra = SplitReader(tmp_path / "a/corpus/pcfg" / split)
         rb = SplitReader(tmp_path / "b/corpus/pcfg" / split)
@@ -58,14 +60,14 @@ def test_shard_size_does_not_change_tokens(tmp_path):
 def test_dask_engine_byte_identical(tmp_path):
     pytest.importorskip("dask.distributed")
     cfg = experiment(ngram=tiny_ngram(train_sentences=2000))
-    generate_corpora(cfg, tmp_path / "local", workers=1)
-    generate_corpora(cfg, tmp_path / "dask", workers=1, engine="dask")
+    generate_corpora(cfg.corpora, tmp_path / "local", workers=1)
+    generate_corpora(cfg.corpora, tmp_path / "dask", workers=1, engine="dask")
     assert _shas(tmp_path / "local", "ngram") == _shas(tmp_path / "dask", "ngram")
 
 
 def test_resume_after_kill_redoes_only_unfinished_shards(tmp_path, monkeypatch):
     cfg = experiment(pcfg=tiny_pcfg(documents_per_shard=300))
-    generate_corpora(cfg, tmp_path / "ref")
+    generate_corpora(cfg.corpora, tmp_path / "ref")
     real = gen.build_shard
     calls: list[tuple[str, int]] = []
 
@@ -79,7 +81,7 @@ def test_resume_after_kill_redoes_only_unfinished_shards(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gen, "build_shard", dying)
     with pytest.raises(KeyboardInterrupt):
-        generate_corpora(cfg, tmp_path / "run")
+        generate_corpora(cfg.corpora, tmp_path / "run")
     train_dir = tmp_path / "run/corpus/pcfg/train"
     assert not (train_dir / "manifest.json").exists()
     done_before = {p.name: p.stat().st_mtime_ns for p in train_dir.glob("shard-0000[01].arrow")}
@@ -87,7 +89,7 @@ def test_resume_after_kill_redoes_only_unfinished_shards(tmp_path, monkeypatch):
 
     calls.clear()
     monkeypatch.setattr(gen, "build_shard", lambda *a: (calls.append((a[1], a[2])), real(*a))[1])
-    generate_corpora(cfg, tmp_path / "run")
+    generate_corpora(cfg.corpora, tmp_path / "run")
     assert ("train", 0) not in calls and ("train", 1) not in calls and ("train", 2) in calls
     assert all(s == "train" for s, _ in calls)  # the finished test split was skipped
     for name, mtime in done_before.items():
@@ -119,8 +121,8 @@ def test_dedup_removes_every_test_sentence_and_the_check_can_fail(tmp_path):
     lex = {"subjects": 12, "verbs": 12, "objects": 12, "connectors": 4}
     on = experiment(pcfg=tiny_pcfg(lexicon=lex, dedup=True))
     off = experiment(pcfg=tiny_pcfg(lexicon=lex, dedup=False))
-    generate_corpora(on, tmp_path / "on")
-    generate_corpora(off, tmp_path / "off")
+    generate_corpora(on.corpora, tmp_path / "on")
+    generate_corpora(off.corpora, tmp_path / "off")
     s_on = corpus_stats(tmp_path / "on/corpus/pcfg")
     s_off = corpus_stats(tmp_path / "off/corpus/pcfg")
     assert s_on["train_test_overlap_sentences"] == 0
@@ -135,12 +137,13 @@ def test_manifest_and_tokenizer(tmp_path):
     from transformers import AutoTokenizer
 
     cfg = experiment(pcfg=tiny_pcfg(boundary_token=True, annotations=True))
-    generate_corpora(cfg, tmp_path)
+    generate_corpora(cfg.corpora, tmp_path)
     d = tmp_path / "corpus/pcfg"
     man = json.loads((d / "train/manifest.json").read_text())
     for key in ("shards", "vocab_size", "eos_id", "pad_id", "boundary_id", "config",
                 "config_hash", "seed", "hierlab_version", "loss_floors", "roles"):
         assert key in man
+    assert man["config_hash"] == gen.corpus_hash(cfg.corpora["pcfg"])
     assert man["eos_id"] == 130 and man["boundary_id"] == 131 and man["vocab_size"] == 134
     assert man["columns"] == ["input_ids", "doc", "section", "paragraph", "sentence", "role"]
     tok = AutoTokenizer.from_pretrained(d / "tokenizer")
@@ -152,6 +155,24 @@ def test_manifest_and_tokenizer(tmp_path):
     assert text.split()[0] == "[DOC]" and "[EOS]" in text
     # every document starts with the boundary token
     assert set(r.read(0, r.total_tokens)[r.doc_starts()].tolist()) == {131}
+
+
+def test_corpus_hash_is_the_manifest_config_hash_of_before():
+    """Existing corpora stay recognised: the reference configs hash as they always did."""
+    from hierlab.corpus.config import NgramConfig, PcfgConfig
+
+    assert gen.corpus_hash(PcfgConfig()) == "8796ffb9bcc0a094"
+    assert gen.corpus_hash(NgramConfig()) == "6ea0024192e04842"
+
+
+def test_generation_needs_no_experiment_config():
+    """corpus/generate.py receives the corpora section; it never imports hierlab.config
+    (which pulls in every stage's config)."""
+    code = ("import sys, hierlab.corpus.generate, hierlab.corpus.stats\n"
+            "print('hierlab.config' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_cli_corpus_and_stats(tmp_path):

@@ -24,17 +24,18 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import TypeAdapter
 from tqdm.auto import tqdm
 
 from hierlab import __version__
-from hierlab.config import ExperimentConfig, config_hash
+from hierlab.contracts import section_hash
 from hierlab.corpus.config import CorpusConfig, NgramConfig, PcfgConfig
 from hierlab.corpus.dedup import SentenceSet
 from hierlab.corpus.entropy import loss_floors
@@ -54,6 +55,24 @@ from hierlab.io import atomic_dir, atomic_write_json
 log = logging.getLogger(__name__)
 SPLITS = ("test", "train")  # test first: train de-duplication reads it
 _ADAPTER: TypeAdapter = TypeAdapter(CorpusConfig)
+
+#: the corpora section of an experiment: corpus name -> its config
+Corpora = Mapping[str, PcfgConfig | NgramConfig]
+
+
+class HasCorpora(Protocol):
+    """Anything holding a ``corpora`` section (an ``ExperimentConfig``), for callers that
+    pass their whole config: generation reads that section only."""
+
+    @property
+    def corpora(self) -> Corpora: ...
+
+
+def corpus_hash(cfg: PcfgConfig | NgramConfig) -> str:
+    """The identity of one corpus's config (``config_hash`` in ``corpus.json`` and every
+    manifest): equal hashes mean byte-identical shards, so a finished split is reused."""
+    return section_hash(cfg)
+
 
 # per-process caches (worker processes build each once)
 _SAMPLERS: dict[str, PcfgSampler | NgramSampler] = {}
@@ -103,7 +122,7 @@ def save_test_set(cfg: PcfgConfig, test_dir: Path) -> Path:
 
 def load_test_set(cfg: PcfgConfig, test_dir: Path) -> SentenceSet:
     """Every distinct test sentence, for exact de-duplication of the train split."""
-    key = f"{config_hash(cfg)}:{Path(test_dir).resolve()}"
+    key = f"{corpus_hash(cfg)}:{Path(test_dir).resolve()}"
     if key not in _TEST_SETS:
         d = _table_dir(test_dir)
         if not (d / "table.npy").exists():
@@ -147,7 +166,7 @@ def _split_fields(name: str, cfg: PcfgConfig | NgramConfig, split: str,
         "split": split,
         "kind": cfg.kind,
         "config": cfg.model_dump(mode="json"),
-        "config_hash": config_hash(cfg),
+        "config_hash": corpus_hash(cfg),
         "seed": cfg.seed,
         "vocab_size": cfg.vocab_size if isinstance(cfg, PcfgConfig) else cfg.tokenizer_size,
         "eos_id": cfg.eos_id,
@@ -232,7 +251,7 @@ def generate_corpus(
     """Generate (or finish) one corpus into ``corpus_dir``; return the folder."""
     corpus_dir = Path(corpus_dir)
     meta_path = corpus_dir / "corpus.json"
-    chash = config_hash(cfg)
+    chash = corpus_hash(cfg)
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
         if old.get("config_hash") != chash:
@@ -298,7 +317,7 @@ def generate_corpus(
 
 
 def generate_corpora(
-    cfg: ExperimentConfig,
+    corpora: Corpora | HasCorpora,
     run_dir: Path,
     *,
     only: str | None = None,
@@ -306,15 +325,21 @@ def generate_corpora(
     engine: str = "local",
     scheduler: str | None = None,
 ) -> dict[str, Path]:
-    """Generate every corpus of ``cfg`` (or only ``only``) under ``run_dir/corpus/``."""
-    if only is not None and only not in cfg.corpora:
+    """Generate every corpus of ``corpora`` (or only ``only``) under ``run_dir/corpus/``.
+
+    ``corpora`` is the experiment's ``corpora`` section; a config holding one is accepted
+    too, and only that section is read.
+    """
+    if not isinstance(corpora, Mapping):
+        corpora = corpora.corpora
+    if only is not None and only not in corpora:
         raise ConfigError(
-            f"--only: no corpus named {only!r} (config has: {', '.join(cfg.corpora) or 'none'})"
+            f"--only: no corpus named {only!r} (config has: {', '.join(corpora) or 'none'})"
         )
-    if not cfg.corpora:
+    if not corpora:
         raise ConfigError("corpora: the config defines no corpus")
     out = {}
-    for name, ccfg in cfg.corpora.items():
+    for name, ccfg in corpora.items():
         if only is not None and name != only:
             continue
         out[name] = generate_corpus(name, ccfg, Path(run_dir) / "corpus" / name,
