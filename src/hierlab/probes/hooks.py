@@ -28,24 +28,33 @@ interventions (:meth:`HookedModel.ablate`, :meth:`~HookedModel.overwrite`,
 once before the context exits, else :class:`HookNotFiredError` is raised -- a hook on a
 module the forward never reaches would otherwise silently measure nothing.
 
-A new HF decoder family is one :class:`Architecture` entry (:func:`register_architecture`):
-where the blocks, attention, ``o_proj``, MLP, final norm and unembedding live.
+A new HF decoder family is one :class:`~hierlab.probes.architectures.Architecture` entry
+(:func:`~hierlab.probes.architectures.register_architecture`); the interventions live in
+:mod:`hierlab.probes.interventions`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from hierlab.errors import ConfigError
+from hierlab.probes.architectures import (
+    ARCHITECTURES,
+    Architecture,
+    module_at,
+    register_architecture,
+)
+from hierlab.probes.interventions import Interventions
 
 Edit = Callable[[torch.Tensor], "torch.Tensor | None"]
 
+# ARCHITECTURES, Architecture and register_architecture are re-exported: error messages
+# and the README name them here, beside the hook layer that reads them
 __all__ = [
     "ARCHITECTURES",
     "Architecture",
@@ -63,44 +72,6 @@ class HookNotFiredError(RuntimeError):
     """A registered hook never ran: the hook point is not on the forward path."""
 
 
-def _get(root: nn.Module, dotted: str) -> nn.Module:
-    mod = root
-    for part in dotted.split("."):
-        mod = getattr(mod, part)
-    return mod
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Where the parts of one HF decoder family live (dotted attribute paths).
-
-    ``layers``, ``final_norm``, ``lm_head`` and ``embed`` are relative to the causal-LM
-    model; ``attn``, ``o_proj`` and ``mlp`` relative to one decoder block. ``norm`` is the
-    final norm's kind: ``rms`` (``x / rms(x) * g``) or ``layer`` (``(x - mean) / std * g + b``,
-    with ``g``, ``b`` optional as in OLMo's parameter-free LayerNorm).
-    """
-
-    layers: str = "model.layers"
-    attn: str = "self_attn"
-    o_proj: str = "self_attn.o_proj"
-    mlp: str = "mlp"
-    final_norm: str = "model.norm"
-    lm_head: str = "lm_head"
-    embed: str = "model.embed_tokens"
-    norm: Literal["rms", "layer"] = "rms"
-
-
-ARCHITECTURES: dict[str, Architecture] = {
-    "LlamaForCausalLM": Architecture(norm="rms"),
-    "OlmoForCausalLM": Architecture(norm="layer"),
-}
-
-
-def register_architecture(class_name: str, arch: Architecture) -> None:
-    """Teach the hook layer a new HF decoder class (e.g. ``Qwen2ForCausalLM``)."""
-    ARCHITECTURES[class_name] = arch
-
-
 class _Registration:
     """One torch hook plus its fire counter."""
 
@@ -110,7 +81,7 @@ class _Registration:
         self.handle: Any = None
 
 
-class HookedModel:
+class HookedModel(Interventions):
     """A thin adapter: named hook points and interventions on an unchanged HF model."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -125,15 +96,15 @@ class HookedModel:
         self.arch = ARCHITECTURES[cls]
         cfg = model.config
         self.config = cfg
-        self.blocks: nn.ModuleList = _get(model, self.arch.layers)  # type: ignore[assignment]
+        self.blocks: nn.ModuleList = module_at(model, self.arch.layers)  # type: ignore[assignment]
         self.n_layers = len(self.blocks)
         self.n_heads = int(cfg.num_attention_heads)
         self.n_kv_heads = int(getattr(cfg, "num_key_value_heads", None) or self.n_heads)
         self.d_model = int(cfg.hidden_size)
         self.d_head = int(getattr(cfg, "head_dim", None) or self.d_model // self.n_heads)
-        self.final_norm = _get(model, self.arch.final_norm)
-        self.lm_head = _get(model, self.arch.lm_head)
-        self.embed = _get(model, self.arch.embed)
+        self.final_norm = module_at(model, self.arch.final_norm)
+        self.lm_head = module_at(model, self.arch.lm_head)
+        self.embed = module_at(model, self.arch.embed)
         self.vocab_size = int(self.lm_head.weight.shape[0])
 
     # ------------------------------------------------------------------ basics
@@ -146,13 +117,13 @@ class HookedModel:
         return next(self.model.parameters()).dtype
 
     def attn(self, layer: int) -> nn.Module:
-        return _get(self.blocks[layer], self.arch.attn)
+        return module_at(self.blocks[layer], self.arch.attn)
 
     def o_proj(self, layer: int) -> nn.Linear:
-        return _get(self.blocks[layer], self.arch.o_proj)  # type: ignore[return-value]
+        return module_at(self.blocks[layer], self.arch.o_proj)  # type: ignore[return-value]
 
     def mlp(self, layer: int) -> nn.Module:
-        return _get(self.blocks[layer], self.arch.mlp)
+        return module_at(self.blocks[layer], self.arch.mlp)
 
     def hook_names(self) -> list[str]:
         """Every hook point of this model."""
@@ -317,122 +288,6 @@ class HookedModel:
             yield
         finally:
             cfg._attn_implementation = old
-
-    # ------------------------------------------------------------ interventions
-    def _component_hook(self, layer: int, head: int | None, component: str) -> str:
-        if component == "attn":
-            if head is not None:
-                return f"blocks.{layer}.attn.hook_z"
-            return f"blocks.{layer}.hook_attn_out"
-        if head is not None:
-            raise ConfigError(f"a head can only be ablated in 'attn', not in {component!r}")
-        if component == "mlp":
-            return f"blocks.{layer}.hook_mlp_out"
-        if component == "block":
-            return f"blocks.{layer}.hook_resid_post"
-        raise ConfigError(f"component must be attn, mlp or block, got {component!r}")
-
-    def ablate(
-        self,
-        layer: int,
-        head: int | None = None,
-        *,
-        component: str = "attn",
-        method: Literal["zero", "mean", "resample"] = "zero",
-        reference: torch.Tensor | None = None,
-        positions: Sequence[int] | slice | None = None,
-    ) -> contextlib.AbstractContextManager:
-        """Ablate the output of a layer component (``attn``, ``mlp``, ``block``) or one head.
-
-        ``zero`` writes zeros. ``mean`` writes ``reference`` (broadcast; e.g. a mean over a
-        reference batch) or, if ``None``, the mean of the current activation over the batch
-        dimension. ``resample`` writes ``reference`` (the activation from another prompt) or,
-        if ``None``, the activation of the next prompt in the batch (batch rolled by one).
-        A head's output is its slice of ``hook_z`` (before ``o_proj``).
-        """
-        name = self._component_hook(layer, head, component)
-        pos = slice(None) if positions is None else positions
-
-        def fn(act: torch.Tensor) -> torch.Tensor:
-            sel = act[..., head, :] if head is not None else act
-            if method == "zero":
-                new_val = torch.zeros_like(sel)
-            elif method == "mean":
-                new_val = sel.mean(0, keepdim=True) if reference is None else reference
-            elif method == "resample":
-                if reference is None:
-                    if sel.shape[0] < 2:
-                        raise ConfigError("resample ablation needs a batch of >= 2 prompts")
-                    new_val = sel.roll(1, dims=0)
-                else:
-                    new_val = reference
-            else:
-                raise ConfigError(f"ablation method must be zero, mean or resample, got {method!r}")
-            out = act.clone()
-            target = out[..., head, :] if head is not None else out
-            target[:, pos] = new_val.to(act.dtype).expand_as(sel)[:, pos]
-            return out
-
-        return self.edit((name, fn))
-
-    def overwrite(
-        self, layer: int, value: torch.Tensor, positions: Sequence[int] | slice | None = None
-    ) -> contextlib.AbstractContextManager:
-        """Overwrite the output of block ``layer`` (the residual stream) with ``value``."""
-        pos = slice(None) if positions is None else positions
-
-        def fn(act: torch.Tensor) -> torch.Tensor:
-            out = act.clone()
-            out[:, pos] = value.to(act.dtype).expand_as(act)[:, pos]
-            return out
-
-        return self.edit((f"blocks.{layer}.hook_resid_post", fn))
-
-    def add_vector(
-        self,
-        layer: int,
-        vector: torch.Tensor,
-        position: int | Sequence[int] | slice = -1,
-        *,
-        where: Literal["resid_post", "resid_pre"] = "resid_post",
-    ) -> contextlib.AbstractContextManager:
-        """Add ``vector`` (``[d]`` or ``[B, d]``) to the residual stream at (layer, position)."""
-
-        def fn(act: torch.Tensor) -> torch.Tensor:
-            out = act.clone()
-            v = vector.to(act.dtype).to(act.device)
-            if v.dim() == 2:
-                v = v[:, None, :] if not isinstance(position, int) else v
-            out[:, position] += v
-            return out
-
-        return self.edit((f"blocks.{layer}.hook_{where}", fn))
-
-    def patch(
-        self,
-        name: str,
-        source: torch.Tensor,
-        positions: Sequence[int] | slice | None = None,
-        heads: Sequence[int] | None = None,
-    ) -> contextlib.AbstractContextManager:
-        """Replace an activation by ``source`` (the same hook from another run).
-
-        ``positions`` and (for ``hook_z``) ``heads`` restrict the patch; ``source`` must
-        broadcast to the activation.
-        """
-        pos = slice(None) if positions is None else positions
-
-        def fn(act: torch.Tensor) -> torch.Tensor:
-            out = act.clone()
-            src = source.to(act.dtype).to(act.device).expand_as(act)
-            if heads is None:
-                out[:, pos] = src[:, pos]
-            else:
-                idx = list(heads)
-                out[:, pos, idx] = src[:, pos, idx]
-            return out
-
-        return self.edit((name, fn))
 
     # ------------------------------------------------------ weights and the norm
     def head_out_proj(self, layer: int, z: torch.Tensor, head: int) -> torch.Tensor:
