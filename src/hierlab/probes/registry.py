@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 Row = dict[str, Any]
 ProbeUnit = Callable[["ProbeContext"], list[Row]]
 
-#: the modules that register probe variants, imported in this order (probes are listed
-#: in the order they first register)
+#: the modules that register probe variants; probes are listed in this order
 PROBE_MODULES: tuple[str, ...] = (
     "hierlab.probes.induction",
     "hierlab.probes.fv_reference",
@@ -61,13 +60,15 @@ def _load() -> None:
 
 
 def registered() -> dict[tuple[str, str], ProbeUnit]:
-    """Every ``(probe, variant) -> unit``, in registration order."""
+    """Every ``(probe, variant) -> unit``, ordered by :data:`PROBE_MODULES` (then as
+    registered), whichever module happened to be imported first."""
     _load()
-    return dict(_UNITS)
+    rank = {name: i for i, name in enumerate(PROBE_MODULES)}
+    return dict(sorted(_UNITS.items(), key=lambda kv: rank.get(kv[1].__module__, len(rank))))
 
 
 def probe_names() -> tuple[str, ...]:
-    """The registered probes, in registration order."""
+    """The registered probes, in :data:`PROBE_MODULES` order."""
     return tuple(dict.fromkeys(p for p, _ in registered()))
 
 
