@@ -79,12 +79,36 @@ def test_every_command_has_help():
     [
         ({"training": {"batch_size": 8, "micro_batch_size": 16}},
          "training.micro_batch_size (16) must be <= training.batch_size (8)"),
+        ({"model": {"context_length": 100}, "probes": {"hydra": {"standard_length": None}}},
+         "probes.induction.n (64) is repeated twice: 128 tokens, longer than "
+         "model.context_length (100); set it <= 50"),
+        ({"model": {"context_length": 128}, "probes": {"induction": {"indist_n": 65}}},
+         "probes.induction.indist_n (65) is repeated twice"),
+        ({"model": {"context_length": 128}, "probes": {"induction": {"icl_length": 129}}},
+         "probes.induction.icl_length (129) is longer than model.context_length (128); set "
+         "it <= 128 or null"),
+        ({"model": {"context_length": 128}},
+         "probes.hydra.standard_length (256) is longer than model.context_length (128)"),
+        ({"model": {"context_length": 128}, "probes": {"hydra": {"length": 512}}},
+         "probes.hydra.length (512) is longer"),
     ],
 )
 def test_cross_field_errors_at_load_time(data, expected):
-    """Regression: these were accepted by `hierlab config` and failed only at first use."""
+    """Regression: these were accepted by `hierlab config` and failed only at first use (or,
+    for probe lengths, ran prompts longer than the model was trained on)."""
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         config_from_dict(data)
+
+
+def test_probe_lengths_are_not_checked_against_a_foreign_checkpoint_suite():
+    """With probes.checkpoints set (a hub suite, a local folder) the model's context is not
+    this config's model.context_length, so the lengths are checked at first use instead."""
+    cfg = config_from_dict({"model": {"context_length": 64},
+                            "probes": {"checkpoints": "allenai/OLMo-1B-hf"}})
+    assert cfg.probes.hydra.standard_length == 256
+    ok = config_from_dict({"model": {"context_length": 128},
+                           "probes": {"hydra": {"standard_length": 128}}})
+    assert ok.probes.induction.n * 2 == 128  # exactly the context is allowed
 
 
 def test_top_level_configs_are_sweeps_or_bases_not_preset_copies():

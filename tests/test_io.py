@@ -38,6 +38,7 @@ MICRO = {
         "eval_tokens": 256,
         "device": "cpu",
     },
+    "probes": {"induction": {"n": 16}, "hydra": {"standard_length": None}},
 }
 
 

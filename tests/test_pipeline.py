@@ -53,7 +53,7 @@ MICRO = {
                       "icl_early_band": [4, 8], "icl_late_band": [40, 48]},
         "fv": {"mean_prompts": 4, "cie_prompts": 2, "eval_prompts": 4, "n_shots": 2,
                "reference_pairs": 2, "nl_tasks": []},
-        "hydra": {"max_samples": 2, "standard_samples": 2},
+        "hydra": {"max_samples": 2, "standard_samples": 2, "standard_length": None},
         "structure": {"samples": 4},
     },
 }

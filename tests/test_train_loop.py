@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -214,6 +215,26 @@ def test_resume_after_a_kill_reproduces_the_run_exactly(tmp_path: Path, kill: in
     assert not list((run / "checkpoints").glob(".tmp-*"))
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile (inductor) on CPU needs a C++ compiler")
+def test_compiled_run_resumes_bitwise_against_a_compiled_run(tmp_path: Path) -> None:
+    """Issue 11: a speed lever may not break resume. With ``training.compile`` a killed and
+    resumed run equals the uninterrupted compiled run bit for bit (losses and weights)."""
+    corpus = make_corpus(tmp_path)
+    cfg = tcfg(precision="bf16", compile=True, checkpoints={"schedule": "list", "steps": [6]},
+               max_tokens=8 * 32 * 10)
+    ref = train_model(TINY, cfg, corpus, tmp_path / "ref")
+    with pytest.raises(Killed):
+        train_model(TINY, cfg, corpus, tmp_path / "run", on_step=kill_at(8))
+    run = train_model(TINY, cfg, corpus, tmp_path / "run")
+    a = [(r["step"], r["train_loss"], r["grad_norm"]) for r in read_csv(ref / "loss.csv")]
+    b = [(r["step"], r["train_loss"], r["grad_norm"]) for r in read_csv(run / "loss.csv")]
+    assert a == b and len(a) >= 3
+    weights = "checkpoints/step-00000010/model.safetensors"
+    assert (ref / weights).read_bytes() == (run / weights).read_bytes()
+
+
 def test_kill_while_writing_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A kill inside the checkpoint write leaves only a temp dir; the rerun resumes from the
     previous checkpoint and ends with the uninterrupted run's weights."""
@@ -311,6 +332,10 @@ def test_errors_leave_existing_checkpoints_untouched(tmp_path: Path) -> None:
 
 
 # ----- API and CLI -------------------------------------------------------------------------------
+# probe lengths that fit TINY's 32-token context (checked at load time)
+FITTING_PROBES = {"induction": {"n": 16}, "hydra": {"standard_length": None}}
+
+
 def _experiment_yaml(tmp_path: Path) -> Path:
     data = {
         "name": "tiny",
@@ -319,6 +344,7 @@ def _experiment_yaml(tmp_path: Path) -> Path:
         "training": tcfg(
             max_tokens=8 * 32 * 4, checkpoints={"schedule": "linear", "count": 2}
         ).model_dump(mode="json", exclude_none=True),
+        "probes": FITTING_PROBES,
     }
     path = tmp_path / "tiny.yml"
     path.write_text(yaml.safe_dump(data))
@@ -365,6 +391,7 @@ def test_corpora_trained_at_once_equal_one_after_the_other(tmp_path: Path) -> No
         "corpora": {"a": {"kind": "pcfg"}, "b": {"kind": "pcfg"}},
         "model": TINY.model_dump(mode="json", exclude_none=True),
         "training": tcfg().model_dump(mode="json", exclude_none=True),
+        "probes": FITTING_PROBES,
     }
     serial = config_from_dict({**data, "training": {**data["training"], "parallel_corpora": 1}})
     both = config_from_dict(

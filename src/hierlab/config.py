@@ -49,15 +49,38 @@ class ExperimentConfig(BaseModel):
     @model_validator(mode="after")
     def _cross_field(self) -> ExperimentConfig:
         """Settings that are valid alone but not together, refused at load time rather than
-        at first use (minutes into a run). Probe lengths against the model context are not
-        checked yet (issue 11): the tests' tiny models run with the default lengths."""
+        at first use (minutes into a run)."""
         t = self.training
         if t.micro_batch_size is not None and t.micro_batch_size > t.batch_size:
             raise ValueError(
                 f"training.micro_batch_size ({t.micro_batch_size}) must be <= "
                 f"training.batch_size ({t.batch_size})"
             )
+        if self.probes.checkpoints is None:  # probing this run's models: their context is known
+            ctx = self.model.context_length
+            for field, value, halves in self._probe_lengths():
+                if value * halves <= ctx:
+                    continue
+                if halves == 1:
+                    raise ValueError(f"probes.{field} ({value}) is longer than "
+                                     f"model.context_length ({ctx}); set it <= {ctx} or null "
+                                     "(= the model's context)")
+                raise ValueError(f"probes.{field} ({value}) is repeated twice: {2 * value} "
+                                 f"tokens, longer than model.context_length ({ctx}); set it "
+                                 f"<= {ctx // 2}")
         return self
+
+    def _probe_lengths(self) -> list[tuple[str, int, int]]:
+        """(field, value, halves) of every probe length given in tokens, where a prompt needs
+        ``value * halves`` tokens; induction prompts are a span and its repeat."""
+        ind, hy = self.probes.induction, self.probes.hydra
+        out = [("induction.n", ind.n, 2)]
+        out += [(f, v, h) for f, v, h in (("induction.indist_n", ind.indist_n, 2),
+                                          ("induction.icl_length", ind.icl_length, 1),
+                                          ("hydra.length", hy.length, 1),
+                                          ("hydra.standard_length", hy.standard_length, 1))
+                if v is not None]
+        return out
 
 
 def preset_names() -> list[str]:
@@ -69,7 +92,7 @@ def preset_names() -> list[str]:
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(x) for x in first["loc"] if not str(x).startswith("function-"))
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown field"
         parent = first["loc"][:-1]
@@ -84,7 +107,8 @@ def _format_error(err: ValidationError, source: str) -> str:
     if first["type"] not in ("extra_forbidden", "missing") and not isinstance(got, (dict, list)):
         suffix = f" (got {got!r})"
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
-    return f"{source}: {loc or '<root>'}: {msg}{suffix}{more}"
+    where = f"{loc}: " if loc else ""  # cross-field errors name their fields in the message
+    return f"{source}: {where}{msg}{suffix}{more}"
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
