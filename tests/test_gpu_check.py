@@ -68,3 +68,16 @@ def test_dry_run_runs_every_section_on_cpu(tmp_path: Path) -> None:
     assert float(tps.replace(",", "")) > 0, note  # 2 CPU processes over gloo
     failed = [c for c in cells if c[-1].startswith(("error", "timeout", "exit", "no result"))]
     assert not failed, table
+
+
+def test_a_section_past_its_budget_is_killed_and_becomes_a_row(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    a = gpu_check.argparse.Namespace(dry_run=True, steps=2, warmup=1, verbose=False)
+    rows = gpu_check.run_section("probes", a, tmp_path, timeout=0.5)
+    assert [r["what"] for r in rows] == ["2-layer Olmo probe suite"]
+    assert rows[0]["note"].startswith("timeout: killed after")
+    assert rows[0]["section"] == "probes" and rows[0]["tps"] is None
