@@ -60,11 +60,13 @@ def experiment(dry: bool) -> Any:
     ngram = {"kind": "ngram", "seed": 0, "vocab_size": 1000, "train_sentences": 50_000,
              "test_sentences": 1000, "sentences_per_shard": 50_000}
     model: dict[str, Any] = {}
+    probes: dict[str, Any] = {}  # not run; only has to fit the context (load-time check)
     if dry:
         ngram.update(train_sentences=2000, test_sentences=100)
         model = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "context_length": 32}
+        probes = {"induction": {"n": 8}, "hydra": {"standard_length": 16}}
     return ExperimentConfig.model_validate({
-        "name": "gpu_check", "corpora": {"ngram": ngram}, "model": model,
+        "name": "gpu_check", "corpora": {"ngram": ngram}, "model": model, "probes": probes,
         "training": {"batch_size": 4 if dry else 256, "lr": 1e-3, "betas": [0.9, 0.95],
                      "precision": "bf16", "device": "cpu" if dry else "cuda"},
     })
