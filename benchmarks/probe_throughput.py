@@ -47,8 +47,9 @@ def main() -> None:
 
     from hierlab.probes.checkpoints import Checkpoint, load_model
     from hierlab.probes.config import ProbesConfig
+    from hierlab.probes.context import ProbeContext
     from hierlab.probes.hooks import HookedModel
-    from hierlab.probes.runner import ProbeContext, probe_checkpoint
+    from hierlab.probes.runner import probe_checkpoint
 
     pc = ProbesConfig()
     with tempfile.TemporaryDirectory() as tmp:

@@ -98,15 +98,15 @@ def test_resume_after_kill_redoes_only_unfinished_shards(tmp_path, monkeypatch):
 
 
 def test_existing_corpus_from_other_config_is_not_overwritten(tmp_path):
-    generate_corpora(experiment(pcfg=tiny_pcfg()), tmp_path)
+    generate_corpora(experiment(pcfg=tiny_pcfg()).corpora, tmp_path)
     before = _shas(tmp_path, "pcfg")
     with pytest.raises(ConfigError, match="different config"):
-        generate_corpora(experiment(pcfg=tiny_pcfg(zipf_exponent=1.5)), tmp_path)
+        generate_corpora(experiment(pcfg=tiny_pcfg(zipf_exponent=1.5)).corpora, tmp_path)
     assert _shas(tmp_path, "pcfg") == before
 
 
 def test_checksum_detects_corrupt_shard(tmp_path):
-    generate_corpora(experiment(pcfg=tiny_pcfg()), tmp_path)
+    generate_corpora(experiment(pcfg=tiny_pcfg()).corpora, tmp_path)
     split = tmp_path / "corpus/pcfg/train"
     SplitReader(split).verify()
     shard = split / "shard-00000.arrow"
@@ -191,7 +191,7 @@ def test_cli_corpus_and_stats(tmp_path):
 
 
 def test_reader_windows_cross_shards(tmp_path):
-    generate_corpora(experiment(ngram=tiny_ngram(sentences_per_shard=700)), tmp_path)
+    generate_corpora(experiment(ngram=tiny_ngram(sentences_per_shard=700)).corpora, tmp_path)
     r = SplitReader(tmp_path / "corpus/ngram/train")
     full = np.concatenate([r.shard_tokens(i) for i in range(r.num_shards)])
     edge = int(r.offsets[1])
@@ -242,8 +242,9 @@ def test_stats_rank_fit_when_ranking_fewer_documents_than_read(tmp_path):
     """Regression: the last ranked document's span ran to the end of the read tokens, so
     thousands of other documents were scored against one latent and P(rank 1) sagged."""
     lex = {"subjects": 16, "verbs": 16, "objects": 16, "connectors": 8}
-    generate_corpora(experiment(pcfg=tiny_pcfg(lexicon=lex, zipf_exponent=1.5, dedup=False)),
-                     tmp_path)
+    generate_corpora(
+        experiment(pcfg=tiny_pcfg(lexicon=lex, zipf_exponent=1.5, dedup=False)).corpora, tmp_path
+    )
     stats = corpus_stats(tmp_path / "corpus/pcfg", max_docs=50)
     fit = stats["splits"]["train"]["rank_frequency"]["subject"]
     assert stats["splits"]["train"]["documents_ranked"] == 50

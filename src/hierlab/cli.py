@@ -86,7 +86,7 @@ def corpus(
     cfg = load_config(config)
     run_dir = run_dir_of(cfg, out)
     paths = generate_corpora(
-        cfg, run_dir, only=only, workers=workers, engine=engine.value, scheduler=scheduler
+        cfg.corpora, run_dir, only=only, workers=workers, engine=engine.value, scheduler=scheduler
     )
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")

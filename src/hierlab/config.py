@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,6 @@ __all__ = [
     "ExperimentConfig",
     "NgramConfig",
     "PcfgConfig",
-    "config_hash",
     "load_config",
     "preset_names",
 ]
@@ -141,9 +138,3 @@ def load_config(path: str | Path | None = None) -> ExperimentConfig:
     except yaml.YAMLError as err:
         raise ConfigError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
     return config_from_dict(data, source)
-
-
-def config_hash(model: BaseModel) -> str:
-    """A short stable hash of a config section: equal hashes mean equal settings."""
-    blob = json.dumps(model.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]

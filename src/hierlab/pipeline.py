@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def _stage_corpus(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> Any:
     from hierlab.corpus.generate import generate_corpora
 
-    return generate_corpora(cfg, run_dir, workers=opts.get("workers", 1))
+    return generate_corpora(cfg.corpora, run_dir, workers=opts.get("workers", 1))
 
 
 def _stage_train(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> Any:

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from pydantic import TypeAdapter
@@ -58,14 +58,6 @@ _ADAPTER: TypeAdapter = TypeAdapter(CorpusConfig)
 
 #: the corpora section of an experiment: corpus name -> its config
 Corpora = Mapping[str, PcfgConfig | NgramConfig]
-
-
-class HasCorpora(Protocol):
-    """Anything holding a ``corpora`` section (an ``ExperimentConfig``), for callers that
-    pass their whole config: generation reads that section only."""
-
-    @property
-    def corpora(self) -> Corpora: ...
 
 
 def corpus_hash(cfg: PcfgConfig | NgramConfig) -> str:
@@ -317,7 +309,7 @@ def generate_corpus(
 
 
 def generate_corpora(
-    corpora: Corpora | HasCorpora,
+    corpora: Corpora,
     run_dir: Path,
     *,
     only: str | None = None,
@@ -325,13 +317,8 @@ def generate_corpora(
     engine: str = "local",
     scheduler: str | None = None,
 ) -> dict[str, Path]:
-    """Generate every corpus of ``corpora`` (or only ``only``) under ``run_dir/corpus/``.
-
-    ``corpora`` is the experiment's ``corpora`` section; a config holding one is accepted
-    too, and only that section is read.
-    """
-    if not isinstance(corpora, Mapping):
-        corpora = corpora.corpora
+    """Generate every corpus of ``corpora`` (the experiment's ``corpora`` section: name ->
+    config; or only ``only``) under ``run_dir/corpus/``."""
     if only is not None and only not in corpora:
         raise ConfigError(
             f"--only: no corpus named {only!r} (config has: {', '.join(corpora) or 'none'})"

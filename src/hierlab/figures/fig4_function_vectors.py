@@ -105,7 +105,7 @@ def draw(data: RunData, variant: str, out_dir: Path, cfg: FiguresConfig) -> list
                 fig,
                 "Function vector improvement",
                 variant,
-                "reconstructed SPEC §5.4 metric (see probes/function_vectors.py)",
+                "reconstructed SPEC §5.4 metric (see probes/fv_reference.py)",
             )
         else:
             fig, axes = style.new_figure(cfg, 2)
