@@ -175,10 +175,7 @@ def nl_tokenizer(tasks: list[str]) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    try:  # its home since the probes refactor; before it, function_vectors
-        from hierlab.probes.fv_tasks import load_word_list
-    except ImportError:
-        from hierlab.probes.function_vectors import load_word_list
+    from hierlab.probes.fv_tasks import load_word_list
 
     texts = [f"Q: {x}\nA: {y}\n\n" for t in tasks for x, y in load_word_list(t)]
     tok = Tokenizer(models.BPE())

@@ -22,7 +22,8 @@ Contenders:
   the whole call (process start, checkpoints and evaluation included), against ``stage_serial``,
   the same call with ``parallel_corpora: 1``.
 
-Ratios are printed against ``plain``. The quickstart (default config) on this project's
+Ratios are printed against ``plain``. HF Trainer needs ``accelerate`` (extra ``bench``;
+``interop`` pulls it in too). The quickstart (default config) on this project's
 2-core CPU::
 
     python benchmarks/train_throughput.py --steps 60 --warmup 10 --repeats 2
