@@ -15,12 +15,14 @@ Contenders:
   ``loss.csv`` (checkpointing and evaluation are not timed);
 * ``hierlab_sdpa``, ``hierlab_eager``: the same with ``training.attention`` forced to
   PyTorch's SDPA kernel or to the eager (matmul + softmax) attention;
-* ``hierlab_compile``: the same with ``training.compile: true`` (first compile not timed;
-  its seconds are printed);
+* ``hierlab_compile``, ``hierlab_eager_compile``: the same with ``training.compile: true``
+  (the compile falls in the untimed warm-up, whose seconds are printed; inductor caches
+  compiled graphs on disk, so only the first run on a machine pays the full compile; set
+  ``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1`` to measure it cold);
 * ``stage``: :func:`hierlab.train.loop.train_corpora` on every corpus of the config with
-  the default ``parallel_corpora: auto`` — total tokens of all models per wall second of
-  the whole call (process start, checkpoints and evaluation included), against ``stage_serial``,
-  the same call with ``parallel_corpora: 1``.
+  ``parallel_corpora: auto`` (one process per corpus, threads split) -- total tokens of
+  all models per wall second of the whole call (process start, checkpoints and evaluation
+  included) -- against ``stage_serial``, the same call with ``parallel_corpora: 1``.
 
 Ratios are printed against ``plain``. HF Trainer needs ``accelerate`` (extra ``bench``;
 ``interop`` pulls it in too). The quickstart (default config) on this project's
@@ -201,7 +203,7 @@ def main() -> None:
     cfg = load_config(a.config)
     a.batch = a.batch or cfg.training.batch_size
     names = ["plain", "plain_1t", "hf_trainer", "hierlab", "hierlab_sdpa", "hierlab_eager",
-             "hierlab_compile", "stage_serial", "stage"]
+             "hierlab_compile", "hierlab_eager_compile", "stage_serial", "stage"]
     chosen = a.only.split(",") if a.only else names
     torch.manual_seed(0)
     res: dict[str, Any] = {
@@ -225,27 +227,34 @@ def main() -> None:
                     tps = bench_plain(cfg, first, a, threads=1)
                 elif name == "hf_trainer":
                     tps = bench_hf(cfg, first, a, out)
-                elif name == "hierlab_compile":
-                    tps, warm = bench_hierlab(cfg, first, a, out, compile=True)
-                    res.setdefault("warmup_seconds", {})[name] = warm
-                elif name.startswith("hierlab"):
-                    kw = {"attention": name.split("_")[1]} if "_" in name else {}
-                    tps, _ = bench_hierlab(cfg, first, a, out, **kw)
+                elif name.startswith("hierlab"):  # hierlab[_sdpa|_eager][_compile]
+                    parts = name.split("_")[1:]
+                    kernel = [p for p in parts if p in ("sdpa", "eager")]
+                    kw = {"attention": kernel[0]} if kernel else {}
+                    tps, warm = bench_hierlab(cfg, first, a, out, compile="compile" in parts,
+                                              **kw)
+                    if "compile" in parts:  # the first repeat compiles; later ones hit the cache
+                        res.setdefault("warmup_seconds", {}).setdefault(name, []).append(warm)
                 else:
                     tps = bench_stage(cfg, root / "run", a, out,
                                       1 if name == "stage_serial" else "auto")
                 res["runs"].setdefault(name, []).append(tps)
                 print(f"[{r}] {name}: {tps:,.0f} tokens/s", flush=True)
     best = {k: max(v) for k, v in res["runs"].items()}
-    res["best_tokens_per_s"] = best
+    median = {k: float(np.median(v)) for k, v in res["runs"].items()}
+    res["best_tokens_per_s"], res["median_tokens_per_s"] = best, median
     if "plain" in best:
         res["ratio_vs_plain"] = {k: v / best["plain"] for k, v in best.items()}
-        print(f"\n{'contender':18s} {'tokens/s':>10s}  ratio vs plain (best of {a.repeats})")
+        res["median_ratio_vs_plain"] = {k: v / median["plain"] for k, v in median.items()}
+        print(f"\n{'contender':18s} {'best tok/s':>10s} {'ratio':>6s} {'median':>10s} {'ratio':>6s}"
+              f"  (of {a.repeats} interleaved repeats)")
         for k, v in best.items():
-            print(f"{k:18s} {v:10,.0f}  {v / best['plain']:.2f}x")
+            print(f"{k:18s} {v:10,.0f} {v / best['plain']:5.2f}x {median[k]:10,.0f} "
+                  f"{median[k] / median['plain']:5.2f}x")
     if "warmup_seconds" in res:
         for k, v in res["warmup_seconds"].items():
-            print(f"{k}: {a.warmup} warm-up steps took {v:.1f} s (compile included)")
+            print(f"{k}: {a.warmup} warm-up steps took {v[0]:.1f} s in the first repeat "
+                  f"(compile included), {min(v):.1f} s at best")
     if a.json:
         a.json.write_text(json.dumps(res, indent=2) + "\n")
 

@@ -107,11 +107,18 @@ class TrainingConfig(BaseModel):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="bf16: autocast (CPU and GPU); fp16: GPU only, with GradScaler"
     )
-    compile: bool = Field(False, description="torch.compile the model")
+    compile: bool = Field(
+        False,
+        description="torch.compile the model: with attention auto (eager) 1.5-1.7x the plain "
+        "loop per step on 2 CPU cores, but compiled CPU runs are not deterministic run to "
+        "run (benchmarks/compile_determinism.py), so off by default",
+    )
     attention: Literal["auto", "sdpa", "eager"] = Field(
         "auto",
-        description="attention kernel while training (probes load checkpoints with HF's "
-        "default): auto = sdpa",
+        description="attention kernel while training: auto = eager when compiled on CPU "
+        "(inductor fuses it), else sdpa (uncompiled, eager and sdpa were within noise); the "
+        "test loss is always measured with sdpa, and probes load checkpoints with HF's "
+        "default",
     )
     adamw: Literal["auto", "fused", "foreach", "for-loop"] = Field(
         "auto",
@@ -126,9 +133,11 @@ class TrainingConfig(BaseModel):
         "divided between the corpora trained at once",
     )
     parallel_corpora: int | Literal["auto"] = Field(
-        "auto",
-        description="corpora trained at the same time, one process each: auto = as many as "
-        "there are corpora and CPU cores on CPU, 1 on CUDA and under torchrun",
+        1,
+        description="corpora trained at the same time, one process each, threads split "
+        "between them; auto = as many as there are corpora and CPU threads on CPU, 1 on "
+        "CUDA and under torchrun. 1 by default: on 2 cores two quickstart models at once "
+        "were 0.94-0.97x one after the other (benchmarks/train_throughput.py stage)",
     )
     max_tokens: int | None = Field(
         None, ge=1, description="token budget; null = train for 'epochs' over the train split"

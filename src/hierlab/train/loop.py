@@ -3,7 +3,8 @@
 ``train_corpora`` trains every corpus of an experiment; ``train_model`` trains one. The
 hot loop is plain torch: gather windows -> forward/backward over micro-batches -> clip ->
 AdamW step. Around it, one module per concept: :mod:`~hierlab.train.plan` (checks and
-sizes, before anything is written), :mod:`~hierlab.train.checkpoint` (save, find, resume),
+sizes, before anything is written), :mod:`~hierlab.train.kernels` (which kernels run: autocast,
+AdamW, attention, compile), :mod:`~hierlab.train.checkpoint` (save, find, resume),
 :mod:`~hierlab.train.logs` (CSVs and trackers), :mod:`~hierlab.train.dist` (torchrun DDP:
 each rank takes a strided slice of the same global batch; rank 0 writes).
 
@@ -37,6 +38,7 @@ from hierlab.train import checkpoint as ckpt
 from hierlab.train.config import ModelConfig, TrainingConfig
 from hierlab.train.data import TokenWindows, WindowOrder, batch_positions, eval_window_indices
 from hierlab.train.dist import Dist, all_reduce, barrier, dist_setup, resolve_device
+from hierlab.train.kernels import adamw, attention_impl, attention_kernel, autocast, compiles
 from hierlab.train.logs import RunLog, fmt
 from hierlab.train.model import build_model
 from hierlab.train.plan import prepare, run_info
@@ -50,8 +52,6 @@ __all__ = ["concurrent_corpora", "train_corpora", "train_model"]
 
 log = logging.getLogger(__name__)
 
-_AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 def train_corpora(
     cfg: ExperimentConfig, run_dir: Path, only: str | None = None, device: str | None = None
@@ -59,9 +59,10 @@ def train_corpora(
     """Train one model per corpus of ``cfg`` on ``run_dir/corpus/<name>``; returns the model
     folders ``run_dir/models/<name>``. Finished models are skipped, killed ones resumed.
 
-    On CPU the corpora train at the same time, one process each, with torch's threads
-    split between them (``training.parallel_corpora``): a small model does not use a
-    second core well, a second model does.
+    With ``training.parallel_corpora`` > 1 (or ``auto``) several corpora train at the same
+    time, one process each, with torch's threads split between them. Measured on 2 cores
+    (quickstart, benchmarks/train_throughput.py ``stage``): 0.94-0.97x of one after the
+    other, since this model already uses both threads well; so the default is 1.
     """
     run_dir = Path(run_dir)
     names = list(cfg.corpora)
@@ -163,46 +164,6 @@ def train_model(
             torch.distributed.destroy_process_group()
 
 
-def _autocast(dev: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    dtype = _AMP[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=dev.type, dtype=dtype)
-
-
-def _optimizer(model: torch.nn.Module, cfg: TrainingConfig, dev: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on norms and biases)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-        betas=tuple(cfg.betas),
-        eps=cfg.eps,
-        **_ADAMW_KERNELS[_adamw_impl(cfg.adamw, dev)],
-    )
-
-
-_ADAMW_KERNELS: dict[str, dict[str, bool]] = {
-    "fused": {"fused": True},
-    "foreach": {"foreach": True},
-    "for-loop": {"foreach": False},
-}
-
-
-def _attention(requested: str, dev: torch.device) -> str:
-    return "sdpa" if requested == "auto" else requested
-
-
-def _adamw_impl(requested: str, dev: torch.device) -> str:
-    if requested == "auto":
-        return "fused" if dev.type == "cuda" else "for-loop"
-    return requested
-
-
 def evaluate(
     model: torch.nn.Module,
     test: TokenWindows | None,
@@ -217,10 +178,12 @@ def evaluate(
         return None
     model.eval()
     tot = torch.zeros(2, dtype=torch.float64, device=dev)
-    with torch.no_grad():
+    # the test loss is always measured with SDPA: uncompiled, it is the faster kernel for a
+    # forward pass, and a test loss should not depend on the training kernel
+    with torch.no_grad(), attention_kernel(model, "sdpa"):
         for batch in test.iter_batches(idx[dist.rank :: dist.world], batch_size):
             x = torch.from_numpy(batch.astype(np.int64)).to(dev)
-            with _autocast(dev, precision):
+            with autocast(dev, precision):
                 loss = model(input_ids=x, labels=x, use_cache=False).loss
             tot[0] += loss.double() * len(x)
             tot[1] += len(x)
@@ -259,9 +222,13 @@ def _train(
         pad_id=prep.manifest.get("pad_id"),
         bos_id=prep.manifest.get("boundary_id"),
     )
-    raw_model.set_attn_implementation(_attention(train_cfg.attention, dev))
+    compiled = train_cfg.compile and compiles(dev)
+    if train_cfg.compile and not compiled:
+        log.warning("%s: training.compile: no C++ compiler found (inductor needs g++ or "
+                    "clang++ on CPU); training uncompiled, about 1.5x slower", name)
+    raw_model.set_attn_implementation(attention_impl(train_cfg.attention, dev, compiled))
     raw_model.to(dev)
-    optimizer = _optimizer(raw_model, train_cfg, dev)
+    optimizer = adamw(raw_model, train_cfg, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=train_cfg.precision == "fp16")
     start_step, acc = 0, {"loss_sum": 0.0, "loss_n": 0, "tokens_since": 0}
     if resume is not None:
@@ -269,7 +236,7 @@ def _train(
         acc = ckpt.load_resume(path, raw_model, optimizer, scaler, dev)
         log.info("%s: resuming from %s (step %d of %d)", name, path, start_step, plan.total_steps)
     model: torch.nn.Module = raw_model
-    if train_cfg.compile:
+    if compiled:
         model = torch.compile(model)
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -334,7 +301,7 @@ def _train(
             last = i == len(chunks) - 1
             sync = contextlib.nullcontext() if last or dist.world == 1 else model.no_sync()
             with sync:
-                with _autocast(dev, train_cfg.precision):
+                with autocast(dev, train_cfg.precision):
                     loss = model(input_ids=x, labels=x, use_cache=False).loss
                 weight = len(x) / len(idx)
                 scaler.scale(loss * weight).backward()

@@ -1,0 +1,93 @@
+"""Which kernels a training run uses: autocast precision, the AdamW implementation, the
+attention kernel and whether torch.compile can run. Each is a config field whose ``auto``
+is the measured fastest (benchmarks/train_throughput.py); none changes which model is
+trained, only how fast and in which last bits (they are outside the run hash, except
+``compile``, which a run resumes against). Compiled CPU runs are fast but not deterministic
+run to run (benchmarks/compile_determinism.py), so ``compile`` stays off by default."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from hierlab.train.config import TrainingConfig
+
+__all__ = ["adamw", "attention_impl", "attention_kernel", "autocast", "compiles"]
+
+_AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+_ADAMW_KERNELS: dict[str, dict[str, bool]] = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "for-loop": {"foreach": False},
+}
+
+
+def autocast(dev: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on ``dev``; fp32 runs without one."""
+    dtype = _AMP[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=dev.type, dtype=dtype)
+
+
+def adamw_impl(requested: str, dev: torch.device) -> str:
+    """auto: fused on CUDA; for-loop on CPU (the same bits as foreach there, while fused
+    differs in the last bits for ~1 % of a step)."""
+    if requested == "auto":
+        return "fused" if dev.type == "cuda" else "for-loop"
+    return requested
+
+
+def adamw(model: torch.nn.Module, cfg: TrainingConfig, dev: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms and biases)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
+        eps=cfg.eps,
+        **_ADAMW_KERNELS[adamw_impl(cfg.adamw, dev)],
+    )
+
+
+def attention_impl(requested: str, dev: torch.device, compiled: bool) -> str:
+    """auto: eager attention when compiled on CPU (inductor fuses matmul + softmax: 1.5-1.7x
+    the plain loop on the quickstart model, against 1.1-1.2x compiled with SDPA), SDPA
+    otherwise (uncompiled, eager was within noise of SDPA; on CUDA SDPA is the fast path)."""
+    if requested != "auto":
+        return requested
+    return "eager" if compiled and dev.type == "cpu" else "sdpa"
+
+
+def compiles(dev: torch.device) -> bool:
+    """Whether torch.compile can work here: on CPU inductor needs a C++ compiler."""
+    if dev.type != "cpu":
+        return True
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception:  # noqa: BLE001 -- any failure to find one means: do not compile
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def attention_kernel(model: torch.nn.Module, kernel: str) -> Iterator[None]:
+    """Run ``model`` with another attention kernel inside the block (and restore it); the
+    compiled graph stays valid, since its guard sees the training kernel again after."""
+    before = model.config._attn_implementation
+    if before != kernel:
+        model.set_attn_implementation(kernel)
+    try:
+        yield
+    finally:
+        if before != kernel:
+            model.set_attn_implementation(before)
