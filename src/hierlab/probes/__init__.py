@@ -9,11 +9,13 @@ hook layer they share.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from hierlab._lazy import lazy_getattr
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hierlab.probes.runner import run_probes
+
 __all__ = ["run_probes"]
 
-
-def run_probes(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy alias
-    """Lazy alias of :func:`hierlab.probes.runner.run_probes` (keeps imports light)."""
-    from hierlab.probes.runner import run_probes as _run
-
-    return _run(*args, **kwargs)
+__getattr__ = lazy_getattr(__name__, {"run_probes": "hierlab.probes.runner"})
