@@ -15,7 +15,8 @@ Contenders:
   ``loss.csv`` (checkpointing and evaluation are not timed);
 * ``hierlab_sdpa``, ``hierlab_eager``: the same with ``training.attention`` forced to
   PyTorch's SDPA kernel or to the eager (matmul + softmax) attention;
-* ``hierlab_compile``, ``hierlab_eager_compile``: the same with ``training.compile: true``
+* ``hierlab_compile`` (attention auto), ``hierlab_sdpa_compile``, ``hierlab_eager_compile``:
+  the same with ``training.compile: true``
   (the compile falls in the untimed warm-up, whose seconds are printed; inductor caches
   compiled graphs on disk, so only the first run on a machine pays the full compile; set
   ``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1`` to measure it cold);
@@ -203,7 +204,8 @@ def main() -> None:
     cfg = load_config(a.config)
     a.batch = a.batch or cfg.training.batch_size
     names = ["plain", "plain_1t", "hf_trainer", "hierlab", "hierlab_sdpa", "hierlab_eager",
-             "hierlab_compile", "hierlab_eager_compile", "stage_serial", "stage"]
+             "hierlab_compile", "hierlab_sdpa_compile", "hierlab_eager_compile", "stage_serial",
+             "stage"]
     chosen = a.only.split(",") if a.only else names
     torch.manual_seed(0)
     res: dict[str, Any] = {

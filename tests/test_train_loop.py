@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -252,10 +254,8 @@ def test_attention_auto_is_eager_only_when_compiled_on_cpu() -> None:
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile (inductor) on CPU needs a C++ compiler")
 def test_compiled_run_resumes_bitwise_against_a_compiled_run(tmp_path: Path) -> None:
-    """Issue 11: the resume path works for compiled models: on this tiny model a killed and
-    resumed compiled run equals the uninterrupted one bit for bit (losses and weights). At the
-    quickstart's shape compiled CPU runs are not even deterministic run to run
-    (benchmarks/compile_determinism.py), which is why ``compile`` is off by default."""
+    """Issue 11: a speed lever may not break resume. With ``training.compile`` a killed and
+    resumed run equals the uninterrupted compiled run bit for bit (losses and weights)."""
     corpus = make_corpus(tmp_path)
     cfg = tcfg(precision="bf16", compile=True, checkpoints={"schedule": "list", "steps": [6]},
                max_tokens=8 * 32 * 10)
@@ -268,6 +268,45 @@ def test_compiled_run_resumes_bitwise_against_a_compiled_run(tmp_path: Path) -> 
     assert a == b and len(a) >= 3
     weights = "checkpoints/step-00000010/model.safetensors"
     assert (ref / weights).read_bytes() == (run / weights).read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile (inductor) on CPU needs a C++ compiler")
+def test_compiled_runs_are_deterministic_at_the_quickstart_shape(tmp_path: Path) -> None:
+    """Regression (issue 11): compiled on 2 CPU threads, two identical runs of the quickstart
+    model drifted apart from step ~4 until training ran under deterministic algorithms. In a
+    fresh process: once a process has been set to one thread (this file's fixture), the
+    drift no longer shows, so the fixture's process cannot test it."""
+    script = f"""
+import csv, json
+from pathlib import Path
+import torch
+from hierlab.config import load_config
+from hierlab.corpus.generate import generate_corpora
+from hierlab.train.config import TrainingConfig
+from hierlab.train.loop import train_model
+tmp = Path({str(tmp_path)!r})
+qs = load_config("quickstart")  # its corpus (fewer documents), model and training
+pcfg = type(qs.corpora["pcfg"]).model_validate(
+    {{**qs.corpora["pcfg"].model_dump(), "train_documents": 20, "test_documents": 5}})
+corpus = generate_corpora({{"pcfg": pcfg}}, tmp)["pcfg"]
+cfg = TrainingConfig(**{{**qs.training.model_dump(), "compile": True, "log_every": 1,
+                        "eval_tokens": 0, "max_tokens": 8 * 256 * 12,
+                        "checkpoints": {{"schedule": "list", "steps": [12]}}}})
+losses = []
+for i in range(2):
+    run = train_model(qs.model, cfg, corpus, tmp / f"run{{i}}")
+    losses.append([r["train_loss"] for r in csv.DictReader(open(run / "loss.csv"))])
+print(json.dumps({{"losses": losses, "threads": torch.get_num_threads(),
+                  "deterministic_after": torch.are_deterministic_algorithms_enabled()}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=600)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    a, b = res["losses"]
+    assert len(a) == 12 and a == b, (res["threads"], a, b)
+    assert res["deterministic_after"] is False  # the caller's setting is back
 
 
 def test_kill_while_writing_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

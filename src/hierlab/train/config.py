@@ -109,9 +109,10 @@ class TrainingConfig(BaseModel):
     )
     compile: bool = Field(
         False,
-        description="torch.compile the model: with attention auto (eager) 1.5-1.7x the plain "
-        "loop per step on 2 CPU cores, but compiled CPU runs are not deterministic run to "
-        "run (benchmarks/compile_determinism.py), so off by default",
+        description="torch.compile the model: with attention auto (eager) 1.5-1.8x the plain "
+        "loop per step on 2 CPU cores, deterministic (CPU runs use deterministic "
+        "algorithms); off by default because the first compile costs ~35 s and the "
+        "quickstart's documented results are uncompiled",
     )
     attention: Literal["auto", "sdpa", "eager"] = Field(
         "auto",

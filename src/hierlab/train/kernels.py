@@ -2,8 +2,8 @@
 attention kernel and whether torch.compile can run. Each is a config field whose ``auto``
 is the measured fastest (benchmarks/train_throughput.py); none changes which model is
 trained, only how fast and in which last bits (they are outside the run hash, except
-``compile``, which a run resumes against). Compiled CPU runs are fast but not deterministic
-run to run (benchmarks/compile_determinism.py), so ``compile`` stays off by default."""
+``compile``, which a run resumes against). Compiled CPU runs are deterministic only under
+:func:`deterministic` (benchmarks/compile_determinism.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import torch
 
 from hierlab.train.config import TrainingConfig
 
-__all__ = ["adamw", "attention_impl", "attention_kernel", "autocast", "compiles"]
+__all__ = [
+    "adamw", "attention_impl", "attention_kernel", "autocast", "compiles", "deterministic",
+]
 
 _AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -91,3 +93,24 @@ def attention_kernel(model: torch.nn.Module, kernel: str) -> Iterator[None]:
     finally:
         if before != kernel:
             model.set_attn_implementation(before)
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms`` inside the block (and the caller's setting after).
+
+    Compiled CPU training needs it: without it, on 2 threads (not on 1) some inductor
+    kernel accumulated in a varying order, and two identical runs drifted apart from step ~6
+    (benchmarks/compile_determinism.py). Uncompiled CPU ops are deterministic
+    already, and CUDA would need ``CUBLAS_WORKSPACE_CONFIG``, so only compiled CPU runs use it.
+    """
+    if not enabled:
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)

@@ -38,7 +38,14 @@ from hierlab.train import checkpoint as ckpt
 from hierlab.train.config import ModelConfig, TrainingConfig
 from hierlab.train.data import TokenWindows, WindowOrder, batch_positions, eval_window_indices
 from hierlab.train.dist import Dist, all_reduce, barrier, dist_setup, resolve_device
-from hierlab.train.kernels import adamw, attention_impl, attention_kernel, autocast, compiles
+from hierlab.train.kernels import (
+    adamw,
+    attention_impl,
+    attention_kernel,
+    autocast,
+    compiles,
+    deterministic,
+)
 from hierlab.train.logs import RunLog, fmt
 from hierlab.train.model import build_model
 from hierlab.train.plan import prepare, run_info
@@ -157,8 +164,9 @@ def train_model(
         dev = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(dev)
     try:
-        return _train(model_cfg, train_cfg, corpus_dir, out_dir, name, dev, dist, on_step,
-                      bar_position)
+        with deterministic(train_cfg.compile and dev.type == "cpu"):
+            return _train(model_cfg, train_cfg, corpus_dir, out_dir, name, dev, dist, on_step,
+                          bar_position)
     finally:
         if owns_group:
             torch.distributed.destroy_process_group()
