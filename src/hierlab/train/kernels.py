@@ -60,8 +60,8 @@ def adamw(model: torch.nn.Module, cfg: TrainingConfig, dev: torch.device) -> tor
 
 
 def attention_impl(requested: str, dev: torch.device, compiled: bool) -> str:
-    """auto: eager attention when compiled on CPU (inductor fuses matmul + softmax: 1.5-1.7x
-    the plain loop on the quickstart model, against 1.1-1.2x compiled with SDPA), SDPA
+    """auto: eager attention when compiled on CPU (inductor fuses matmul + softmax: 1.5-1.8x
+    the plain loop on the quickstart model, against 0.95-1.2x compiled with SDPA), SDPA
     otherwise (uncompiled, eager was within noise of SDPA; on CUDA SDPA is the fast path)."""
     if requested != "auto":
         return requested
@@ -100,8 +100,8 @@ def deterministic(enabled: bool) -> Iterator[None]:
     """``torch.use_deterministic_algorithms`` inside the block (and the caller's setting after).
 
     Compiled CPU training needs it: without it, on 2 threads (not on 1) some inductor
-    kernel accumulated in a varying order, and two identical runs drifted apart from step ~6
-    (benchmarks/compile_determinism.py). Uncompiled CPU ops are deterministic
+    kernel accumulated in a varying order, and two identical runs drifted apart from step
+    ~4-6 (benchmarks/compile_determinism.py). Uncompiled CPU ops are deterministic
     already, and CUDA would need ``CUBLAS_WORKSPACE_CONFIG``, so only compiled CPU runs use it.
     """
     if not enabled:

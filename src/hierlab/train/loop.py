@@ -163,10 +163,15 @@ def train_model(
     if dev.type == "cuda" and dist.world > 1:
         dev = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(dev)
+    compiled = train_cfg.compile and compiles(dev)
+    if train_cfg.compile and not compiled:
+        log.warning("%s: training.compile: no C++ compiler found (inductor needs g++ or "
+                    "clang++ on CPU); training uncompiled, about 1.5x slower", name)
     try:
-        with deterministic(train_cfg.compile and dev.type == "cpu"):
-            return _train(model_cfg, train_cfg, corpus_dir, out_dir, name, dev, dist, on_step,
-                          bar_position)
+        # compiled CPU kernels are reproducible only under deterministic algorithms
+        with deterministic(compiled and dev.type == "cpu"):
+            return _train(model_cfg, train_cfg, corpus_dir, out_dir, name, dev, dist,
+                          compiled, on_step, bar_position)
     finally:
         if owns_group:
             torch.distributed.destroy_process_group()
@@ -208,6 +213,7 @@ def _train(
     name: str,
     dev: torch.device,
     dist: Dist,
+    compiled: bool,
     on_step: Callable[[int], None] | None,
     bar_position: int | None = None,
 ) -> Path:
@@ -230,10 +236,6 @@ def _train(
         pad_id=prep.manifest.get("pad_id"),
         bos_id=prep.manifest.get("boundary_id"),
     )
-    compiled = train_cfg.compile and compiles(dev)
-    if train_cfg.compile and not compiled:
-        log.warning("%s: training.compile: no C++ compiler found (inductor needs g++ or "
-                    "clang++ on CPU); training uncompiled, about 1.5x slower", name)
     raw_model.set_attn_implementation(attention_impl(train_cfg.attention, dev, compiled))
     raw_model.to(dev)
     optimizer = adamw(raw_model, train_cfg, dev)
