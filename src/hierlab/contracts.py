@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 __all__ = [
+    "MECHANISM_LABELS",
     "METRICS_SCHEMA",
     "OPTIONAL_METRIC_COLUMNS",
     "PROBES",
@@ -36,7 +37,12 @@ __all__ = [
 #: the stages of a run, in order (``hierlab run --stages``)
 STAGES: tuple[str, ...] = ("corpus", "train", "probe", "figures")
 #: the probes a run can measure (``probes.run``, ``hierlab probe --probes``)
-PROBES: tuple[str, ...] = ("induction", "fv", "hydra", "structure")
+PROBES: tuple[str, ...] = ("induction", "fv", "hydra", "structure", "mechanism")
+
+#: ``mechanism`` probe labels, by their code (the ``value`` of its ``label`` rows)
+MECHANISM_LABELS: tuple[str, ...] = (
+    "none", "previous-token", "positional copy", "role-keyed copy", "content induction"
+)
 
 #: every probe has the reference study's definition and the literature's
 VARIANTS: tuple[str, ...] = ("reference", "standard")

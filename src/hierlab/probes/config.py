@@ -18,7 +18,7 @@ _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
 #: the literals pydantic validates against; a test keeps them equal to hierlab.contracts
 #: and to the probe registry
-ProbeName = Literal["induction", "fv", "hydra", "structure"]
+ProbeName = Literal["induction", "fv", "hydra", "structure", "mechanism"]
 Variant = Literal["reference", "standard"]
 ALL_PROBES: tuple[str, ...] = PROBES
 
@@ -157,6 +157,57 @@ class StructureConfig(BaseModel):
     samples: int = Field(100, ge=1, description="prompts per prefix (reference: 100)")
 
 
+class MechanismConfig(BaseModel):
+    """Which mechanism the best head of each layer is (``probes/mechanism.py``): successor
+    attention, match-breaking, causal share, random repeats at three lengths, permuted
+    sentence repeats, and the label that follows from the thresholds below."""
+
+    model_config = _STRICT
+
+    seed: int = Field(0, ge=0, description="seed of the window choice, breaks and random ids")
+    windows: int = Field(
+        32, ge=1, description="document-aligned test windows of the full context length"
+    )
+    min_distance: int = Field(
+        4, ge=2, description="an event's earlier occurrence lies at least this far back"
+    )
+    random_samples: int = Field(
+        8, ge=1, description="random-id repeats per length (C/4, C/2 - 3, C/2)"
+    )
+    permuted_samples: int = Field(
+        16, ge=1, description="prompts of K test sentences followed by the same K permuted"
+    )
+    causal_heads_per_layer: int | None = Field(
+        None, ge=1, description="heads ablated per layer for the causal share, the highest "
+        "successor attention first; null = every head (large models: set a few)"
+    )
+    batch_size: int = Field(16, ge=1)
+    successor_threshold: float = Field(
+        0.3, ge=0.0, le=1.0, description="successor attention of a copying head"
+    )
+    content_threshold: float = Field(
+        0.5, description="content share of a content head (less: position or role keyed)"
+    )
+    causal_threshold: float = Field(
+        0.3, description="causal share a content induction head must carry"
+    )
+    positional_ratio: float = Field(
+        2.0, gt=1.0, description="random-id prefix matching varying more than this across "
+        "the three lengths flags a head as positional"
+    )
+    positional_floor: float = Field(
+        0.1, ge=0.0, description="... when its largest value is at least this"
+    )
+    offset_ratio: float = Field(
+        0.5, ge=0.0, description="a non-content copy head whose attention at one fixed "
+        "offset (>= 2) is at least this fraction of its successor attention is positional"
+    )
+    previous_token_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="attention to the previous token of a "
+        "previous-token head"
+    )
+
+
 class HubConfig(BaseModel):
     """Hub repositories with one revision per training step (e.g. OLMo-1B-hf)."""
 
@@ -193,6 +244,7 @@ class ProbesConfig(BaseModel):
     fv: FunctionVectorConfig = Field(default_factory=FunctionVectorConfig)
     hydra: HydraConfig = Field(default_factory=HydraConfig)
     structure: StructureConfig = Field(default_factory=StructureConfig)
+    mechanism: MechanismConfig = Field(default_factory=MechanismConfig)
     hub: HubConfig = Field(default_factory=HubConfig)
     merge_timeout_s: float = Field(
         86400.0, gt=0, description="rank 0 waits this long for the other ranks' parts"

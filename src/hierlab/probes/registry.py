@@ -33,6 +33,7 @@ PROBE_MODULES: tuple[str, ...] = (
     "hierlab.probes.function_vectors",
     "hierlab.probes.hydra",
     "hierlab.probes.structure",
+    "hierlab.probes.mechanism",
 )
 
 _UNITS: dict[tuple[str, str], ProbeUnit] = {}

@@ -1,0 +1,198 @@
+"""The mechanism instruments on attention patterns whose mechanism is known.
+
+Constructed windows of 4-token sentences ``s v o EOS`` in which most sentences copy the
+one before (so every repeat sits one period back, as in the quickstart), and four
+constructed attention functions: a pure positional head (key ``t - period + 1``), a pure
+content-induction head (key ``p + 1`` for the true most recent earlier occurrence ``p``),
+a previous-token head and uniform attention. Each must get its label from the scores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from hierlab.contracts import MECHANISM_LABELS, ROLE_CODES
+from hierlab.probes import mechanism_scores as ms
+from hierlab.probes.config import MechanismConfig
+from hierlab.probes.hooks import HookedModel
+from hierlab.probes.mechanism import (
+    HeadScores,
+    layer_labels,
+    mechanism_rows,
+    model_label,
+)
+
+N_WORDS, PERIOD, C = 16, 4, 64
+EOS, PAD = 3 * N_WORDS, 3 * N_WORDS + 1
+VOCAB = PAD + 1
+ROLES = {"subject": [0, 16], "verb": [16, 32], "object": [32, 48], "connector": [48, 48]}
+ROLE_OF = ms.token_roles(VOCAB, ROLES, [EOS, PAD])
+
+
+def _windows(n: int = 12, seed: int = 0) -> torch.Tensor:
+    """Windows of ``s v o EOS`` sentences; each copies the previous one with p = 0.7."""
+    g = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        toks, prev = [], None
+        while len(toks) < C:
+            if prev is not None and g.random() < 0.7:
+                sent = prev
+            else:
+                sent = [int(g.integers(0, 16)), int(g.integers(16, 32)), int(g.integers(32, 48)),
+                        EOS]
+            toks += sent
+            prev = sent
+        rows.append(toks[:C])
+    return torch.tensor(rows)
+
+
+def _pattern(kind: str):
+    """``ids -> [B, 2, 1, T, T]``: layer 0 uniform, layer 1 the named pattern."""
+
+    def key_of(row: list[int], t: int) -> int | None:
+        if kind == "positional":
+            return t - PERIOD + 1 if t - PERIOD + 1 >= 0 else None
+        if kind == "previous":
+            return t - 1 if t >= 1 else None
+        if kind == "content":
+            for p in range(t - 1, -1, -1):
+                if row[p] == row[t]:
+                    return p + 1 if p + 1 < t else None
+            return None
+        return None
+
+    def fn(ids: torch.Tensor) -> torch.Tensor:
+        b, t = ids.shape
+        causal = torch.tril(torch.ones(t, t))
+        uniform = causal / causal.sum(-1, keepdim=True)
+        out = torch.zeros(b, 2, 1, t, t)
+        out[:, 0, 0] = uniform
+        for i, row in enumerate(ids.tolist()):
+            for q in range(t):
+                k = key_of(row, q) if kind != "uniform" else None
+                if k is None:
+                    out[i, 1, 0, q] = uniform[q]
+                else:
+                    out[i, 1, 0, q, k] = 1.0
+        return out
+
+    return fn
+
+
+def _scores(kind: str, causal: float) -> HeadScores:
+    """The label inputs from the scoring functions; the causal share is given, since a
+    constructed pattern has no loss (the trained-model check measures it)."""
+    w = _windows()
+    pat = _pattern(kind)
+    ev = ms.find_events(w, ROLE_OF, 4)
+    succ = ms.gather_attention(pat, w, ev.b, ev.t, ev.p + 1, 4).mean(0)
+    clean, broken, chosen = ms.break_matches(w, ev, ROLE_OF, seed=0)
+    a = ms.gather_attention(pat, clean, chosen.b, chosen.t, chosen.p + 1, 4).mean(0)
+    a_b = ms.gather_attention(pat, broken, chosen.b, chosen.t, chosen.p + 1, 4).mean(0)
+    content = torch.where(a > 1e-9, 1 - a_b / a.clamp_min(1e-9), torch.nan)
+    prof = ms.fixed_offset_attention(pat, w, C // 2, 4)
+    content_ids = np.nonzero(ROLE_OF != ms.NOT_CONTENT)[0]
+    pm = ms.random_prefix_matching(pat, content_ids, C, 6, 0, 4)
+    return HeadScores(succ.numpy(), content.numpy(), np.full((2, 1), causal),
+                      prof[..., 2:].max(-1).values.numpy(), prof[..., 1].numpy(),
+                      ms.positional_flags(pm).numpy())
+
+
+@pytest.mark.parametrize(("kind", "causal", "label"), [
+    ("positional", 0.1, "positional copy"),
+    ("content", 0.8, "content induction"),
+    ("previous", 0.0, "previous-token"),
+    ("uniform", 0.0, "none"),
+])
+def test_constructed_patterns_get_their_label(kind: str, causal: float, label: str) -> None:
+    s = _scores(kind, causal)
+    labels = layer_labels(s, MechanismConfig())
+    assert labels[1][0] == label, (kind, labels, s)
+    assert labels[0][0] == "none"  # the uniform layer 0
+    assert model_label(labels)[0] == label
+
+
+def test_scores_of_the_constructed_heads() -> None:
+    pos, con = _scores("positional", 0.0), _scores("content", 0.0)
+    # both attend to the successor on these windows (repeats sit one period back) ...
+    assert pos.successor[1, 0] > 0.9 and con.successor[1, 0] > 0.9
+    # ... but breaking the match moves only the content head
+    assert abs(pos.content_share[1, 0]) < 1e-6
+    assert con.content_share[1, 0] > 0.9
+    assert pos.fixed_offset[1, 0] > 0.9 and con.fixed_offset[1, 0] < pos.fixed_offset[1, 0]
+    assert _scores("previous", 0.0).previous_token[1, 0] > 0.99
+
+
+def test_content_head_without_causal_share_is_not_induction() -> None:
+    assert layer_labels(_scores("content", 0.1), MechanismConfig())[1][0] == "none"
+
+
+def test_positional_flag_on_random_repeats() -> None:
+    """A head attending exactly n - 1 back scores prefix matching 1 at that n only."""
+    n_fixed = C // 2
+
+    def fn(ids: torch.Tensor) -> torch.Tensor:
+        b, t = ids.shape
+        out = torch.zeros(b, 1, 1, t, t)
+        for q in range(t):
+            out[:, 0, 0, q, max(0, q - n_fixed + 1)] = 1.0
+        return out
+
+    content_ids = np.nonzero(ROLE_OF != ms.NOT_CONTENT)[0]
+    pm = ms.random_prefix_matching(fn, content_ids, C, 4, 0, 4)
+    assert list(pm) == list(ms.random_repeat_lengths(C)) == [16, 29, 32]
+    assert pm[32][0, 0] == pytest.approx(1.0) and pm[16][0, 0] == 0.0
+    assert bool(ms.positional_flags(pm)[0, 0])
+    # uniform attention varies ~2x with the length too, but stays under the floor
+    uni = ms.random_prefix_matching(_pattern("uniform"), content_ids, C, 4, 0, 4)
+    assert not ms.positional_flags({n: v[1:] for n, v in uni.items()}).any()
+
+
+def test_events_and_roles() -> None:
+    w = torch.tensor([[0, 16, 32, EOS, 1, 17, 33, EOS, 0, 16, 40, EOS, 5, 6, 7, EOS]])
+    ev = ms.find_events(w, ROLE_OF, 4)
+    # token 0 at t=8 (p=0) and 16 at t=9 (p=1): both 8 back; EOS never counts
+    assert list(zip(ev.t.tolist(), ev.p.tolist(), strict=True)) == [(8, 0), (9, 1)]
+    assert ev.role.tolist() == [ROLE_CODES["subject"], ROLE_CODES["verb"]]
+    assert EOS not in w[0, ev.ft].tolist() and len(ev.ft) == 10
+    ng = ms.token_roles(10, None, [9])
+    assert (ng[:9] == ROLE_CODES["word"]).all() and ng[9] == ms.NOT_CONTENT
+    clean, broken, chosen = ms.break_matches(w, ev, ROLE_OF, seed=3)
+    p = int(chosen.p[0])
+    assert broken[0, p] != clean[0, p] and ROLE_OF[int(broken[0, p])] == ROLE_OF[int(clean[0, p])]
+    assert (broken[0, :p] == clean[0, :p]).all() and (broken[0, p + 1:] == clean[0, p + 1:]).all()
+
+
+def test_permuted_prompts_move_every_sentence() -> None:
+    w = torch.tensor([[0, 16, 32, EOS, 1, 17, 33, EOS, 2, 18, 34, EOS, 3, 19, 35, EOS] * 2])
+    pp = ms.permuted_sentence_prompts(w, EOS, ROLE_OF, 16, 4, 0, PAD)
+    assert pp is not None and pp.half.tolist() == [16]
+    first, second = pp.ids[0, :16].tolist(), pp.ids[0, 16:32].tolist()
+    assert sorted(first) == sorted(second) and first != second
+    # every query's source holds the same token, at another distance than one half
+    assert (pp.ids[pp.b, pp.t] == pp.ids[pp.b, pp.src]).all()
+    assert ((pp.t - pp.src) != 16).all()
+
+
+def test_mechanism_rows_on_a_model() -> None:
+    """Every metric is written, labels are valid codes, shares are finite where defined."""
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                      max_position_embeddings=C, attn_implementation="sdpa")
+    hm = HookedModel(LlamaForCausalLM(cfg).eval())
+    rows = mechanism_rows(hm, _windows(6), ROLE_OF, MechanismConfig(random_samples=2,
+                                                                    permuted_samples=3), EOS, PAD)
+    metrics = {r["metric"] for r in rows}
+    for m in ("successor_attention", "content_share", "causal_share", "causal_share_subject",
+              "prefix_matching_random", "positional_flag", "prefix_matching_permuted",
+              "permuted_gain", "label", "label_model", "successor_best", "fixed_offset",
+              "successor_upper_max", "in_context_gain"):
+        assert m in metrics, m
+    labels = [r["value"] for r in rows if r["metric"] in ("label", "label_model")]
+    assert all(0 <= v < len(MECHANISM_LABELS) for v in labels)
+    assert {r["k"] for r in rows if r["metric"] == "prefix_matching_random"} == {16, 29, 32}
