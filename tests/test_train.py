@@ -241,3 +241,24 @@ def test_gather_throughput(tmp_path: Path) -> None:
 def test_reader_sanity(tmp_path: Path) -> None:
     path = _split(tmp_path / "r", [np.arange(12, dtype=np.uint16)])
     assert SplitReader(path).vocab_size == 12
+
+
+def test_wsd_schedule_and_its_hash() -> None:
+    """Warmup-stable-decay: warmup, flat at lr, then linear to min_lr over the last
+    decay_fraction of the steps; decay_fraction enters the run hash only under wsd."""
+    from hierlab.train.config import ModelConfig
+    from hierlab.train.plan import run_hash
+
+    cfg = TrainingConfig(lr=1.0, schedule="wsd", warmup_steps=10, decay_fraction=0.25,
+                         min_lr=0.0)
+    assert lr_at(0, cfg, 100) == pytest.approx(0.1)
+    assert lr_at(10, cfg, 100) == lr_at(74, cfg, 100) == pytest.approx(1.0)
+    assert lr_at(75, cfg, 100) == pytest.approx(1.0)
+    assert lr_at(87, cfg, 100) == pytest.approx(0.52)
+    assert lr_at(99, cfg, 100) == pytest.approx(0.04)
+    m = {"config_hash": "x", "total_tokens": 1, "vocab_size": 5}
+    cos = TrainingConfig(schedule="cosine")
+    assert run_hash(ModelConfig(), cos, m) == run_hash(
+        ModelConfig(), cos.model_copy(update={"decay_fraction": 0.5}), m)
+    assert run_hash(ModelConfig(), cfg, m) != run_hash(
+        ModelConfig(), cfg.model_copy(update={"decay_fraction": 0.5}), m)

@@ -95,10 +95,15 @@ class TrainingConfig(BaseModel):
         "null = min(64, per-device batch)",
     )
     lr: float = Field(5e-5, ge=0.0, description="peak learning rate")
-    schedule: Literal["linear", "cosine", "constant"] = Field(
-        "linear", description="lr after warmup: linear or cosine decay to min_lr, or constant"
+    schedule: Literal["linear", "cosine", "constant", "wsd"] = Field(
+        "linear", description="lr after warmup: linear or cosine decay to min_lr, constant, "
+        "or wsd (warmup-stable-decay: constant, then linear decay to min_lr over the last "
+        "decay_fraction of the steps)"
     )
     warmup_steps: int = Field(0, ge=0)
+    decay_fraction: float = Field(
+        0.2, gt=0.0, le=1.0, description="wsd: share of the steps spent decaying"
+    )
     min_lr: float = Field(0.0, ge=0.0, description="lr at the last step (linear/cosine)")
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)

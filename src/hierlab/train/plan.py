@@ -68,7 +68,11 @@ def run_hash(model_cfg: ModelConfig, train_cfg: TrainingConfig, manifest: dict) 
     plus the identity of the train split."""
     blob = {
         "model": model_cfg.model_dump(mode="json"),
-        "training": train_cfg.model_dump(mode="json", exclude=NOT_HASHED),
+        "training": train_cfg.model_dump(
+            mode="json",
+            # decay_fraction shapes only wsd: left out otherwise, so older runs keep their hash
+            exclude=NOT_HASHED | ({"decay_fraction"} if train_cfg.schedule != "wsd" else set()),
+        ),
         "corpus": {
             "config_hash": manifest.get("config_hash"),
             "total_tokens": manifest.get("total_tokens"),

@@ -59,12 +59,21 @@ def lr_at(step: int, cfg: TrainingConfig, total_steps: int) -> float:
     Warmup rises linearly from lr/warmup_steps to lr (no wasted lr=0 step); ``linear`` then
     falls to ``min_lr`` at ``total_steps`` (HF ``get_linear_schedule_with_warmup`` when
     min_lr = 0 and no warmup: the reference),
-    ``cosine`` follows half a cosine to ``min_lr``, ``constant`` stays at lr.
+    ``cosine`` follows half a cosine to ``min_lr``, ``constant`` stays at lr, ``wsd``
+    (warmup-stable-decay, as in MiniCPM and OLMo 2) stays at lr and falls linearly to
+    ``min_lr`` over the last ``decay_fraction`` of the steps.
     """
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return cfg.lr
+    if cfg.schedule == "wsd":
+        decay = max(1, round(cfg.decay_fraction * total_steps))
+        start = max(cfg.warmup_steps, total_steps - decay)
+        if step < start:
+            return cfg.lr
+        frac = min(1.0, (step - start) / max(1, total_steps - start))
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * (1.0 - frac)
     span = max(1, total_steps - cfg.warmup_steps)
     frac = min(1.0, max(0.0, (step - cfg.warmup_steps) / span))
     if cfg.schedule == "linear":
@@ -72,5 +81,5 @@ def lr_at(step: int, cfg: TrainingConfig, total_steps: int) -> float:
     if cfg.schedule == "cosine":
         return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * frac))
     raise ConfigError(  # pragma: no cover - pydantic rejects it first
-        f"training.schedule: unknown schedule {cfg.schedule!r} (linear, cosine, constant)"
+        f"training.schedule: unknown schedule {cfg.schedule!r} (linear, cosine, constant, wsd)"
     )
