@@ -11,6 +11,7 @@ from hierlab.errors import ConfigError
 from hierlab.figures import (
     fig2_loss,
     fig3_induction,
+    fig3_mechanism,
     fig4_function_vectors,
     fig5_hydra,
     fig_in_context,
@@ -51,6 +52,7 @@ def make_figures(
             paths += module.draw(data, variant, out_dir, cfg)
     if "standard" in cfg.variants:  # loss by position and ICL score: standard rows only
         paths += fig_in_context.draw(data, out_dir, cfg)
+        paths += fig3_mechanism.draw(data, out_dir, cfg)
     log.info("figures: %d files in %s (%.1f s)", len(paths), out_dir, time.perf_counter() - t0)
     return paths
 

@@ -32,6 +32,7 @@ from hierlab.figures.series import (
     induction_series,
     loss_at,
     loss_curve,
+    mechanism_labels,
     rise,
     smooth,
 )
@@ -189,22 +190,36 @@ def check_c5(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
     """With s0 the first and smax the maximum of the series and D = smax - s0, t10 / t90
     the first checkpoints where s >= s0 + 0.1 D / s0 + 0.9 D: smax >= C5_MIN_SCORE and rise
     width (t90 - t10) / last step <= C5_MAX_RISE_WIDTH. The steepest rise between
-    consecutive checkpoints, its step and its share of D are reported."""
+    consecutive checkpoints, its step and its share of D are reported. Where the mechanism
+    probe ran, the claim also needs the final checkpoint's mechanism label to read
+    ``content induction``: a score made by a positional or role-keyed copy head is not an
+    induction head."""
     thr = f"max ≥ {t.c5_min_score:g} and 10→90% rise within ≤ {t.c5_max_rise_width:g} of training"
     s = induction_series(data, "pcfg", variant)
     if len(s) < 3:
         return na(thr, f"{len(s)} PCFG {variant} induction checkpoints (need ≥ 3)")
+    labels = mechanism_labels(data, "pcfg")
+    if len(labels):
+        thr += "; final mechanism label = content induction"
     r = rise(s)
     detail = f"max {fmt(r['max'])} (first {fmt(r['first'])})"
+    mech = ""
+    if len(labels):
+        first = labels[labels == "content induction"]
+        mech = (f"; mechanism label at the final checkpoint: {labels.iloc[-1]} (content "
+                + (f"induction first at step {int(first.index[0])})" if len(first)
+                   else "induction at no checkpoint)"))
     if not np.isfinite(r["width"]):
-        return Outcome(None, thr, FAIL, detail + "; the score never rises")
+        return Outcome(None, thr, FAIL, detail + "; the score never rises" + mech)
     detail += (
         f"; 10→90% between steps {int(r['t10'])} and {int(r['t90'])}; steepest rise "
         f"+{fmt(r['steep'])} between steps {int(r['steep_from'])} and {int(r['steep_to'])}"
         f" ({r['steep_share']:.0%} of the rise)"
     )
     ok = r["max"] >= t.c5_min_score and r["width"] <= t.c5_max_rise_width
-    return Outcome(r["width"], thr, PASS if ok else FAIL, detail)
+    if len(labels):
+        ok = ok and labels.iloc[-1] == "content induction"
+    return Outcome(r["width"], thr, PASS if ok else FAIL, detail + mech)
 
 
 @claim("C6", "induction heads form early in the external model and persist")

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 FIGURE_ORDER = (
     "fig2_loss",
     "fig3_induction",
+    "fig3_mechanism",
     "fig_in_context",
     "fig4_function_vectors",
     "fig5a_hydra",

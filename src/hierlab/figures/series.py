@@ -76,6 +76,17 @@ def induction_series(data: RunData, kind: str, variant: str) -> pd.Series:
     return head_max(data.rows(m, "induction", "standard", "prefix_matching")).sort_index()
 
 
+def mechanism_labels(data: RunData, kind: str) -> pd.Series:
+    """Per-checkpoint mechanism label (text) of a panel's model; empty without the probe."""
+    from hierlab.contracts import MECHANISM_LABELS
+
+    df = data.rows(data.panel(kind), "mechanism", "standard", "label_model")
+    if not len(df):
+        return pd.Series(dtype=object)
+    codes = df.groupby("step")["value"].max().sort_index().round().astype(int)
+    return codes.map(lambda c: MECHANISM_LABELS[c])
+
+
 def rise(s: pd.Series) -> dict[str, float]:
     """Shape of a rising series: max, 10->90% rise width (fraction of training), steepest
     consecutive rise (its start/end steps and share of the total rise)."""

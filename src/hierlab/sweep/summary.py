@@ -47,6 +47,9 @@ FIGURE_COLUMNS: dict[str, str] = {
     "fv_gain": "FV gain\n(bound tasks)",
     "hydra_share": "Hydra share\n(standard)",
     "gap_recovered": "in-context gap\nrecovered",
+    "successor_l1:max": "successor attention\n(best layer>=1 head)",
+    "content_share": "content share\n(labelled head)",
+    "causal_share": "causal share\n(labelled head)",
 }
 """Figure columns: scores are maxima over checkpoints, the rest final values."""
 
@@ -92,6 +95,39 @@ def _score_columns(metrics: pd.DataFrame, ref: Any) -> dict[str, float]:
     icl = _select(metrics, ref.key, "icl_score", "standard", None)
     out["icl_score"] = (float(icl[icl["step"] == icl["step"].max()]["value"].mean())
                         if len(icl) else NAN)
+    return out
+
+
+def _mechanism_columns(metrics: pd.DataFrame, ref: Any) -> dict[str, Any]:
+    """The mechanism probe's label at the final checkpoint, its head's scores, the tokens
+    at which the label first reads ``content induction`` and the successor rise width."""
+    from hierlab.contracts import MECHANISM_LABELS
+    from hierlab.law import predicted_tokens
+
+    out: dict[str, Any] = {"mechanism_label": None}
+    lab = _select(metrics, ref.key, "label_model", "standard", None).sort_values("step")
+    if not len(lab):
+        return out
+    last = lab.iloc[-1]
+    out["mechanism_label"] = MECHANISM_LABELS[int(round(last["value"]))]
+    out["mechanism_layer"], out["mechanism_head"] = float(last["layer"]), float(last["head"])
+    for col, metric in (("successor_best", "successor_best"),
+                        ("content_share", "content_share_best"),
+                        ("causal_share", "causal_share_best")):
+        d = _select(metrics, ref.key, metric, "standard", None)
+        out[col] = float(d[d["step"] == d["step"].max()]["value"].mean()) if len(d) else NAN
+    up = _select(metrics, ref.key, "successor_upper_max", "standard", None)
+    s = up.groupby("step")["value"].max().sort_index() if len(up) else pd.Series(dtype=float)
+    out["successor_l1:max"] = float(s.max()) if len(s) else NAN
+    out["successor_l1:final"] = float(s.iloc[-1]) if len(s) else NAN
+    out["successor_l1:rise_steps"], out["successor_l1:rise_fraction"] = rise_width(s)
+    ind = lab[lab["value"].round() == MECHANISM_LABELS.index("content induction")]
+    out["content_induction_tokens"] = float(ind["tokens_seen"].iloc[0]) if len(ind) else NAN
+    pos = lab[lab["step"] > 0]
+    per_step = float((pos["tokens_seen"] / pos["step"]).median()) if len(pos) else NAN
+    out["tokens_per_step"] = per_step
+    out["law_tokens"] = predicted_tokens(per_step) if np.isfinite(per_step) else NAN
+    out["final_tokens"] = float(lab["tokens_seen"].max())
     return out
 
 
@@ -178,6 +214,7 @@ def run_rows(run: PlannedRun, run_dir: Path) -> list[dict[str, Any]]:
         if ref is not None and len(data.metrics):
             row.update(_score_columns(data.metrics, ref))
             row.update(_fv_columns(data.metrics, ref))
+            row.update(_mechanism_columns(data.metrics, ref))
             row["hydra_share"] = _hydra_share(data, ref)
         rows.append(row)
     return rows
@@ -239,7 +276,9 @@ def _label(row: pd.Series, keys: list[str]) -> str:
         vals.append(f"{short(k)}={v:g}" if isinstance(v, float) else f"{short(k)}={v}")
     settings = ", ".join(vals)
     extra = settings and settings != str(row["run"]).replace("+", ", ") and len(settings) < 60
-    return f"{row['run']} / {row['model']}" + (f"\n{settings}" if extra else "")
+    mech = row.get("mechanism_label")
+    mech = f" — {mech}" if isinstance(mech, str) else ""
+    return f"{row['run']} / {row['model']}{mech}" + (f"\n{settings}" if extra else "")
 
 
 def summary_figure(df: pd.DataFrame, keys: list[str], out: Path) -> list[Path]:

@@ -1,0 +1,105 @@
+"""Fig. 3, mechanism panel: which mechanism the induction-type score is made of.
+
+Per model (N-gram | PCFG), against step: the successor attention of the labelled head
+(the checkpoint's ``label_model`` head), its content share (match-breaking) and causal
+share (mean ablation), with the checkpoint's mechanism label written at each checkpoint
+(``probes/mechanism.py``). A dotted vertical line marks the emergence point that the law
+of Aoyama et al. (2025) predicts for the run's own B·C (``hierlab.law``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hierlab.contracts import MECHANISM_LABELS
+from hierlab.figures import style
+from hierlab.figures.config import FiguresConfig
+from hierlab.figures.data import RunData
+from hierlab.law import predicted_tokens
+
+NAME = "fig3_mechanism"
+PANELS = ("ngram", "pcfg")
+SERIES = {"successor_best": "successor attention", "content_share_best": "content share",
+          "causal_share_best": "causal share"}
+SHORT = {"none": "–", "previous-token": "prev", "positional copy": "pos",
+         "role-keyed copy": "role", "content induction": "IND"}
+COLUMNS = ["panel", "model", "series", "step", "tokens_seen", "layer", "head", "value",
+           "label"]
+
+
+def build_table(data: RunData) -> pd.DataFrame:
+    """Tidy data: one row per (panel, series, step); ``label`` on the ``label_model`` rows."""
+    parts = []
+    for kind in PANELS:
+        m = data.panel(kind)
+        if m is None:
+            continue
+        df = data.rows(m, "mechanism", "standard")
+        for metric in (*SERIES, "label_model"):
+            d = df[df["metric"] == metric]
+            if not len(d):
+                continue
+            d = d.sort_values("step")
+            lab = (d["value"].round().astype(int).map(lambda c: MECHANISM_LABELS[c])
+                   if metric == "label_model" else pd.Series([pd.NA] * len(d), index=d.index))
+            parts.append(pd.DataFrame({
+                "panel": kind, "model": m.model, "series": metric,
+                "step": d["step"].astype("int64").to_numpy(),
+                "tokens_seen": d["tokens_seen"].astype("int64").to_numpy(),
+                "layer": d["layer"].to_numpy(), "head": d["head"].to_numpy(),
+                "value": d["value"].astype(float).to_numpy(), "label": lab.to_numpy()}))
+    if not parts:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.concat(parts, ignore_index=True)[COLUMNS]
+
+
+def predicted_step(t: pd.DataFrame) -> float | None:
+    """The law's emergence point in steps: N / (tokens per step) of the run itself."""
+    pos = t[t["step"] > 0]
+    if not len(pos):
+        return None
+    per_step = float((pos["tokens_seen"] / pos["step"]).median())
+    return predicted_tokens(per_step) / per_step if per_step > 0 else None
+
+
+def draw(data: RunData, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
+    """Draw the mechanism panel and write it with its CSV; returns the written paths."""
+    table = build_table(data)
+    with style.style():
+        fig, axes = style.new_figure(cfg, len(PANELS))
+        for ax, kind in zip(axes, PANELS, strict=True):
+            style.panel_title(ax, data.title(kind), kind)
+            t = table[table["panel"] == kind]
+            if not len(t):
+                style.no_data(ax, "no mechanism rows")
+                continue
+            colour = style.PALETTE[kind]
+            for (metric, name), shade, ls in zip(SERIES.items(), (0.8, 0.55, 0.35),
+                                                 ("-", "--", ":"), strict=True):
+                s = t[t["series"] == metric]
+                ax.plot(s["step"], s["value"], color=style.darken(colour, shade), ls=ls,
+                        lw=1.6 if ls == "-" else 1.1, marker="o", ms=2, label=name)
+            labels = t[t["series"] == "label_model"]
+            for step, lab in zip(labels["step"], labels["label"], strict=True):
+                ax.text(step, 1.02, SHORT.get(str(lab), "?"), rotation=90, fontsize=5,
+                        ha="center", va="bottom", color="0.25",
+                        fontweight="bold" if lab == "content induction" else "normal")
+            pred = predicted_step(t)
+            if pred is not None:
+                ax.axvline(pred, color="0.4", ls=(0, (1, 2)), lw=0.9)
+                if pred <= float(t["step"].max()) * 1.05:
+                    ax.text(pred, 0.5, " law", fontsize=6, color="0.35", rotation=90)
+            ax.set_ylim(-0.05, 1.12)
+            style.step_axis(ax)
+            if len(t["step"].unique()) == 1:
+                ax.set_xlim(np.array([-1, 1]) + float(t["step"].iloc[0]))
+        axes[0].legend(loc="center left", fontsize=6)
+        axes[0].set_ylabel("score of the labelled head")
+        style.variant_title(fig, "Induction heads: which mechanism", "standard",
+                            "labels per checkpoint: – none, prev previous-token, pos "
+                            "positional copy, role role-keyed copy, IND content induction; "
+                            "dotted: N = 10^5.7·√(B·C)")
+        return style.save(fig, table, out_dir, NAME, cfg)
