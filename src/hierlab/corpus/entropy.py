@@ -59,9 +59,20 @@ def pcfg_floors(cfg: PcfgConfig, mc_documents: int = 400) -> dict[str, float]:
 
     ``no_context`` is analytic for every knob: a binding map or a repeated sentence is drawn
     from a uniformly random latent, so each sentence's words stay marginally uniform over
-    their roles. ``latent_known`` is analytic with bindings (the bound word's rank is uniform
-    over the lexicon); with repetition it is the Monte-Carlo average of exact conditionals
-    over ``mc_documents`` documents (:meth:`PcfgSampler.latent_known_nll`).
+    their roles. A copy (repeat, permuted recall) is a verbatim
+    fresh sentence, so its marginal law is a fresh sentence's.
+
+    ``latent_known`` is analytic with bindings (the bound word's rank is uniform over the
+    lexicon). With repetition or permuted recall it is the
+    Monte-Carlo average of exact conditionals over ``mc_documents`` documents
+    (:meth:`PcfgSampler.latent_known_nll`). With ``repeat_source: fresh`` the eligible
+    sources depend on which earlier sentences were copies, itself latent when a fresh
+    sentence equals an earlier one by chance: ``latent_known`` then conditions on those
+    flags too (a lower bound on the rate given the latent alone) and
+    ``latent_known_upper`` adds the flags' posterior entropy (an upper bound; see
+    :meth:`PcfgSampler.latent_known_terms`). The gap is the uncertainty whether a sentence
+    equal to an eligible source was copied or drawn fresh: small unless fresh sentences are
+    predictable (a tiny lexicon, a steep rank law, strong bindings).
     """
     lx = cfg.lexicon
     p = cfg.svo_probability
@@ -84,11 +95,13 @@ def pcfg_floors(cfg: PcfgConfig, mc_documents: int = 400) -> dict[str, float]:
     h_vso = _h(zv) + _bound_entropy(zs, beta) + _bound_entropy(zo, beta)
     floors = {"no_context": float(rate(h_uniform, h_uniform)),
               "latent_known": float(rate(h_svo, h_vso))}
-    if cfg.repeat_probability > 0:
+    if cfg.repeat_probability > 0 or cfg.permuted_recall:
         from hierlab.corpus.pcfg import PcfgSampler
 
-        nll, n = PcfgSampler(cfg).latent_known_nll(mc_documents)
+        nll, flag_h, n = PcfgSampler(cfg).latent_known_terms(mc_documents)
         floors["latent_known"] = nll / n
+        if cfg.repeat_source == "fresh" and cfg.repeat_probability > 0:
+            floors["latent_known_upper"] = (nll + flag_h) / n
     return floors
 
 

@@ -77,24 +77,27 @@ def _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos, be
 
 
 @njit(cache=True)
-def sentence_nll(out, start, length, prev_starts, prev_lens, n_prev, rho, svo_p, die_cum,
-                  n_c, off_v, off_o, off_c, eos, beta, rs, rv, ro, zs, zv, zo,
-                  b_sv, b_vo, b_vs, b_so, alive):
-    """Exact -log P of one sentence given the document latent and its earlier sentences.
+def sentence_nll(out, start, length, prev_starts, prev_lens, n_prev, w_fresh, alive, svo_p,
+                  die_cum, n_c, off_v, off_o, off_c, eos, beta, rs, rv, ro, zs, zv, zo,
+                  b_sv, b_vo, b_vs, b_so):
+    """Exact -log P of one sentence given the document latent and its earlier sentences,
+    and the posterior probability that it was drawn fresh.
 
-    The hypotheses are "fresh" (weight 1 - rho) and "a copy of earlier sentence i" (rho /
-    n_prev each, when n_prev > 0); each token is predicted by their posterior mixture.
+    The hypotheses are "fresh" (prior weight ``w_fresh``) and "a copy of earlier sentence
+    i" (prior weight ``alive[i]``, i < n_prev; 0 for a sentence that cannot be a source;
+    overwritten here); each token is predicted by their posterior mixture. The reference
+    repeats use ``w_fresh = 1 - rho`` and ``rho / n_prev`` each.
     """
-    w_f = 1.0 - rho if n_prev > 0 else 1.0
-    w_c = rho / n_prev if n_prev > 0 else 0.0
-    for i in range(n_prev):
-        alive[i] = w_c
+    w_f = w_fresh
     nll = 0.0
     buf = out[start : start + length]
     for pos in range(length):
         tok = buf[pos]
-        pf = _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos, beta,
-                         rs, rv, ro, zs, zv, zo, b_sv, b_vo, b_vs, b_so)
+        pf = 0.0
+        if w_f > 0.0:
+            pf = _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos,
+                             beta, rs, rv, ro, zs, zv, zo,
+                             b_sv, b_vo, b_vs, b_so)
         num = w_f * pf
         den = w_f
         for i in range(n_prev):
@@ -114,4 +117,4 @@ def sentence_nll(out, start, length, prev_starts, prev_lens, n_prev, rho, svo_p,
             w_f /= tot
             for i in range(n_prev):
                 alive[i] /= tot
-    return nll
+    return nll, w_f
