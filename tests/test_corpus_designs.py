@@ -1,4 +1,4 @@
-"""Designs without a positional shortcut: distant copies and permuted recall.
+"""Designs without a positional shortcut: distant copies, permuted recall, MQAR bindings.
 
 Checks, per knob: the config is validated; the exact conditionals of the ``latent_known``
 floor agree with an independent per-token computation (or, for fresh-only sources, the
@@ -53,7 +53,11 @@ def test_design_fields_are_validated() -> None:
         _cfg(permuted_recall=True, sentences_per_paragraph=1)
     with pytest.raises(ValidationError, match="permuted_recall and repeat_probability"):
         _cfg(permuted_recall=True, repeat_probability=0.2)
-    _cfg(permuted_recall=True, repeat_source="fresh")  # fine
+    with pytest.raises(ValidationError, match="active_subjects"):
+        _cfg(active_subjects=17)
+    with pytest.raises(ValidationError, match="active_subjects"):
+        _cfg(active_subjects=0)
+    _cfg(active_subjects=16, permuted_recall=True, repeat_source="fresh")  # all fine
 
 
 def _digest(cfg: PcfgConfig) -> str:
@@ -73,7 +77,8 @@ def _digest(cfg: PcfgConfig) -> str:
 def test_designs_off_keep_the_existing_knobs_bytes(kw, digest, floor) -> None:
     """Digests and Monte-Carlo floors taken with the code before these knobs existed; the
     new knobs at their defaults (also when written out) change nothing."""
-    explicit = dict(repeat_source="any", repeat_min_distance=1, permuted_recall=False)
+    explicit = dict(repeat_source="any", repeat_min_distance=1, permuted_recall=False,
+                    active_subjects=None)
     for extra in ({}, explicit):
         cfg = _cfg(**kw, **extra)
         assert _digest(cfg) == digest
@@ -107,28 +112,34 @@ class _Grammar:
         p, beta = cfg.svo_probability, cfg.binding_probability
         die = np.asarray(cfg.extra_clause_probs)
         b = self.sampler.document_bindings(self.base, sc, pg)
+        mqar = cfg.active_subjects is not None
+        act = set(self.sampler.active_subjects(self.base, sc, pg).tolist()) if mqar else None
 
         def law(role: str, w: int, bound: int | None) -> float:
             q = self.zipf[role][self.rank[role][w]] if w in self.rank[role] else 0.0
             return q if bound is None else beta * (w == bound) + (1 - beta) * q
 
+        def subject(w: int) -> float:
+            return (w in act) / len(act) if mqar else law("subject", w, None)
+
         s0 = int(sent[0])
         if s0 < off[1]:  # SVO
-            probs = [p * law("subject", s0, None)]
+            probs = [p * subject(s0)]
             m = (len(sent) - 4) // 4
             for k in range(m + 1):
                 i = 4 * k
                 if k > 0:
                     probs += [die[k:].sum() / die[k - 1:].sum() / cfg.lexicon.connectors,
-                              law("subject", int(sent[i]), None)]
+                              subject(int(sent[i]))]
                 s, v, o = int(sent[i]), int(sent[i + 1]), int(sent[i + 2])
+                key_o = b["subject_object"][s] if mqar else b["verb_object"][v - off[1]]
                 probs += [law("verb", v, int(b["subject_verb"][s])),
-                          law("object", o, int(b["verb_object"][v - off[1]]))]
+                          law("object", o, int(key_o))]
             probs.append(die[m] / die[m:].sum())
             return probs
         v, s, o = s0, int(sent[1]), int(sent[2])
-        return [(1 - p) * law("verb", v, None),
-                law("subject", s, int(b["verb_subject"][v - off[1]])),
+        p_s = subject(s) if mqar else law("subject", s, int(b["verb_subject"][v - off[1]]))
+        return [(1 - p) * law("verb", v, None), p_s,
                 law("object", o, int(b["subject_object"][s])), 1.0]
 
 
@@ -214,9 +225,15 @@ def _floor_docs(cfg: PcfgConfig, n_docs: int):
     {"permuted_recall": True},
     {"permuted_recall": True, "sentences_per_paragraph": 6, "binding_probability": 0.7,
      "binding_level": "paragraph", "extra_clause_probs": [0.2, 0.5, 0.3]},
+    {"active_subjects": 3, "binding_probability": 0.8, "binding_level": "paragraph"},
+    {"active_subjects": 5, "binding_probability": 0.5, "svo_probability": 0.3,
+     "binding_level": "section"},
+    {"active_subjects": 2, "binding_probability": 0.9, "binding_level": "paragraph",
+     "permuted_recall": True},
+    {"active_subjects": 4, "binding_probability": 0.9, "repeat_probability": 0.5},
 ])
 def test_exact_conditionals_match_an_independent_computation(kw) -> None:
-    """Positional eligibility (any source) and recall: the floor's conditionals are
+    """Positional eligibility (any source), recall and MQAR: the floor's conditionals are
     exact, also for this small lexicon where sentences coincide by chance."""
     cfg = _cfg(**kw)
     sampler, docs, bases = _floor_docs(cfg, 6)
@@ -260,6 +277,19 @@ def test_fresh_sources_bounds_hold_on_a_tiny_lexicon() -> None:
 
 
 # ----- analytic floors --------------------------------------------------------------------
+@pytest.mark.parametrize("kw", [
+    {"active_subjects": 3, "binding_probability": 0.8, "binding_level": "paragraph"},
+    {"active_subjects": 6, "binding_probability": 0.4, "svo_probability": 0.3,
+     "boundary_token": True},
+    {"active_subjects": 16},
+])
+def test_analytic_mqar_floor_matches_monte_carlo(kw) -> None:
+    cfg = _cfg(**kw)
+    analytic = pcfg_floors(cfg)["latent_known"]
+    nll, n = PcfgSampler(cfg).latent_known_nll(3000)
+    assert nll / n == pytest.approx(analytic, rel=0.005)
+
+
 def test_recall_floor_is_ln_k_factorial_with_a_large_lexicon() -> None:
     """With no chance coincidences the second half of a paragraph costs ln K! in all."""
     lex = {"subjects": 300, "verbs": 300, "objects": 300, "connectors": 50}
@@ -292,6 +322,9 @@ def _uniform_word_nll(cfg: PcfgConfig, tokens: np.ndarray) -> float:
 @pytest.mark.parametrize("kw", [
     {"repeat_probability": 0.8, "repeat_source": "fresh", "repeat_min_distance": 2},
     {"permuted_recall": True, "sentences_per_paragraph": 6},
+    {"active_subjects": 3, "binding_probability": 0.9, "binding_level": "paragraph"},
+    {"active_subjects": 2, "binding_probability": 1.0, "binding_level": "paragraph",
+     "permuted_recall": True},
 ])
 def test_no_context_floor_holds_on_generated_corpora(kw) -> None:
     """Every role stays marginally uniform: per-role word frequencies are flat and the
@@ -354,11 +387,27 @@ def test_permuted_recall_realised_rates() -> None:
     assert "repetition_rate" not in rates
 
 
+def test_mqar_realised_rates() -> None:
+    cfg = _cfg(active_subjects=3, binding_probability=0.7, binding_level="paragraph",
+               train_documents=300)
+    out, rates = _rates(cfg)
+    assert rates["active_subject_rate"]["measured"] == 1.0
+    b = rates["binding_rate"]
+    assert b["measured"] == pytest.approx(b["expected"], abs=0.02)
+    assert out.copies == 0
+    # the set differs between paragraphs and is fixed across a latent's realisations
+    s = PcfgSampler(cfg)
+    sets = {tuple(sorted(s.active_subjects(7, sc, pg))) for sc in range(2) for pg in range(2)}
+    assert len(sets) > 1
+    assert np.array_equal(s.active_subjects(7, 1, 0), s.active_subjects(7, 1, 0))
+
+
 # ----- annotations, purity, stats output --------------------------------------------------
 @pytest.mark.parametrize("kw", [
     {"repeat_probability": 0.7, "repeat_source": "fresh", "repeat_min_distance": 2},
     {"permuted_recall": True},
-    {"permuted_recall": True, "binding_probability": 0.8, "binding_level": "paragraph"},
+    {"active_subjects": 3, "binding_probability": 0.8, "binding_level": "paragraph",
+     "permuted_recall": True},
 ])
 def test_annotations_keep_the_roles(kw) -> None:
     cfg = _cfg(annotations=True, **kw)
@@ -378,7 +427,7 @@ def test_annotations_keep_the_roles(kw) -> None:
 
 def test_design_shards_are_position_pure() -> None:
     for kw in ({"repeat_probability": 0.6, "repeat_source": "fresh", "repeat_min_distance": 2},
-               {"permuted_recall": True, "binding_probability": 0.5}):
+               {"permuted_recall": True, "active_subjects": 4, "binding_probability": 0.5}):
         s = PcfgSampler(_cfg(**kw))
         whole = s.generate("train", 0, 60).tokens
         parts = np.concatenate([s.generate("train", a, b).tokens
@@ -389,7 +438,7 @@ def test_design_shards_are_position_pure() -> None:
 def test_format_stats_prints_the_design_rates() -> None:
     from hierlab.corpus.stats import format_stats
 
-    cfg = _cfg(binding_probability=0.7, binding_level="paragraph",
+    cfg = _cfg(active_subjects=3, binding_probability=0.7, binding_level="paragraph",
                permuted_recall=True, train_documents=100)
     _, rates = _rates(cfg, 100)
     split = dict(tokens_total=1, units=1, tokens_read=1, sentences_read=1,
@@ -397,4 +446,5 @@ def test_format_stats_prints_the_design_rates() -> None:
     text = format_stats({"corpus": "c", "kind": "pcfg", "loss_floors": {}, "splits":
                          {"train": split}})
     assert "recalled sentences 1.0000" in text
+    assert "active set 1.0000" in text
     assert "binding rate" in text

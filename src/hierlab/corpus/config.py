@@ -113,6 +113,13 @@ class PcfgConfig(BaseModel):
         "the same K sentences in a uniformly random order (our extension: copies at a new "
         "offset every time)",
     )
+    active_subjects: int | None = Field(
+        None, ge=1,
+        description="MQAR-like in-context bindings: per paragraph A subjects are drawn "
+        "uniformly without replacement and every subject of the paragraph is drawn "
+        "uniformly from them; with binding_probability each is bound to a verb (S->V) "
+        "and an object (S->O, also in SVO). null = off",
+    )
     annotations: bool = Field(
         False, description="store per-token latent annotations (doc, section, ..., role)"
     )
@@ -137,6 +144,9 @@ class PcfgConfig(BaseModel):
                 raise ValueError("permuted_recall and repeat_probability > 0 cannot be "
                                  "combined (the second half of each paragraph is already a "
                                  "copy); set repeat_probability: 0")
+        if self.active_subjects is not None and self.active_subjects > self.lexicon.subjects:
+            raise ValueError(f"active_subjects ({self.active_subjects}) must be <= "
+                             f"lexicon.subjects ({self.lexicon.subjects})")
         if self.vocab_size > 65_535:
             raise ValueError(f"the vocabulary ({self.vocab_size} ids) must fit uint16")
         return self

@@ -28,9 +28,11 @@ from hierlab.corpus.config import PcfgConfig
 from hierlab.corpus.dedup import SentenceSet, in_table
 from hierlab.corpus.jit import njit
 from hierlab.corpus.pcfg_latent import (
+    active_sub,
     binding_sub,
     bound_or_law,
     doc_latent,
+    draw_active,
     draw_bindings,
     inverse_permutation,
     level_latent,
@@ -89,7 +91,8 @@ def _sample_docs(
     zs_p, zs_a, zv_p, zv_a, zo_p, zo_a, svo_p, die_p, die_a,
     sections, paras, sents_pp, sec_k, par_k,
     dd_table, dd_starts, dd_tokens, dedup, annotate,
-    beta, bind_level, rho, rep_scope, rep_fresh, rep_min_d, recall, score, zs, zv, zo, die_cum,
+    beta, bind_level, rho, rep_scope, rep_fresh, rep_min_d, recall, n_active,
+    score, zs, zv, zo, die_cum,
 ):
     """Documents at positions ``[pos_start, pos_end)``; with ``score`` also the exact
     -log P of every token given the document latent (the Monte-Carlo loss floor) and the
@@ -122,6 +125,10 @@ def _sample_docs(
     alive = np.empty(n_sent_doc, np.float64)
     sent_copy = np.zeros(n_sent_doc, np.bool_)  # the sentence is a copy (repeat, recall)
     recalled = np.zeros(n_sent_doc, np.bool_)  # a first-half sentence already recalled
+    mqar = n_active > 0
+    act = np.zeros(max(n_active, 1), np.int32)
+    act_mask = np.zeros(n_s, np.float64)
+    act_scratch = np.empty(n_s, np.int32)
     half = sents_pp // 2
     scratch = np.empty(max(n_s, max(n_v, n_o)), np.int32)
     buf = np.empty(max_len, np.uint16)
@@ -168,6 +175,9 @@ def _sample_docs(
                              or (bind_level == 1 and pg == 0)):
                     draw_bindings(seed, base, binding_sub(bind_level, sc, pg, paras),
                                   n_s, n_v, n_o, off_v, off_o, b_sv, b_vo, b_vs, b_so)
+                if mqar:
+                    draw_active(seed, base, active_sub(sc, pg, paras), n_s, n_active, act,
+                                act_mask, act_scratch)
                 if score:
                     inverse_permutation(cs, 0, rs)
                     inverse_permutation(cv, off_v, rv)
@@ -225,7 +235,16 @@ def _sample_docs(
                         copies += 1
                     while copied < 0:
                         length = 0
-                        if not bind:  # the reference draw order (bytes kept for beta = 0)
+                        if mqar:  # subjects uniform over the active set, keyed S->V, S->O
+                            svo = next_float(state) < svo_p
+                            if svo:
+                                s = act[next_below(state, n_active)]
+                                v = bound_or_law(state, beta, b_sv[s], cv, zv_p, zv_a)
+                            else:
+                                v = cv[alias_draw(state, zv_p, zv_a)]
+                                s = act[next_below(state, n_active)]
+                            o = bound_or_law(state, beta, b_so[s], co, zo_p, zo_a)
+                        elif not bind:  # the reference draw order (bytes kept for beta = 0)
                             s = cs[alias_draw(state, zs_p, zs_a)]
                             v = cv[alias_draw(state, zv_p, zv_a)]
                             o = co[alias_draw(state, zo_p, zo_a)]
@@ -247,7 +266,11 @@ def _sample_docs(
                             m = alias_draw(state, die_p, die_a)
                             for _c in range(m):
                                 buf[length] = off_c + next_below(state, n_c)
-                                if bind:
+                                if mqar:
+                                    s2 = act[next_below(state, n_active)]
+                                    v2 = bound_or_law(state, beta, b_sv[s2], cv, zv_p, zv_a)
+                                    o2 = bound_or_law(state, beta, b_so[s2], co, zo_p, zo_a)
+                                elif bind:
                                     s2 = cs[alias_draw(state, zs_p, zs_a)]
                                     v2 = bound_or_law(state, beta, b_sv[s2], cv, zv_p, zv_a)
                                     o2 = bound_or_law(state, beta, b_vo[v2 - off_v], co,
@@ -288,8 +311,8 @@ def _sample_docs(
                         s_nll, post_f = sentence_nll(
                             out, n_out, length, sent_start[scope_first:],
                             sent_len[scope_first:], n_prev, w_fresh, alive, svo_p, die_cum,
-                            n_c, off_v, off_o, off_c, eos, beta, rs, rv, ro, zs, zv, zo,
-                            b_sv, b_vo, b_vs, b_so)
+                            n_c, off_v, off_o, off_c, eos, beta, n_active, act_mask,
+                            rs, rv, ro, zs, zv, zo, b_sv, b_vo, b_vs, b_so)
                         nll += s_nll
                         if 0.0 < post_f < 1.0:
                             flag_h -= post_f * np.log(post_f) + (1 - post_f) * np.log(1 - post_f)
@@ -367,7 +390,7 @@ class PcfgSampler:
             cfg.annotations and not score,
             cfg.binding_probability, _LEVELS[cfg.binding_level], cfg.repeat_probability,
             _SCOPES[cfg.repeat_scope], cfg.repeat_source == "fresh", cfg.repeat_min_distance,
-            cfg.permuted_recall, score, *self._zipf, self._die_cum,
+            cfg.permuted_recall, cfg.active_subjects or 0, score, *self._zipf, self._die_cum,
         )
 
     def generate(
@@ -435,6 +458,18 @@ class PcfgSampler:
                       *maps)
         return dict(zip(("subject_verb", "verb_object", "verb_subject", "subject_object"),
                         maps, strict=True))
+
+    def active_subjects(self, base: int, section: int = 0, paragraph: int = 0) -> np.ndarray:
+        """The active subject ids of ``(base, section, paragraph)`` (MQAR), in draw order."""
+        cfg = self.cfg
+        if cfg.active_subjects is None:
+            raise ValueError("active_subjects is off in this config")
+        n_s = cfg.lexicon.subjects
+        act = np.zeros(cfg.active_subjects, np.int32)
+        draw_active(cfg.seed, base, active_sub(section, paragraph, cfg.paragraphs_per_section),
+                    n_s, cfg.active_subjects, act, np.zeros(n_s, np.float64),
+                    np.empty(n_s, np.int32))
+        return act
 
     def document_latent(self, base: int) -> dict[str, np.ndarray]:
         """The rank->word permutations of base document ``base`` (train ids start at
