@@ -97,6 +97,29 @@ class PcfgConfig(BaseModel):
     repeat_scope: Literal["document", "paragraph"] = Field(
         "document", description="the earlier sentences a repeat is drawn from (uniformly)"
     )
+    repeat_source: Literal["any", "fresh"] = Field(
+        "any",
+        description="sentences a repeat may copy: any earlier sentence of its scope, or only "
+        "fresh (non-copied) ones, so there are no copy-of-copy chains",
+    )
+    repeat_min_distance: int = Field(
+        1, ge=1,
+        description="a repeat's source lies at least this many sentences back (2: never the "
+        "sentence just before); with no eligible source the sentence is fresh",
+    )
+    permuted_recall: bool = Field(
+        False,
+        description="each paragraph is K = sentences_per_paragraph / 2 fresh sentences, then "
+        "the same K sentences in a uniformly random order (our extension: copies at a new "
+        "offset every time)",
+    )
+    active_subjects: int | None = Field(
+        None, ge=1,
+        description="MQAR-like in-context bindings: per paragraph A subjects are drawn "
+        "uniformly without replacement and every subject of the paragraph is drawn "
+        "uniformly from them; with binding_probability each is bound to a verb (S->V) "
+        "and an object (S->O, also in SVO). null = off",
+    )
     annotations: bool = Field(
         False, description="store per-token latent annotations (doc, section, ..., role)"
     )
@@ -112,6 +135,18 @@ class PcfgConfig(BaseModel):
                 "extra_clause_probs must be a non-empty list of non-negative numbers "
                 f"summing to 1, got {probs}"
             )
+        if self.permuted_recall:
+            spp = self.sentences_per_paragraph
+            if spp < 2 or spp % 2:
+                raise ValueError("permuted_recall needs an even sentences_per_paragraph >= 2, "
+                                 f"got {spp}")
+            if self.repeat_probability > 0:
+                raise ValueError("permuted_recall and repeat_probability > 0 cannot be "
+                                 "combined (the second half of each paragraph is already a "
+                                 "copy); set repeat_probability: 0")
+        if self.active_subjects is not None and self.active_subjects > self.lexicon.subjects:
+            raise ValueError(f"active_subjects ({self.active_subjects}) must be <= "
+                             f"lexicon.subjects ({self.lexicon.subjects})")
         if self.vocab_size > 65_535:
             raise ValueError(f"the vocabulary ({self.vocab_size} ids) must fit uint16")
         return self

@@ -59,9 +59,25 @@ def pcfg_floors(cfg: PcfgConfig, mc_documents: int = 400) -> dict[str, float]:
 
     ``no_context`` is analytic for every knob: a binding map or a repeated sentence is drawn
     from a uniformly random latent, so each sentence's words stay marginally uniform over
-    their roles. ``latent_known`` is analytic with bindings (the bound word's rank is uniform
-    over the lexicon); with repetition it is the Monte-Carlo average of exact conditionals
-    over ``mc_documents`` documents (:meth:`PcfgSampler.latent_known_nll`).
+    their roles. With ``active_subjects`` (MQAR) the active set is a uniform subset, so a
+    subject drawn uniformly from it is marginally uniform over all subjects; a verb or
+    object is a rank-law draw under a uniform permutation or the image of a uniform binding
+    map, both uniform whatever the subject. A copy (repeat, permuted recall) is a verbatim
+    fresh sentence, so its marginal law is a fresh sentence's.
+
+    ``latent_known`` is analytic with bindings (the bound word's rank is uniform over the
+    lexicon) and with MQAR (the active set and its bindings are part of the latent: each
+    subject costs ln A, a bound verb or object E_r H(beta delta_r + (1 - beta) Zipf) as
+    before, the VSO verb the Zipf entropy). With repetition or permuted recall it is the
+    Monte-Carlo average of exact conditionals over ``mc_documents`` documents
+    (:meth:`PcfgSampler.latent_known_nll`). With ``repeat_source: fresh`` the eligible
+    sources depend on which earlier sentences were copies, itself latent when a fresh
+    sentence equals an earlier one by chance: ``latent_known`` then conditions on those
+    flags too (a lower bound on the rate given the latent alone) and
+    ``latent_known_upper`` adds the flags' posterior entropy (an upper bound; see
+    :meth:`PcfgSampler.latent_known_terms`). The gap is the uncertainty whether a sentence
+    equal to an eligible source was copied or drawn fresh: small unless fresh sentences are
+    predictable (a tiny lexicon, a steep rank law, strong bindings).
     """
     lx = cfg.lexicon
     p = cfg.svo_probability
@@ -80,15 +96,22 @@ def pcfg_floors(cfg: PcfgConfig, mc_documents: int = 400) -> dict[str, float]:
     h_uniform = float(np.log(lx.subjects) + np.log(lx.verbs) + np.log(lx.objects))
     zs, zv, zo = (zipf_probs(n, cfg.zipf_exponent) for n in (lx.subjects, lx.verbs, lx.objects))
     beta = cfg.binding_probability
-    h_svo = _h(zs) + _bound_entropy(zv, beta) + _bound_entropy(zo, beta)
-    h_vso = _h(zv) + _bound_entropy(zs, beta) + _bound_entropy(zo, beta)
+    if cfg.active_subjects is not None:  # MQAR: subjects uniform over the active set
+        h_subject = float(np.log(cfg.active_subjects))
+        h_svo = h_subject + _bound_entropy(zv, beta) + _bound_entropy(zo, beta)
+        h_vso = _h(zv) + h_subject + _bound_entropy(zo, beta)
+    else:
+        h_svo = _h(zs) + _bound_entropy(zv, beta) + _bound_entropy(zo, beta)
+        h_vso = _h(zv) + _bound_entropy(zs, beta) + _bound_entropy(zo, beta)
     floors = {"no_context": float(rate(h_uniform, h_uniform)),
               "latent_known": float(rate(h_svo, h_vso))}
-    if cfg.repeat_probability > 0:
+    if cfg.repeat_probability > 0 or cfg.permuted_recall:
         from hierlab.corpus.pcfg import PcfgSampler
 
-        nll, n = PcfgSampler(cfg).latent_known_nll(mc_documents)
+        nll, flag_h, n = PcfgSampler(cfg).latent_known_terms(mc_documents)
         floors["latent_known"] = nll / n
+        if cfg.repeat_source == "fresh" and cfg.repeat_probability > 0:
+            floors["latent_known_upper"] = (nll + flag_h) / n
     return floors
 
 

@@ -28,9 +28,11 @@ from hierlab.corpus.config import PcfgConfig
 from hierlab.corpus.dedup import SentenceSet, in_table
 from hierlab.corpus.jit import njit
 from hierlab.corpus.pcfg_latent import (
+    active_sub,
     binding_sub,
     bound_or_law,
     doc_latent,
+    draw_active,
     draw_bindings,
     inverse_permutation,
     level_latent,
@@ -89,10 +91,12 @@ def _sample_docs(
     zs_p, zs_a, zv_p, zv_a, zo_p, zo_a, svo_p, die_p, die_a,
     sections, paras, sents_pp, sec_k, par_k,
     dd_table, dd_starts, dd_tokens, dedup, annotate,
-    beta, bind_level, rho, rep_scope, score, zs, zv, zo, die_cum,
+    beta, bind_level, rho, rep_scope, rep_fresh, rep_min_d, recall, n_active,
+    score, zs, zv, zo, die_cum,
 ):
     """Documents at positions ``[pos_start, pos_end)``; with ``score`` also the exact
-    -log P of every token given the document latent (the Monte-Carlo loss floor)."""
+    -log P of every token given the document latent (the Monte-Carlo loss floor) and the
+    summed entropy of each sentence's fresh/copy flag given its tokens (the bound's gap)."""
     n_docs = pos_end - pos_start
     max_m = die_p.shape[0] - 1
     max_len = 4 + 4 * max_m
@@ -119,6 +123,13 @@ def _sample_docs(
     sent_start = np.empty(n_sent_doc, np.int64)  # sentences of the current document
     sent_len = np.empty(n_sent_doc, np.int64)
     alive = np.empty(n_sent_doc, np.float64)
+    sent_copy = np.zeros(n_sent_doc, np.bool_)  # the sentence is a copy (repeat, recall)
+    recalled = np.zeros(n_sent_doc, np.bool_)  # a first-half sentence already recalled
+    mqar = n_active > 0
+    act = np.zeros(max(n_active, 1), np.int32)
+    act_mask = np.zeros(n_s, np.float64)
+    act_scratch = np.empty(n_s, np.int32)
+    half = sents_pp // 2
     scratch = np.empty(max(n_s, max(n_v, n_o)), np.int32)
     buf = np.empty(max_len, np.uint16)
     roles = np.empty(max_len, np.uint8)
@@ -131,6 +142,7 @@ def _sample_docs(
     sentences = 0
     copies = 0
     nll = 0.0
+    flag_h = 0.0
     n_scored = 0
     for d in range(n_docs):
         p = pos_start + d
@@ -163,17 +175,57 @@ def _sample_docs(
                              or (bind_level == 1 and pg == 0)):
                     draw_bindings(seed, base, binding_sub(bind_level, sc, pg, paras),
                                   n_s, n_v, n_o, off_v, off_o, b_sv, b_vo, b_vs, b_so)
+                if mqar:
+                    draw_active(seed, base, active_sub(sc, pg, paras), n_s, n_active, act,
+                                act_mask, act_scratch)
                 if score:
                     inverse_permutation(cs, 0, rs)
                     inverse_permutation(cv, off_v, rv)
                     inverse_permutation(co, off_o, ro)
                 para_first = sent_in_doc
-                for _ in range(sents_pp):
-                    scope_first = para_first if rep_scope == 1 else 0
+                for t in range(sents_pp):
+                    scope_first = para_first if (rep_scope == 1 or recall) else 0
                     n_prev = sent_in_doc - scope_first
                     copied = -1
-                    if rho > 0.0 and n_prev > 0 and next_float(state) < rho:
-                        copied = scope_first + next_below(state, n_prev)
+                    # prior of the exact conditionals: fresh w_fresh, copy of i alive[i]
+                    w_fresh = 1.0
+                    if score:
+                        alive[:n_prev] = 0.0
+                    if recall:  # second half: the first half's sentences, in random order
+                        if t >= half:
+                            n_left = sents_pp - t  # first-half sentences not yet recalled
+                            k = next_below(state, n_left)
+                            for i in range(scope_first, scope_first + half):
+                                if not recalled[i]:
+                                    if score:
+                                        alive[i - scope_first] = 1.0 / n_left
+                                    if k == 0:
+                                        copied = i
+                                    k -= 1
+                            recalled[copied] = True
+                            w_fresh = 0.0
+                        else:
+                            recalled[sent_in_doc] = False
+                    elif rho > 0.0:
+                        # eligible sources: at least rep_min_d back, only fresh ones if asked
+                        last = sent_in_doc - rep_min_d
+                        n_elig = 0
+                        for i in range(scope_first, last + 1):
+                            if not (rep_fresh and sent_copy[i]):
+                                n_elig += 1
+                        if n_elig > 0:  # else the sentence is fresh (no draw)
+                            w_fresh = 1.0 - rho
+                            if next_float(state) < rho:
+                                k = next_below(state, n_elig)
+                            else:
+                                k = -1
+                            for i in range(scope_first, last + 1):
+                                if not (rep_fresh and sent_copy[i]):
+                                    if score:
+                                        alive[i - scope_first] = rho / n_elig
+                                    if k == 0:
+                                        copied = i
+                                    k -= 1
                     if copied >= 0:
                         src = sent_start[copied]
                         length = sent_len[copied]
@@ -183,7 +235,16 @@ def _sample_docs(
                         copies += 1
                     while copied < 0:
                         length = 0
-                        if not bind:  # the reference draw order (bytes kept for beta = 0)
+                        if mqar:  # subjects uniform over the active set, keyed S->V, S->O
+                            svo = next_float(state) < svo_p
+                            if svo:
+                                s = act[next_below(state, n_active)]
+                                v = bound_or_law(state, beta, b_sv[s], cv, zv_p, zv_a)
+                            else:
+                                v = cv[alias_draw(state, zv_p, zv_a)]
+                                s = act[next_below(state, n_active)]
+                            o = bound_or_law(state, beta, b_so[s], co, zo_p, zo_a)
+                        elif not bind:  # the reference draw order (bytes kept for beta = 0)
                             s = cs[alias_draw(state, zs_p, zs_a)]
                             v = cv[alias_draw(state, zv_p, zv_a)]
                             o = co[alias_draw(state, zo_p, zo_a)]
@@ -205,12 +266,17 @@ def _sample_docs(
                             m = alias_draw(state, die_p, die_a)
                             for _c in range(m):
                                 buf[length] = off_c + next_below(state, n_c)
-                                s2 = cs[alias_draw(state, zs_p, zs_a)]
-                                if bind:
+                                if mqar:
+                                    s2 = act[next_below(state, n_active)]
+                                    v2 = bound_or_law(state, beta, b_sv[s2], cv, zv_p, zv_a)
+                                    o2 = bound_or_law(state, beta, b_so[s2], co, zo_p, zo_a)
+                                elif bind:
+                                    s2 = cs[alias_draw(state, zs_p, zs_a)]
                                     v2 = bound_or_law(state, beta, b_sv[s2], cv, zv_p, zv_a)
                                     o2 = bound_or_law(state, beta, b_vo[v2 - off_v], co,
                                                        zo_p, zo_a)
                                 else:
+                                    s2 = cs[alias_draw(state, zs_p, zs_a)]
                                     v2 = cv[alias_draw(state, zv_p, zv_a)]
                                     o2 = co[alias_draw(state, zo_p, zo_a)]
                                 buf[length + 1] = s2
@@ -242,12 +308,16 @@ def _sample_docs(
                             a_sen[n_out + q] = sent_in_doc
                             a_role[n_out + q] = roles[q]
                     if score:
-                        nll += sentence_nll(
+                        s_nll, post_f = sentence_nll(
                             out, n_out, length, sent_start[scope_first:],
-                            sent_len[scope_first:], n_prev, rho, svo_p, die_cum, n_c,
-                            off_v, off_o, off_c, eos, beta, rs, rv, ro, zs, zv, zo,
-                            b_sv, b_vo, b_vs, b_so, alive)
+                            sent_len[scope_first:], n_prev, w_fresh, alive, svo_p, die_cum,
+                            n_c, off_v, off_o, off_c, eos, beta, n_active, act_mask,
+                            rs, rv, ro, zs, zv, zo, b_sv, b_vo, b_vs, b_so)
+                        nll += s_nll
+                        if 0.0 < post_f < 1.0:
+                            flag_h -= post_f * np.log(post_f) + (1 - post_f) * np.log(1 - post_f)
                         n_scored += length
+                    sent_copy[sent_in_doc] = copied >= 0
                     sent_start[sent_in_doc] = n_out
                     sent_len[sent_in_doc] = length
                     n_out += length
@@ -259,7 +329,7 @@ def _sample_docs(
     else:
         ann = (a_doc, a_sec, a_par, a_sen, a_role)
     return (out[:n_out].copy(), doc_starts, ann, rejected, sentences, copies, nll,
-            n_scored)
+            n_scored, flag_h)
 
 
 class PcfgSampler:
@@ -319,14 +389,15 @@ class PcfgSampler:
             self._sec_k, self._par_k, ts.table, ts.starts, ts.tokens, dedup,
             cfg.annotations and not score,
             cfg.binding_probability, _LEVELS[cfg.binding_level], cfg.repeat_probability,
-            _SCOPES[cfg.repeat_scope], score, *self._zipf, self._die_cum,
+            _SCOPES[cfg.repeat_scope], cfg.repeat_source == "fresh", cfg.repeat_min_distance,
+            cfg.permuted_recall, cfg.active_subjects or 0, score, *self._zipf, self._die_cum,
         )
 
     def generate(
         self, split: str, start: int, stop: int, test_set: SentenceSet | None = None
     ) -> ShardOutput:
         """Realisations at output positions ``[start, stop)`` of ``split``."""
-        tokens, doc_starts, ann, rejected, sentences, copies, _, _ = self._run(
+        tokens, doc_starts, ann, rejected, sentences, copies, *_ = self._run(
             split, start, stop, test_set, score=False)
         annotations = None
         if self.cfg.annotations:
@@ -343,12 +414,29 @@ class PcfgSampler:
         small lexicons, so the entropy rate has no closed form; the conditionals are exact
         (a posterior over "fresh" and "copy of sentence i"), only the average is sampled.
         The documents come from a dedicated stream, never from a split.
+
+        With ``repeat_source: fresh`` the earlier sentences' fresh/copy flags are given too
+        (they decide which sources are eligible): see :meth:`latent_known_terms`.
         """
-        _, _, _, _, _, _, nll, n = self._run("test", 0, n_docs, None, score=True,
-                                             stage=STAGE_FLOOR)
+        nll, _, n = self.latent_known_terms(n_docs)
+        return nll, n
+
+    def latent_known_terms(self, n_docs: int) -> tuple[float, float, int]:
+        """(sum of exact -log P(sentence | latent, earlier sentences, their fresh/copy
+        flags), sum over sentences of the entropy of the sentence's own flag given its
+        tokens, token count) over ``n_docs`` floor documents.
+
+        The first term / n is a lower bound on the entropy rate given the latent, the sum of
+        both / n an upper bound: H(X|L) = H(X,F|L) - H(F|X,L) and H(F|X,L) >= 0, and the
+        chain rule over sentences gives H(X,F|L) = sum_j H(x_j|L,x_<j,F_<j) +
+        H(F_j|L,x_<=j,F_<j). The flags matter only with ``repeat_source: fresh``; otherwise
+        the eligible sources are positional and the first term is exact.
+        """
+        out = self._run("test", 0, n_docs, None, score=True, stage=STAGE_FLOOR)
+        nll, n, flag_h = out[6], out[7], out[8]
         if self.cfg.boundary_token:
             n += n_docs  # the boundary token is certain
-        return float(nll), int(n)
+        return float(nll), float(flag_h), int(n)
 
     def binding_unit(self, section: int = 0, paragraph: int = 0) -> int:
         """Index of the binding map in force at ``(section, paragraph)`` of a document: the
@@ -370,6 +458,18 @@ class PcfgSampler:
                       *maps)
         return dict(zip(("subject_verb", "verb_object", "verb_subject", "subject_object"),
                         maps, strict=True))
+
+    def active_subjects(self, base: int, section: int = 0, paragraph: int = 0) -> np.ndarray:
+        """The active subject ids of ``(base, section, paragraph)`` (MQAR), in draw order."""
+        cfg = self.cfg
+        if cfg.active_subjects is None:
+            raise ValueError("active_subjects is off in this config")
+        n_s = cfg.lexicon.subjects
+        act = np.zeros(cfg.active_subjects, np.int32)
+        draw_active(cfg.seed, base, active_sub(section, paragraph, cfg.paragraphs_per_section),
+                    n_s, cfg.active_subjects, act, np.zeros(n_s, np.float64),
+                    np.empty(n_s, np.int32))
+        return act
 
     def document_latent(self, base: int) -> dict[str, np.ndarray]:
         """The rank->word permutations of base document ``base`` (train ids start at

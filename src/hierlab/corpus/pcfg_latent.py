@@ -1,5 +1,5 @@
 """The PCFG's latent state: per-document permutations, their re-permutation per section
-and paragraph, and the binding maps.
+and paragraph, the binding maps and the paragraphs' active subject sets (MQAR).
 
 Each piece is drawn from its own counter-based stream (:mod:`hierlab.corpus.rng`), keyed
 by the base document and the sub-unit alone, so the sampler, ``corpus-stats`` and the
@@ -23,8 +23,10 @@ from hierlab.corpus.rng import (
 
 __all__ = [
     "binding_sub",
+    "active_sub",
     "bound_or_law",
     "doc_latent",
+    "draw_active",
     "draw_bindings",
     "inverse_permutation",
     "level_latent",
@@ -121,3 +123,28 @@ def inverse_permutation(perm, offset, inv):
     """``inv[word - offset] = rank index``: the inverse of a rank->word permutation."""
     for k in range(perm.shape[0]):
         inv[perm[k] - offset] = k
+
+
+@njit(cache=True, inline="always")
+def active_sub(sc, pg, paras):
+    """Sub-unit index of a paragraph's active subject set: drawn from the binding stage's
+    stream, in a sub range (from 2**21) that no binding map uses."""
+    return (1 << 21) + sc * paras + pg
+
+
+@njit(cache=True)
+def draw_active(seed, base, sub, n_s, n_active, act, mask, scratch) -> None:
+    """A uniform ``n_active``-subset of the subjects (ids, in draw order) into
+    ``act[:n_active]``, and ``mask[i] = 1`` for the subjects in it (0 elsewhere)."""
+    state = np.empty(1, dtype=np.uint64)
+    state[0] = unit_seed(seed, STAGE_BINDING, base, sub)
+    for i in range(n_s):
+        scratch[i] = i
+        mask[i] = 0
+    for i in range(n_active):  # partial Fisher-Yates
+        j = i + next_below(state, n_s - i)
+        tmp = scratch[i]
+        scratch[i] = scratch[j]
+        scratch[j] = tmp
+        act[i] = scratch[i]
+        mask[scratch[i]] = 1

@@ -21,20 +21,30 @@ def _mix_prob(beta, tok, bound, q):
     return beta * (1.0 if tok == bound else 0.0) + (1.0 - beta) * q
 
 
+@njit(cache=True, inline="always")
+def _subject_prob(tok, rs, zs, n_active, act_mask):
+    """P_law(subject tok): the rank law, or uniform over the paragraph's active set (MQAR)."""
+    if n_active > 0:
+        return act_mask[tok] / n_active
+    return zs[rs[tok]]
+
+
 @njit(cache=True)
 def _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos, beta,
-                rs, rv, ro, zs, zv, zo, b_sv, b_vo, b_vs, b_so):
+                n_active, act_mask, rs, rv, ro, zs, zv, zo, b_sv, b_vo, b_vs, b_so):
     """P(tok at ``pos`` | the sentence's first ``pos`` tokens, latent), for a fresh sentence.
 
     ``rs, rv, ro`` map a word id (within its role) to its Zipf rank index in the current
-    latent; ``zs, zv, zo`` are rank probabilities; ``die_cum[k] = P(m >= k)``.
+    latent; ``zs, zv, zo`` are rank probabilities; ``die_cum[k] = P(m >= k)``. With
+    ``n_active > 0`` (MQAR) every subject is uniform over the active set ``act_mask`` and
+    every object is keyed on its clause's subject (S->O), also in SVO.
     """
     is_s = tok < off_v
     is_v = off_v <= tok < off_o
     is_o = off_o <= tok < off_c
     if pos == 0:
         if is_s:
-            return svo_p * zs[rs[tok]]
+            return svo_p * _subject_prob(tok, rs, zs, n_active, act_mask)
         if is_v:
             return (1.0 - svo_p) * zv[rv[tok - off_v]]
         return 0.0
@@ -43,6 +53,8 @@ def _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos, be
         if pos == 1:
             if not is_s:
                 return 0.0
+            if n_active > 0:
+                return act_mask[tok] / n_active
             bound = b_vs[buf[0] - off_v]
             return _mix_prob(beta, tok, bound, zs[rs[tok]])
         if pos == 2:
@@ -61,7 +73,7 @@ def _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos, be
     if slot == 1:
         if not is_o:
             return 0.0
-        bound = b_vo[buf[pos - 1] - off_v]
+        bound = b_so[buf[pos - 2]] if n_active > 0 else b_vo[buf[pos - 1] - off_v]
         return _mix_prob(beta, tok, bound, zo[ro[tok - off_o]])
     if slot == 2:
         k = (pos - 3) // 4  # clauses completed
@@ -73,28 +85,31 @@ def _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos, be
         if off_c <= tok < eos:
             return more / n_c
         return 0.0
-    return zs[rs[tok]] if is_s else 0.0
+    return _subject_prob(tok, rs, zs, n_active, act_mask) if is_s else 0.0
 
 
 @njit(cache=True)
-def sentence_nll(out, start, length, prev_starts, prev_lens, n_prev, rho, svo_p, die_cum,
-                  n_c, off_v, off_o, off_c, eos, beta, rs, rv, ro, zs, zv, zo,
-                  b_sv, b_vo, b_vs, b_so, alive):
-    """Exact -log P of one sentence given the document latent and its earlier sentences.
+def sentence_nll(out, start, length, prev_starts, prev_lens, n_prev, w_fresh, alive, svo_p,
+                  die_cum, n_c, off_v, off_o, off_c, eos, beta, n_active, act_mask,
+                  rs, rv, ro, zs, zv, zo, b_sv, b_vo, b_vs, b_so):
+    """Exact -log P of one sentence given the document latent and its earlier sentences,
+    and the posterior probability that it was drawn fresh.
 
-    The hypotheses are "fresh" (weight 1 - rho) and "a copy of earlier sentence i" (rho /
-    n_prev each, when n_prev > 0); each token is predicted by their posterior mixture.
+    The hypotheses are "fresh" (prior weight ``w_fresh``) and "a copy of earlier sentence
+    i" (prior weight ``alive[i]``, i < n_prev; 0 for a sentence that cannot be a source;
+    overwritten here); each token is predicted by their posterior mixture. The reference
+    repeats use ``w_fresh = 1 - rho`` and ``rho / n_prev`` each.
     """
-    w_f = 1.0 - rho if n_prev > 0 else 1.0
-    w_c = rho / n_prev if n_prev > 0 else 0.0
-    for i in range(n_prev):
-        alive[i] = w_c
+    w_f = w_fresh
     nll = 0.0
     buf = out[start : start + length]
     for pos in range(length):
         tok = buf[pos]
-        pf = _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos, beta,
-                         rs, rv, ro, zs, zv, zo, b_sv, b_vo, b_vs, b_so)
+        pf = 0.0
+        if w_f > 0.0:
+            pf = _fresh_prob(buf, pos, tok, svo_p, die_cum, n_c, off_v, off_o, off_c, eos,
+                             beta, n_active, act_mask, rs, rv, ro, zs, zv, zo,
+                             b_sv, b_vo, b_vs, b_so)
         num = w_f * pf
         den = w_f
         for i in range(n_prev):
@@ -114,4 +129,4 @@ def sentence_nll(out, start, length, prev_starts, prev_lens, n_prev, rho, svo_p,
             w_f /= tot
             for i in range(n_prev):
                 alive[i] /= tot
-    return nll
+    return nll, w_f

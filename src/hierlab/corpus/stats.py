@@ -12,6 +12,7 @@ the manifest.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -99,31 +100,46 @@ def _pcfg_split_stats(cfg: PcfgConfig, split: str, reader: SplitReader, tokens: 
             "max_abs_deviation": float(np.abs(emp - ref).max()),
         }
     out["rank_frequency"] = fits
-    if cfg.binding_probability > 0 or cfg.repeat_probability > 0:
+    if (cfg.binding_probability > 0 or cfg.repeat_probability > 0 or cfg.permuted_recall
+            or cfg.active_subjects is not None):
         out.update(_latent_rates(cfg, sampler, tokens, bounds, bases, min(len(doc_starts), 2000)))
     out["documents_ranked"] = int(len(doc_starts))
     out["rank_frequency_note"] = (
         "ranks read from each document's regenerated latent"
         + ("; section/paragraph re-permutation makes deviations expected" if level else "")
+        + ("; subjects are uniform over each paragraph's active set, not Zipf"
+           if cfg.active_subjects is not None else "")
     )
     return out
 
 
 def _latent_rates(cfg: PcfgConfig, sampler: PcfgSampler, tokens: np.ndarray, bounds: np.ndarray,
                   bases: np.ndarray, n_docs: int) -> dict[str, Any]:
-    """Realised binding and repetition rates of the first ``n_docs`` documents.
+    """Realised binding, repetition, recall and active-subject rates of the first
+    ``n_docs`` documents.
 
-    binding: the share of bound slots (S->V, V->O in SVO and clauses; V->S, S->O in VSO)
-    whose word is the bound one; expected ``beta + (1 - beta) / n`` on average (a rank-law
-    draw hits the bound word by chance). repetition: the share of sentences equal to an
-    earlier sentence of their scope; expected ``rho`` times the share of sentences that
-    have one, plus chance coincidences.
+    binding: the share of bound slots (S->V, V->O in SVO and clauses; V->S, S->O in VSO;
+    with MQAR S->V and S->O in SVO and clauses, S->O in VSO) whose word is the bound one;
+    expected ``beta + (1 - beta) / n`` on average (a rank-law draw hits the bound word by
+    chance). repetition: the share of sentences equal to an eligible source of their scope
+    (at least ``repeat_min_distance`` back and, with ``repeat_source: fresh``, not itself
+    equal to an eligible source of its own); expected ``rho`` times the share of sentences
+    that have one, plus chance coincidences. ``adjacent_repeat_rate``: the share of
+    sentences equal to the sentence just before them in their paragraph (the positional
+    shortcut "copy the previous sentence"). recall: the share of second-half sentences
+    equal to a first-half sentence not yet recalled (expected 1), and the share of
+    paragraphs recalled in the original order (expected 1/K!). active subjects: the share
+    of subject words in their paragraph's active set (expected 1).
     """
     off_s, off_v, off_o, off_c = cfg.role_offsets
     lx = cfg.lexicon
     spp, paras = cfg.sentences_per_paragraph, cfg.paragraphs_per_section
     hits = slots = 0
-    repeats = eligible = n_sent = 0
+    repeats = eligible = n_sent = adjacent = adjacent_pairs = 0
+    recalled = recall_slots = in_order = recall_paras = 0
+    active_hits = subject_slots = 0
+    mqar = cfg.active_subjects is not None
+    d_min, fresh_only = cfg.repeat_min_distance, cfg.repeat_source == "fresh"
     expected_bind = 0.0
     sizes = {"subject_verb": lx.verbs, "verb_object": lx.objects, "verb_subject": lx.subjects,
              "subject_object": lx.objects}
@@ -133,14 +149,43 @@ def _latent_rates(cfg: PcfgConfig, sampler: PcfgSampler, tokens: np.ndarray, bou
         ends = np.flatnonzero(doc == cfg.eos_id)
         sents = np.split(doc, ends + 1)[: len(ends)]
         maps: dict[int, dict[str, np.ndarray]] = {}
+        copy_flag = [False] * len(sents)  # inferred: equal to an eligible source
+
+        def same(a: np.ndarray, b: np.ndarray) -> bool:
+            return len(a) == len(b) and bool((a == b).all())
+
         for j, sent in enumerate(sents):
             pg = j // spp
             sc, pg_in = pg // paras, pg % paras
-            scope = sents[pg * spp:j] if cfg.repeat_scope == "paragraph" else sents[:j]
+            first = pg * spp if cfg.repeat_scope == "paragraph" else 0
             n_sent += 1
+            if j > pg * spp:
+                adjacent_pairs += 1
+                adjacent += same(sents[j - 1], sent)
+            scope = [i for i in range(first, j - d_min + 1)
+                     if not (fresh_only and copy_flag[i])]
             if scope:
                 eligible += 1
-                repeats += any(len(x) == len(sent) and (x == sent).all() for x in scope)
+                copy_flag[j] = any(same(sents[i], sent) for i in scope)
+                repeats += copy_flag[j]
+            if cfg.permuted_recall and j % spp == spp - 1:
+                para = sents[pg * spp:j + 1]
+                half = spp // 2
+                left = list(para[:half])
+                for x in para[half:]:
+                    recall_slots += 1
+                    hit = next((k for k, y in enumerate(left) if same(x, y)), None)
+                    if hit is not None:
+                        recalled += 1
+                        left.pop(hit)
+                recall_paras += 1
+                in_order += all(same(a, b) for a, b in zip(para[:half], para[half:],
+                                                           strict=True))
+            if mqar:
+                act = set(sampler.active_subjects(int(bases[d]), sc, pg_in).tolist())
+                subj = sent[(sent >= off_s) & (sent < off_v)]
+                subject_slots += len(subj)
+                active_hits += sum(int(w) in act for w in subj)
             if cfg.binding_probability <= 0:
                 continue
             key = sampler.binding_unit(sc, pg_in)  # one map per binding unit, not per paragraph
@@ -148,13 +193,15 @@ def _latent_rates(cfg: PcfgConfig, sampler: PcfgSampler, tokens: np.ndarray, bou
                 maps[key] = sampler.document_bindings(int(bases[d]), sc, pg_in)
             b = maps[key]
             pairs = []
-            if sent[0] < off_v:  # SVO and clauses: s -> v -> o
+            if sent[0] < off_v:  # SVO and clauses: s -> v -> o (MQAR: s -> v, s -> o)
                 for k in range(0, len(sent) - 1, 4):
                     pairs += [("subject_verb", sent[k] - off_s, sent[k + 1]),
+                              ("subject_object", sent[k] - off_s, sent[k + 2]) if mqar else
                               ("verb_object", sent[k + 1] - off_v, sent[k + 2])]
-            else:  # VSO: v -> s -> o
-                pairs += [("verb_subject", sent[0] - off_v, sent[1]),
-                          ("subject_object", sent[1] - off_s, sent[2])]
+            else:  # VSO: v -> s -> o (MQAR: the subject is not keyed on the verb)
+                if not mqar:
+                    pairs.append(("verb_subject", sent[0] - off_v, sent[1]))
+                pairs.append(("subject_object", sent[1] - off_s, sent[2]))
             for name, src, dst in pairs:
                 slots += 1
                 hits += int(b[name][src] == dst)
@@ -166,10 +213,24 @@ def _latent_rates(cfg: PcfgConfig, sampler: PcfgSampler, tokens: np.ndarray, bou
             "measured": hits / max(slots, 1),
             "expected": beta + (1 - beta) * expected_bind / max(slots, 1),
             "binding_probability_config": beta, "slots": int(slots)}
-    out["repetition_rate"] = {
-        "measured": repeats / max(n_sent, 1),
-        "expected_without_chance": cfg.repeat_probability * eligible / max(n_sent, 1),
-        "repeat_probability_config": cfg.repeat_probability, "sentences": int(n_sent)}
+    if cfg.repeat_probability > 0 or not (cfg.permuted_recall or mqar):
+        out["repetition_rate"] = {
+            "measured": repeats / max(n_sent, 1),
+            "expected_without_chance": cfg.repeat_probability * eligible / max(n_sent, 1),
+            "repeat_probability_config": cfg.repeat_probability, "sentences": int(n_sent),
+            "repeat_source": cfg.repeat_source, "repeat_min_distance": d_min}
+    if cfg.repeat_probability > 0 or cfg.permuted_recall:
+        out["adjacent_repeat_rate"] = adjacent / max(adjacent_pairs, 1)
+    if cfg.permuted_recall:
+        k = spp // 2
+        out["recall_rate"] = {
+            "measured": recalled / max(recall_slots, 1), "expected": 1.0,
+            "in_order_paragraphs": in_order / max(recall_paras, 1),
+            "in_order_expected": 1.0 / math.factorial(k), "paragraphs": int(recall_paras)}
+    if mqar:
+        out["active_subject_rate"] = {
+            "measured": active_hits / max(subject_slots, 1), "expected": 1.0,
+            "active_subjects_config": cfg.active_subjects, "subjects": int(subject_slots)}
     return out
 
 
@@ -258,7 +319,19 @@ def format_stats(stats: dict[str, Any]) -> str:
             r = s["repetition_rate"]
             lines.append(f"    repeated sentences {r['measured']:.4f} (expected "
                          f"{r['expected_without_chance']:.4f} + chance, rho "
-                         f"{r['repeat_probability_config']})")
+                         f"{r['repeat_probability_config']}, source {r['repeat_source']}, "
+                         f"min distance {r['repeat_min_distance']})")
+        if "adjacent_repeat_rate" in s:
+            lines.append(f"    sentences equal to the one before: {s['adjacent_repeat_rate']:.4f}")
+        if "recall_rate" in s:
+            r = s["recall_rate"]
+            lines.append(f"    recalled sentences {r['measured']:.4f} (expected 1); paragraphs "
+                         f"recalled in order {r['in_order_paragraphs']:.4f} (expected "
+                         f"{r['in_order_expected']:.4f})")
+        if "active_subject_rate" in s:
+            r = s["active_subject_rate"]
+            lines.append(f"    subjects in the paragraph's active set {r['measured']:.4f} "
+                         f"(expected 1, A = {r['active_subjects_config']})")
         if s.get("rejected_sentences"):
             lines.append(f"    rejected (test duplicates redrawn): {s['rejected_sentences']:,}")
         if "unigram_top5" in s:
