@@ -60,6 +60,22 @@ def test_design_fields_are_validated() -> None:
     _cfg(active_subjects=16, permuted_recall=True, repeat_source="fresh")  # all fine
 
 
+def test_designs_off_keep_the_corpus_hash() -> None:
+    """The new fields are left out of a dump at their defaults, so every existing config
+    keeps its corpus hash (its published corpora stay recognised); set, they count."""
+    from hierlab.corpus.generate import corpus_hash
+
+    assert corpus_hash(PcfgConfig()) == "8796ffb9bcc0a094"
+    assert "repeat_source" not in PcfgConfig().model_dump(mode="json")
+    on = PcfgConfig(repeat_source="fresh", repeat_min_distance=2, permuted_recall=True,
+                    active_subjects=4)
+    assert PcfgConfig(**on.model_dump(mode="json")) == on
+    hashes = {corpus_hash(PcfgConfig(**{k: v})) for k, v in
+              dict(repeat_source="fresh", repeat_min_distance=2, permuted_recall=True,
+                   active_subjects=4).items()}
+    assert len(hashes) == 4 and "8796ffb9bcc0a094" not in hashes
+
+
 def _digest(cfg: PcfgConfig) -> str:
     o = PcfgSampler(cfg).generate("train", 0, 60)
     h = hashlib.sha256(o.tokens.tobytes() + o.doc_starts.tobytes())

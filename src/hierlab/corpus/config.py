@@ -9,11 +9,26 @@ the data can be switched back.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+
+#: PCFG fields added after corpora were published, with their defaults (= off): left out
+#: of a dump while at the default, so an existing config's corpus hash (a hash of the dump)
+#: and therefore its published corpora stay recognised
+_LATER_PCFG_FIELDS: dict[str, Any] = {
+    "repeat_source": "any", "repeat_min_distance": 1, "permuted_recall": False,
+    "active_subjects": None,
+}
 
 
 class Lexicon(BaseModel):
@@ -150,6 +165,14 @@ class PcfgConfig(BaseModel):
         if self.vocab_size > 65_535:
             raise ValueError(f"the vocabulary ({self.vocab_size} ids) must fit uint16")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for name, default in _LATER_PCFG_FIELDS.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return data
 
     # ----- id layout -------------------------------------------------------------------
     @property
