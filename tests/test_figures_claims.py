@@ -268,3 +268,28 @@ def test_c1_flat_from_first_log_is_na_and_rising_loss_fails() -> None:
         kinds=KINDS, losses={"ngram": loss_df(STEPS, 1.7 + STEPS / 1000, "train_loss")}
     )
     assert verdict(rising, "C1")[0] == "FAIL"
+
+
+def _labels(model: str, codes: list[int]) -> list[dict]:
+    """``label_model`` rows (mechanism probe) at the same steps as :func:`induction`."""
+    recs = induction(model, [0.0] * len(codes))
+    steps = sorted({r["step"] for r in recs})
+    return [rows(model, "mechanism", "standard", "label_model", s, c, layer=1, head=0)
+            for s, c in zip(steps, codes, strict=True)]
+
+
+@pytest.mark.parametrize("variant", ["reference", "standard"])
+def test_c5_needs_the_content_induction_label(variant: str) -> None:
+    """An abrupt rise made by a positional head fails C5; the same rise with the final
+    label content induction passes; without the mechanism probe the old rule stands."""
+    from hierlab.contracts import MECHANISM_LABELS
+
+    pos, ind = MECHANISM_LABELS.index("positional copy"), MECHANISM_LABELS.index(
+        "content induction")
+    positional = RunData.from_tables(
+        to_table(induction("pcfg", ABRUPT) + _labels("pcfg", [0] * 5 + [pos] * 15)), kinds=KINDS)
+    res = verdict(positional, "C5", variant)
+    assert res[0] == "FAIL"
+    content = RunData.from_tables(
+        to_table(induction("pcfg", ABRUPT) + _labels("pcfg", [0] * 5 + [ind] * 15)), kinds=KINDS)
+    assert verdict(content, "C5", variant)[0] == "PASS"

@@ -24,9 +24,9 @@ def predicted_tokens(tokens_per_step: float) -> float:
 
 def fit_law(tokens_per_step: list[float], emergence_tokens: list[float]
             ) -> tuple[float, float] | None:
-    """Least-squares ``log10 N = a + b * log10 sqrt(B*C)``: ``(b, a)``; the law says
-    ``b = 1, a = 5.7`` in that form. None with fewer than 2 distinct shapes."""
-    x = np.log10(np.sqrt(np.asarray(tokens_per_step, dtype=float)))
+    """Least-squares ``log10 N = a + e * log10(B*C)``: ``(e, a)``; the law says
+    ``e = 0.5, a = 5.7``. None with fewer than 2 distinct shapes."""
+    x = np.log10(np.asarray(tokens_per_step, dtype=float))
     y = np.log10(np.asarray(emergence_tokens, dtype=float))
     ok = np.isfinite(x) & np.isfinite(y)
     if len(np.unique(x[ok])) < 2:

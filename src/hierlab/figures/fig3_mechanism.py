@@ -70,6 +70,7 @@ def draw(data: RunData, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
     table = build_table(data)
     with style.style():
         fig, axes = style.new_figure(cfg, len(PANELS))
+        legend_done = False
         for ax, kind in zip(axes, PANELS, strict=True):
             style.panel_title(ax, data.title(kind), kind)
             t = table[table["panel"] == kind]
@@ -92,11 +93,13 @@ def draw(data: RunData, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
                 ax.axvline(pred, color="0.4", ls=(0, (1, 2)), lw=0.9)
                 if pred <= float(t["step"].max()) * 1.05:
                     ax.text(pred, 0.5, " law", fontsize=6, color="0.35", rotation=90)
+            if not legend_done:
+                ax.legend(loc="center left", fontsize=6)
+                legend_done = True
             ax.set_ylim(-0.05, 1.12)
             style.step_axis(ax)
             if len(t["step"].unique()) == 1:
                 ax.set_xlim(np.array([-1, 1]) + float(t["step"].iloc[0]))
-        axes[0].legend(loc="center left", fontsize=6)
         axes[0].set_ylabel("score of the labelled head")
         style.variant_title(fig, "Induction heads: which mechanism", "standard",
                             "labels per checkpoint: – none, prev previous-token, pos "

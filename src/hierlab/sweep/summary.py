@@ -262,6 +262,11 @@ def summarize(runs: list[PlannedRun], out: str | Path,
     atomic_write_bytes(out / "summary.parquet", buf.getvalue())
     atomic_write_bytes(out / "summary.csv", df.to_csv(index=False).encode())
     summary_figure(df, keys, out)
+    from hierlab.sweep.law_figure import law_figure
+
+    _, fit = law_figure(df, out)
+    if fit is not None:
+        log.info("emergence law fit: N ~ (B*C)^%.2f (the law: 0.5)", fit[0])
     return df
 
 
