@@ -9,8 +9,7 @@ import pytest
 
 from figures_fixtures import rows, to_table
 from hierlab.contracts import MECHANISM_LABELS
-from hierlab.figures import FiguresConfig, RunData
-from hierlab.figures import fig3_mechanism
+from hierlab.figures import FiguresConfig, RunData, fig3_mechanism
 from hierlab.law import fit_law, predicted_tokens
 from hierlab.sweep.law_figure import law_figure, law_table
 
