@@ -196,3 +196,24 @@ def test_mechanism_rows_on_a_model() -> None:
     labels = [r["value"] for r in rows if r["metric"] in ("label", "label_model")]
     assert all(0 <= v < len(MECHANISM_LABELS) for v in labels)
     assert {r["k"] for r in rows if r["metric"] == "prefix_matching_random"} == {16, 29, 32}
+
+
+@pytest.mark.slow
+def test_a_trained_positional_head_is_labelled_positional(tmp_path) -> None:
+    """benchmarks/mechanism_check.py: a segment of fixed length C/2 repeated grows, within
+    0.1 M tokens, a head that attends exactly C/2 - 1 back; it must read positional copy."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "mechanism_check.py"
+    out = tmp_path / "fixed.json"
+    subprocess.run([sys.executable, str(script), "fixed", "--tokens", "1e5", "--context",
+                    "128", "--checkpoints", "2", "--windows", "12", "--out", str(out)],
+                   check=True, capture_output=True, timeout=600)
+    final = json.loads(out.read_text())["summary"]["final"]
+    assert final["label"] == "positional copy", final
+    pm = final["prefix_matching"]
+    assert pm["64"] > 0.9 and pm["32"] < 0.1 and pm["61"] < 0.1, pm
+    assert abs(final["content_share"]) < 0.1 and final["successor"] >= 0.3
