@@ -275,6 +275,8 @@ def generate_corpus(
                 continue
             raise DataError(f"{split_dir}: manifest from a different config")
         split_dir.mkdir(parents=True, exist_ok=True)
+        for torn in split_dir.glob(".*.tmp"):  # temp files of writers killed mid-shard
+            torn.unlink(missing_ok=True)
         plan = plan_shards(cfg, split)
         records: dict[int, dict[str, Any]] = {}
         for i in range(len(plan)):

@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hierlab.contracts import METRICS_SCHEMA, VARIANTS, section_hash
-from hierlab.errors import ConfigError, DataError
+from hierlab.errors import ConfigError, DataError, DiskFullError
 from hierlab.io import atomic_write_parquet
 from hierlab.probes.checkpoints import Checkpoint, discover_checkpoints, load_model, materialize
 from hierlab.probes.config import ALL_PROBES, ProbesConfig
@@ -206,6 +206,8 @@ def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], pa
                 atomic_write_parquet(_to_table(rows, ck, probe, variant),
                                 _part_path(parts, pc, probe, variant, ck))
                 log.debug("%s %s/%s: %.2fs", ck.name, probe, variant, time.perf_counter() - t0)
+    except DiskFullError:  # the run's own disk: stop, never skip (a re-run resumes)
+        raise
     except DataError as err:
         log.warning("skipping checkpoint %s: %s", ck.name, err)
         return

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from hierlab import __version__
 from hierlab.errors import ConfigError, DataError
-from hierlab.io import list_step_dirs, make_temp_dir, publish_dir, read_json, step_dir
+from hierlab.io import atomic_dir, list_step_dirs, read_json, step_dir
 from hierlab.train.plan import TrainPlan
 
 __all__ = ["TRAINER_STATE", "find_run_state", "load_resume", "quiet_save", "save_checkpoint",
@@ -115,7 +115,22 @@ def save_checkpoint(
 ) -> None:
     """Publish checkpoint ``step`` atomically; only the new one keeps the resume state."""
     final = step_dir(ckpt_root, step)
-    tmp = make_temp_dir(final, prefix=f".tmp-{final.name}-")  # swept on start if torn
+    # removed on error (a full disk: DiskFullError); swept on start if torn by a kill
+    with atomic_dir(final, overwrite=True, prefix=f".tmp-{final.name}-") as tmp:
+        _fill_checkpoint(tmp, step, plan=plan, corpus=corpus, corpus_dir=corpus_dir, seed=seed,
+                         model=model, optimizer=optimizer, scaler=scaler, dev=dev, acc=acc,
+                         train_loss=train_loss, test_loss=test_loss, lr=lr)
+    for s, p in list_step_dirs(ckpt_root):  # resume state: latest checkpoint only
+        if s != step:
+            (p / TRAINER_STATE).unlink(missing_ok=True)
+
+
+def _fill_checkpoint(
+    tmp: Path, step: int, *, plan: TrainPlan, corpus: str, corpus_dir: Path, seed: int,
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    dev: torch.device, acc: dict[str, Any], train_loss: float | None,
+    test_loss: float | None, lr: float,
+) -> None:
     quiet_save(model, tmp)
     tok_dir = corpus_dir / "tokenizer"
     if tok_dir.is_dir():
@@ -146,7 +161,3 @@ def save_checkpoint(
         },
         tmp / TRAINER_STATE,
     )
-    publish_dir(tmp, final, overwrite=True)  # re-written after a kill before cleanup
-    for s, p in list_step_dirs(ckpt_root):  # resume state: latest checkpoint only
-        if s != step:
-            (p / TRAINER_STATE).unlink(missing_ok=True)
