@@ -21,6 +21,7 @@ from hierlab.config import ExperimentConfig
 from hierlab.contracts import STAGES
 from hierlab.figures.config import FiguresConfig
 from hierlab.io import atomic_write_bytes, atomic_write_json
+from hierlab.lock import writes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -123,6 +124,7 @@ _RUNNERS: dict[str, Callable[[ExperimentConfig, Path, dict[str, Any]], Any]] = {
 }
 
 
+@writes("run_dir")  # one writer per run folder, across its stages (hierlab.lock)
 def run(
     cfg: ExperimentConfig,
     run_dir: Path,

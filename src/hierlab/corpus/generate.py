@@ -51,6 +51,7 @@ from hierlab.corpus.shards import (
 )
 from hierlab.errors import ConfigError, DataError
 from hierlab.io import atomic_dir, atomic_write_json
+from hierlab.lock import writes
 
 log = logging.getLogger(__name__)
 SPLITS = ("test", "train")  # test first: train de-duplication reads it
@@ -310,6 +311,7 @@ def generate_corpus(
     return corpus_dir
 
 
+@writes("run_dir")  # one writer per run folder (hierlab.lock)
 def generate_corpora(
     corpora: Corpora,
     run_dir: Path,

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from hierlab.contracts import METRICS_SCHEMA, VARIANTS, section_hash
 from hierlab.errors import ConfigError, DataError, DiskFullError
 from hierlab.io import atomic_write_parquet
+from hierlab.lock import writes
 from hierlab.probes.checkpoints import Checkpoint, discover_checkpoints, load_model, materialize
 from hierlab.probes.config import ALL_PROBES, ProbesConfig
 from hierlab.probes.context import ProbeContext, corpus_data
@@ -127,6 +128,7 @@ def _parse_list(value: Sequence[str] | str | None, default: Sequence[str], allow
     return items
 
 
+@writes("run_dir")  # one writer per run folder (hierlab.lock)
 def run_probes(
     cfg: Any,
     run_dir: Path,

@@ -21,6 +21,7 @@ import yaml
 
 from hierlab.config import config_from_dict
 from hierlab.errors import ConfigError
+from hierlab.lock import writes
 from hierlab.sweep.spec import PlannedRun
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def _worker(run: PlannedRun, run_dir: str, threads: int) -> tuple[str, str | Non
         logf.flush()
 
 
+@writes("out")  # one sweep per sweep folder (hierlab.lock)
 def execute(
     runs: list[PlannedRun],
     out: Path,

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from hierlab.errors import ConfigError
 from hierlab.io import atomic_write_json
+from hierlab.lock import writes
 from hierlab.train import checkpoint as ckpt
 from hierlab.train.config import ModelConfig, TrainingConfig
 from hierlab.train.data import TokenWindows, WindowOrder, batch_positions, eval_window_indices
@@ -60,6 +61,7 @@ __all__ = ["concurrent_corpora", "train_corpora", "train_model"]
 log = logging.getLogger(__name__)
 
 
+@writes("run_dir")  # one writer per run folder (hierlab.lock)
 def train_corpora(
     cfg: ExperimentConfig, run_dir: Path, only: str | None = None, device: str | None = None
 ) -> dict[str, Path]:
