@@ -75,8 +75,11 @@ def test_signal_during_train_saves_a_resume_point_and_resumes_bitwise(tmp_path, 
     assert not (out / "resume").exists()  # dropped once a later checkpoint is saved
 
 
-def test_a_second_signal_stops_at_once(tmp_path):
+def test_a_second_signal_stops_at_once(tmp_path, monkeypatch):
+    from hierlab import preempt
+
     corpus = make_corpus(tmp_path)
+    monkeypatch.setattr(preempt, "_SAME_SIGNAL_S", 0.0)  # else a repeat within 2 s is the same
 
     def twice(step: int) -> None:
         if step == 3:
@@ -125,3 +128,80 @@ def test_torchrun_ranks_agree_on_the_stop_step_and_resume_bitwise(tmp_path):
     assert (out / "resume" / "step-00000007" / "trainer_state.pt").exists()
     _ddp(tmp_path, corpus, out)
     assert_same_run(tmp_path / "ref", out)
+
+
+def test_signal_during_probe_finishes_the_unit_and_stops(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from hierlab.probes import runner as rmod
+    from test_probes_utils import make_run, tiny_probes_config
+
+    run = make_run(tmp_path, corrupt=None)
+    cfg, kw = tiny_probes_config(), dict(probes="hydra,structure", variant="both")
+    real, calls = rmod.probe_checkpoint, []
+
+    def signalled(ctx, probe, variant):  # noqa: ANN001, ANN202
+        calls.append(probe)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-unit
+        return real(ctx, probe, variant)
+
+    monkeypatch.setattr(rmod, "probe_checkpoint", signalled)
+    with pytest.raises(Preempted, match="probe: stopped before") as err:
+        rmod.run_probes(cfg, run, **kw)
+    assert err.value.exit_code == 143
+    parts = list((run / "metrics" / ".parts").rglob("*.parquet"))
+    assert len(parts) == 3 and not (run / "metrics" / "hydra.parquet").exists()
+    monkeypatch.setattr(rmod, "probe_checkpoint", real)
+    paths = rmod.run_probes(cfg, run, **kw)
+    assert set(pd.read_parquet(paths["hydra"]).step) == {10, 20}
+    assert len(list((run / "metrics" / ".parts").rglob("*.parquet"))) == 8
+
+
+def test_signal_during_corpus_finishes_the_shard_and_stops(tmp_path, monkeypatch):
+    from corpus_helpers import experiment, tiny_ngram
+    from hierlab.corpus import generate as gen
+
+    cfg = experiment(ngram=tiny_ngram())
+    gen.generate_corpora(cfg.corpora, tmp_path / "ref")
+    real = gen.build_shard
+
+    def signalled(cfg_json, split, index, split_dir):  # noqa: ANN001, ANN202
+        if split == "train" and index == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while shard 1 is built
+        return real(cfg_json, split, index, split_dir)
+
+    monkeypatch.setattr(gen, "build_shard", signalled)
+    with pytest.raises(Preempted, match="stopped after 2 of 3 shards") as err:
+        gen.generate_corpora(cfg.corpora, tmp_path / "run")
+    assert err.value.exit_code == 130
+    split = tmp_path / "run" / "corpus" / "ngram" / "train"
+    assert sorted(p.name for p in split.glob("shard-?????.arrow")) == [
+        "shard-00000.arrow", "shard-00001.arrow"] and not (split / "manifest.json").exists()
+    monkeypatch.setattr(gen, "build_shard", real)
+    gen.generate_corpora(cfg.corpora, tmp_path / "run")
+    for s in ("train", "test"):
+        a = json.loads((tmp_path / "ref/corpus/ngram" / s / "manifest.json").read_text())
+        b = json.loads((tmp_path / "run/corpus/ngram" / s / "manifest.json").read_text())
+        assert [r["sha256"] for r in a["shards"]] == [r["sha256"] for r in b["shards"]]
+
+
+def test_cli_train_sigterm_one_line_exit_143_then_resumes(tmp_path, monkeypatch):
+    """The CLI: SIGTERM after step 1 (a scheduler's preemption) -> one line, status 143."""
+    from typer.testing import CliRunner
+
+    from hierlab.cli import app
+    from test_train_loop import _experiment_yaml
+
+    run_dir = tmp_path / "run"
+    make_corpus(run_dir)
+    args = ["train", str(_experiment_yaml(tmp_path)), "--out", str(run_dir)]
+    monkeypatch.setenv("HIERLAB_FAULTS", "sigterm@train:1")
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 143, res.output
+    lines = [ln for ln in res.output.splitlines() if "stopped:" in ln]
+    assert len(lines) == 1 and "after step 1 of 4" in lines[0] and "to resume" in lines[0]
+    assert (run_dir / "models" / "toy" / "resume" / "step-00000001").is_dir()
+    monkeypatch.delenv("HIERLAB_FAULTS")
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert [int(x["step"]) for x in read_csv(run_dir / "models/toy/eval.csv")] == [2, 4]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from hierlab import preempt
 from hierlab.config import ExperimentConfig
 from hierlab.contracts import STAGES
 from hierlab.figures.config import FiguresConfig
@@ -125,6 +126,7 @@ _RUNNERS: dict[str, Callable[[ExperimentConfig, Path, dict[str, Any]], Any]] = {
 
 
 @writes("run_dir")  # one writer per run folder, across its stages (hierlab.lock)
+@preempt.stoppable  # SIGTERM/SIGINT: each stage stops at its safe point; none starts after
 def run(
     cfg: ExperimentConfig,
     run_dir: Path,
@@ -149,6 +151,7 @@ def run(
     opts = {"workers": workers, "device": device, "olmo_loss": olmo_loss}
     result: Any = None
     for stage in stages:
+        preempt.stop(f"run: stopped before stage {stage} (earlier stages are complete)")
         if on_stage is not None:
             on_stage(stage)
         t0 = time.perf_counter()

@@ -23,6 +23,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -34,7 +35,8 @@ __all__ = ["Preempted", "forward_to", "ignore_in_workers", "requested", "resume_
 log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 F = TypeVar("F", bound=Callable[..., Any])
-_state: dict[str, Any] = {"signum": None, "depth": 0, "forward": []}
+_state: dict[str, Any] = {"signum": None, "at": 0.0, "depth": 0, "forward": []}
+_SAME_SIGNAL_S = 2.0  # a repeat within this is the same signal (group + forwarded)
 
 
 def signal_name(signum: int) -> str:
@@ -43,8 +45,10 @@ def signal_name(signum: int) -> str:
 
 def _on_signal(signum: int, _frame: Any) -> None:
     if _state["signum"] is not None:
+        if time.monotonic() - _state["at"] < _SAME_SIGNAL_S:
+            return  # the same stop, delivered twice (to the group and forwarded by a parent)
         raise KeyboardInterrupt  # a second signal: stop now (writes stay atomic)
-    _state["signum"] = signum
+    _state["signum"], _state["at"] = signum, time.monotonic()
     for pids in _state["forward"]:
         for pid in list(pids()):
             with contextlib.suppress(OSError):

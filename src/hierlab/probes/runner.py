@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from hierlab import preempt
 from hierlab.contracts import METRICS_SCHEMA, VARIANTS, section_hash
 from hierlab.errors import ConfigError, DataError, DiskFullError
 from hierlab.io import atomic_write_parquet
@@ -129,6 +130,7 @@ def _parse_list(value: Sequence[str] | str | None, default: Sequence[str], allow
 
 
 @writes("run_dir")  # one writer per run folder (hierlab.lock)
+@preempt.stoppable  # SIGTERM/SIGINT: stop between units (hierlab.preempt)
 def run_probes(
     cfg: Any,
     run_dir: Path,
@@ -162,6 +164,7 @@ def run_probes(
                 if not _part_path(parts, pc, p, v, ck).exists()]
         if not todo:
             continue
+        preempt.stop(f"probe: stopped before {ck.name}; finished units are kept in {parts}")
         _probe_one(pc, ck, todo, parts, dev)
     if world > 1:
         run_id = os.environ.get("TORCHELASTIC_RUN_ID", "local")
@@ -199,6 +202,8 @@ def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], pa
             manifest, reader = corpus_data(ck)
             ctx = ProbeContext(pc, ck, hm, tok, manifest, reader)
             for probe, variant in todo:
+                preempt.stop(f"probe: stopped before {ck.name} {probe}/{variant}; finished "
+                             f"units are kept in {parts}")
                 t0 = time.perf_counter()
                 try:
                     rows = probe_checkpoint(ctx, probe, variant)
