@@ -43,6 +43,7 @@ from hierlab.lock import writes
 from hierlab.probes.checkpoints import Checkpoint, discover_checkpoints, load_model, materialize
 from hierlab.probes.config import ALL_PROBES, ProbesConfig
 from hierlab.probes.context import ProbeContext, corpus_data
+from hierlab.probes.failures import FailureLog, verify_files
 from hierlab.probes.hooks import HookedModel
 from hierlab.probes.registry import lookup
 
@@ -158,6 +159,7 @@ def run_probes(
     if not ckpts:
         log.warning("no checkpoints found in %s", checkpoints or run_dir)
     mine = [c for i, c in enumerate(ckpts) if i % world == rank]
+    failures = FailureLog(metrics, rank, world)  # metrics/failed_checkpoints.json
     for ck in tqdm(mine, desc=f"probes (rank {rank})" if world > 1 else "probes",
                    unit="ckpt", disable=None):
         todo = [(p, v) for p in probe_list for v in variants
@@ -165,7 +167,7 @@ def run_probes(
         if not todo:
             continue
         preempt.stop(f"probe: stopped before {ck.name}; finished units are kept in {parts}")
-        _probe_one(pc, ck, todo, parts, dev)
+        _probe_one(pc, ck, todo, parts, dev, failures)
     if world > 1:
         run_id = os.environ.get("TORCHELASTIC_RUN_ID", "local")
         marker = parts / f".done-{run_id}-rank{rank}"
@@ -185,9 +187,18 @@ def run_probes(
 
 
 def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], parts: Path,
-               dev: str) -> None:
+               dev: str, failures: FailureLog) -> None:
+    stage = "download"
     try:
-        with materialize(ck, pc.hub) as path:
+        with materialize(ck, pc.hub, fresh=failures.was_failed(ck)) as path:
+            stage = "verify"
+            problem = verify_files(path)  # truncated or corrupt: recorded, the sweep goes on
+            if problem is not None:
+                log.warning("skipping checkpoint %s: %s (recorded in %s)", ck.name, problem,
+                            failures.path)
+                failures.failed(ck, stage, problem)
+                return
+            stage = "load"
             tok_dir = (ck.run_dir / "corpus" / ck.corpus / "tokenizer"
                        if ck.run_dir is not None and ck.corpus else None)
             try:
@@ -196,9 +207,11 @@ def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], pa
             except ConfigError:
                 raise
             except Exception as err:  # missing / corrupt checkpoint: log by name, skip
-                log.warning("skipping checkpoint %s: cannot load (%s)",
-                            ck.name, str(err).splitlines()[0] if str(err) else type(err).__name__)
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                log.warning("skipping checkpoint %s: cannot load (%s)", ck.name, reason)
+                failures.failed(ck, stage, f"cannot load ({reason})")
                 return
+            stage = "probe"
             manifest, reader = corpus_data(ck)
             ctx = ProbeContext(pc, ck, hm, tok, manifest, reader)
             for probe, variant in todo:
@@ -213,10 +226,12 @@ def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], pa
                 atomic_write_parquet(_to_table(rows, ck, probe, variant),
                                 _part_path(parts, pc, probe, variant, ck))
                 log.debug("%s %s/%s: %.2fs", ck.name, probe, variant, time.perf_counter() - t0)
+            failures.succeeded(ck)
     except DiskFullError:  # the run's own disk: stop, never skip (a re-run resumes)
         raise
     except DataError as err:
         log.warning("skipping checkpoint %s: %s", ck.name, err)
+        failures.failed(ck, stage, str(err))
         return
     finally:
         gc.collect()
