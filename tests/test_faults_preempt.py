@@ -59,7 +59,7 @@ def test_signal_during_train_saves_a_resume_point_and_resumes_bitwise(tmp_path, 
         train_model(TINY, cfg, corpus, out, on_step=signal_at(stop, sig))
     assert err.value.exit_code == 128 + sig
     msg = str(err.value)
-    assert f"stopped after step {stop} of 20" in msg and "to resume" in msg and "\n" not in msg
+    assert f"at step {stop} of 20" in msg and "to resume" in msg and "\n" not in msg
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
     if stop == 7:  # between checkpoints: a resume point aside, not a schedule checkpoint
         assert ckpts == ["step-00000005"]
@@ -124,7 +124,7 @@ def test_torchrun_ranks_agree_on_the_stop_step_and_resume_bitwise(tmp_path):
     out = tmp_path / "run"
     _ddp(tmp_path, corpus, out, fault="sigterm@train:7:1")
     for r in (0, 1):
-        assert "stopped after step 7 of 20" in (out / f"stopped-rank{r}.txt").read_text()
+        assert "at step 7 of 20" in (out / f"stopped-rank{r}.txt").read_text()
     assert (out / "resume" / "step-00000007" / "trainer_state.pt").exists()
     _ddp(tmp_path, corpus, out)
     assert_same_run(tmp_path / "ref", out)
@@ -147,7 +147,7 @@ def test_signal_during_probe_finishes_the_unit_and_stops(tmp_path, monkeypatch):
         return real(ctx, probe, variant)
 
     monkeypatch.setattr(rmod, "probe_checkpoint", signalled)
-    with pytest.raises(Preempted, match="probe: stopped before") as err:
+    with pytest.raises(Preempted, match="probe: before") as err:
         rmod.run_probes(cfg, run, **kw)
     assert err.value.exit_code == 143
     parts = list((run / "metrics" / ".parts").rglob("*.parquet"))
@@ -172,7 +172,7 @@ def test_signal_during_corpus_finishes_the_shard_and_stops(tmp_path, monkeypatch
         return real(cfg_json, split, index, split_dir)
 
     monkeypatch.setattr(gen, "build_shard", signalled)
-    with pytest.raises(Preempted, match="stopped after 2 of 3 shards") as err:
+    with pytest.raises(Preempted, match="after 2 of 3 shards") as err:
         gen.generate_corpora(cfg.corpora, tmp_path / "run")
     assert err.value.exit_code == 130
     split = tmp_path / "run" / "corpus" / "ngram" / "train"
@@ -200,7 +200,7 @@ def test_cli_train_sigterm_one_line_exit_143_then_resumes(tmp_path, monkeypatch)
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 143, res.output
     lines = [ln for ln in res.output.splitlines() if "stopped:" in ln]
-    assert len(lines) == 1 and "after step 1 of 4" in lines[0] and "to resume" in lines[0]
+    assert len(lines) == 1 and "at step 1 of 4" in lines[0] and "to resume" in lines[0]
     assert (run_dir / "models" / "toy" / "resume" / "step-00000001").is_dir()
     monkeypatch.delenv("HIERLAB_FAULTS")
     assert CliRunner().invoke(app, args).exit_code == 0

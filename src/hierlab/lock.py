@@ -37,6 +37,7 @@ from filelock import FileLock, Timeout
 
 from hierlab.errors import LockedError
 from hierlab.io import atomic_write_json, read_json
+from hierlab.preempt import command_line
 
 __all__ = ["HOLDER", "LOCK", "run_lock", "writes"]
 
@@ -110,7 +111,7 @@ def run_lock(folder: str | Path) -> Iterator[None]:
         atomic_write_json(note, {
             "pid": os.getpid(), "host": socket.gethostname(),
             "started": datetime.now(UTC).astimezone().isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300],
+            "command": (command_line() or " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))[:300],
             "time": time.time(),
         })
     except BaseException:

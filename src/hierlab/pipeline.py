@@ -151,7 +151,7 @@ def run(
     opts = {"workers": workers, "device": device, "olmo_loss": olmo_loss}
     result: Any = None
     for stage in stages:
-        preempt.stop(f"run: stopped before stage {stage} (earlier stages are complete)")
+        preempt.stop(f"run: before stage {stage} (earlier stages are complete)")
         if on_stage is not None:
             on_stage(stage)
         t0 = time.perf_counter()

@@ -102,7 +102,7 @@ def stop(what: str) -> None:
     signal came."""
     signum = requested()
     if signum is not None:
-        raise Preempted(f"{what} on {signal_name(signum)}; {resume_hint()}", signum)
+        raise Preempted(f"{what} ({signal_name(signum)}); {resume_hint()}", signum)
 
 
 def agreed(dist: Any, device: Any) -> int | None:
@@ -120,12 +120,21 @@ def agreed(dist: Any, device: Any) -> int | None:
     return value or None
 
 
+def command_line() -> str | None:
+    """This process's ``hierlab ...`` command line (None when it is not the CLI)."""
+    argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    ours = os.path.basename(argv0) == "hierlab" or (  # the script, or python -m hierlab
+        os.path.basename(argv0) == "__main__.py"
+        and os.path.basename(os.path.dirname(argv0)) == "hierlab")
+    if ours and len(sys.argv) > 1:
+        return shlex.join(["hierlab", *sys.argv[1:]])
+    return None
+
+
 def resume_hint() -> str:
     """How to resume: the same command again."""
-    prog = os.path.basename(sys.argv[0]) if sys.argv else ""
-    if prog in ("hierlab", "__main__.py") and len(sys.argv) > 1:
-        return "re-run `" + shlex.join(["hierlab", *sys.argv[1:]]) + "` to resume"
-    return "run the same command again to resume"
+    cmd = command_line()
+    return f"re-run `{cmd}` to resume" if cmd else "run the same command again to resume"
 
 
 @contextlib.contextmanager

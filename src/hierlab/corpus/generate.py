@@ -261,8 +261,8 @@ def _dask_result(fut: Any, job: tuple) -> dict[str, Any]:
 
 
 def _stop_between_shards(desc: str, done: int, total: int) -> None:
-    preempt.stop(f"corpus {desc}: stopped after {done} of {total} shards (finished shards are "
-                 "kept, none is half-written)")
+    preempt.stop(f"corpus {desc}: after {done} of {total} shards (finished shards are kept, "
+                 "none is half-written)")
 
 
 def generate_corpus(

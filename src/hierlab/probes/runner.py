@@ -166,7 +166,7 @@ def run_probes(
                 if not _part_path(parts, pc, p, v, ck).exists()]
         if not todo:
             continue
-        preempt.stop(f"probe: stopped before {ck.name}; finished units are kept in {parts}")
+        preempt.stop(f"probe: before {ck.name}; finished units are kept in {parts}")
         _probe_one(pc, ck, todo, parts, dev, failures)
     if world > 1:
         run_id = os.environ.get("TORCHELASTIC_RUN_ID", "local")
@@ -215,7 +215,7 @@ def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], pa
             manifest, reader = corpus_data(ck)
             ctx = ProbeContext(pc, ck, hm, tok, manifest, reader)
             for probe, variant in todo:
-                preempt.stop(f"probe: stopped before {ck.name} {probe}/{variant}; finished "
+                preempt.stop(f"probe: before {ck.name} {probe}/{variant}; finished "
                              f"units are kept in {parts}")
                 t0 = time.perf_counter()
                 try:

@@ -171,6 +171,6 @@ def execute(
     if bar is not None:
         bar.close()
     n_done = sum(r.status in ("done", "skipped") for r in results.values())
-    preempt.stop(f"sweep: stopped with {n_done} of {len(runs)} runs finished (runs stop at their "
+    preempt.stop(f"sweep: {n_done} of {len(runs)} runs finished (the others stopped at their "
                  "safe points and keep their resume points)")
     return [results[r.name] for r in runs]

@@ -375,8 +375,8 @@ def _train(
             if runlog is not None:
                 runlog.close()
             where = ckpt.resume_root(out_dir) if done not in ckpt_set else ckpt_root
-            preempt.stop(f"train {name}: stopped after step {done} of {plan.total_steps}, "
-                         f"resume point {step_dir(where, done)}")
+            preempt.stop(f"train {name}: at step {done} of {plan.total_steps}, resume point "
+                         f"{step_dir(where, done)}")
     bar.close()
     if runlog is not None:
         runlog.close()
