@@ -144,8 +144,13 @@ class Row:
                   flush=True)
 
 
+WORK: list[Path] = []  # the benchmark's work folder, shown as WORK in messages
+
+
 def short(msg: str, root: Path) -> str:
     msg = msg.replace(str(root) + "/", "").replace(str(root), ".")
+    for w in WORK:
+        msg = msg.replace(str(w), "WORK")
     msg = re.sub(r"\d{4}-\d\d-\d\dT[\d:+-]+", "<time>", msg)
     msg = re.sub(r"[\d,]{6,} bytes free", "N bytes free", msg)
     return msg if len(msg) <= 150 else msg[:147] + "..."
@@ -411,6 +416,7 @@ def main() -> int:
     random.seed(a.seed)
     root = a.keep or Path(tempfile.mkdtemp(prefix="hierlab-faults-"))
     root.mkdir(parents=True, exist_ok=True)
+    WORK.append(root)
     t = Trials(root, a.repeats)
     t0 = time.time()
     t.reference()
@@ -430,7 +436,7 @@ def main() -> int:
     print("| fault | trials | survived | data lost | message shown |")
     print("|---|---|---|---|---|")
     for r in t.rows:
-        msg = " / ".join(f"`{m}`" for m in r.messages[:2]).replace("|", "\\|")
+        msg = " / ".join(f"`` {m} ``" for m in r.messages[:1]).replace("|", "\\|")
         print(f"| {r.fault} | {r.trials} | {r.survived} | {r.lost} | {msg} |")
     if a.keep is None:
         shutil.rmtree(root, ignore_errors=True)
