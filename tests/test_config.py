@@ -100,6 +100,19 @@ def test_cross_field_errors_at_load_time(data, expected):
         config_from_dict(data)
 
 
+def test_probe_lengths_are_checked_only_for_probes_that_run():
+    """Regression (issue 20 item 6): `probes.probes: [induction]` was refused because the
+    hydra section's standard_length (256) exceeds a 128-token context."""
+    cfg = config_from_dict({"model": {"context_length": 128},
+                            "probes": {"probes": ["induction"]}})
+    assert cfg.probes.hydra.standard_length == 256
+    with pytest.raises(ConfigError, match=r"probes.induction.n \(64\)"):  # runs: checked
+        config_from_dict({"model": {"context_length": 100}, "probes": {"probes": ["induction"]}})
+    assert config_from_dict({"model": {"context_length": 100},
+                             "probes": {"probes": ["hydra", "fv"],
+                                        "hydra": {"standard_length": 100}}})
+
+
 def test_probe_lengths_are_not_checked_against_a_foreign_checkpoint_suite():
     """With probes.checkpoints set (a hub suite, a local folder) the model's context is not
     this config's model.context_length, so the lengths are checked at first use instead."""

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from hierlab.contracts import PROBES, STAGES
-from hierlab.errors import HierlabError
+from hierlab.errors import HierlabError, Preempted
 
 __all__ = [
     "PROBES", "STAGES", "ConfigArg", "Engine", "OutOpt", "VariantChoice", "check_device",
@@ -92,8 +92,19 @@ def friendly(fn: Any) -> Any:
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         try:
             return fn(*args, **kwargs)
+        except Preempted as err:  # stopped at a safe point on SIGTERM/SIGINT: where, how on
+            typer.secho(f"stopped: {err}", fg="yellow", err=True)
+            raise typer.Exit(err.exit_code) from None
         except HierlabError as err:
             typer.secho(f"error: {err}", fg="red", err=True)
+            raise typer.Exit(1) from None
+        except OSError as err:  # a full disk met outside hierlab's own writers
+            from hierlab.io import disk_full_error, is_disk_full
+
+            if not is_disk_full(err):
+                raise
+            where = err.filename or "a file"
+            typer.secho(f"error: {disk_full_error(where)}", fg="red", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.secho("interrupted: finished outputs are kept; re-run to resume", err=True)

@@ -69,7 +69,9 @@ class ExperimentConfig(BaseModel):
 
     def _probe_lengths(self) -> list[tuple[str, int, int]]:
         """(field, value, halves) of every probe length given in tokens, where a prompt needs
-        ``value * halves`` tokens; induction prompts are a span and its repeat."""
+        ``value * halves`` tokens; induction prompts are a span and its repeat. Only the
+        probes that run (``probes.probes``) are checked: a section that never runs cannot
+        fail (a ``--probes`` choice beyond the config is checked at first use)."""
         ind, hy = self.probes.induction, self.probes.hydra
         out = [("induction.n", ind.n, 2)]
         out += [(f, v, h) for f, v, h in (("induction.indist_n", ind.indist_n, 2),
@@ -77,7 +79,8 @@ class ExperimentConfig(BaseModel):
                                           ("hydra.length", hy.length, 1),
                                           ("hydra.standard_length", hy.standard_length, 1))
                 if v is not None]
-        return out
+        running = set(self.probes.probes)
+        return [(f, v, h) for f, v, h in out if f.split(".")[0] in running]
 
 
 def preset_names() -> list[str]:

@@ -9,10 +9,16 @@ Temporary files and folders are created with ``os.open(..., 0o666)`` / ``os.mkdi
 for any ``open()``, so published files are ``0644`` under the usual umask 022. (``mkstemp``
 makes ``0600`` files, which other users and Dask workers on a shared filesystem cannot
 read.)
+
+A full disk (ENOSPC) while an artefact is written raises :class:`~hierlab.errors.DiskFullError`
+naming the final path and the bytes needed (exactly when the caller knows the size, else at
+least the bytes written before the disk filled); the temporary file or folder is removed,
+so nothing partial is left where a later stage would read it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -21,6 +27,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from hierlab import faults
+from hierlab.errors import DiskFullError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -39,30 +48,98 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+_NEAR_FULL = 1 << 16  # bytes free below which a failed write is taken for a full disk
+
+
+def _free_bytes(path: Path) -> int | None:
+    for p in (path, *path.parents):
+        try:
+            return shutil.disk_usage(p).free
+        except OSError:
+            continue
+    return None
+
+
+def _size_of(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder (0 when gone)."""
+    try:
+        if path.is_dir():
+            return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def is_disk_full(err: BaseException, where: str | Path | None = None) -> bool:
+    """Whether ``err`` is a write that ran out of space: ENOSPC/EDQUOT, the same reported as
+    text by a native writer (safetensors, Arrow), or any write error on a filesystem with
+    (almost) no space left (torch.save says only "file write failed")."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if not isinstance(err, Exception) or isinstance(err, DiskFullError):
+        return False
+    text = str(err)
+    if "No space left on device" in text or "os error 28" in text or "Disk quota" in text:
+        return True
+    if where is not None and isinstance(err, (OSError, RuntimeError)):
+        free = _free_bytes(Path(where))
+        return free is not None and free < _NEAR_FULL
+    return False
+
+
+def disk_full_error(path: str | Path, *, needed: int | None = None,
+                    written: int | None = None) -> DiskFullError:
+    """The one-line error for a write of ``path`` that found the disk full."""
+    path = Path(path)
+    if needed:
+        size = f"needs {needed:,} bytes"
+    elif written:
+        size = f"needs more than the {written:,} bytes written before the disk filled"
+    else:
+        size = "size unknown"
+    free = _free_bytes(path.parent)
+    room = f", {free:,} bytes free there" if free is not None else ""
+    return DiskFullError(
+        f"{path}: no space left on device ({size}{room}); nothing was published under that "
+        "name: free space and re-run to resume"
+    )
+
+
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, *, size: int | None = None) -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path``; publish it there when the block ends.
 
     The temporary file already exists (empty, mode ``0666 & ~umask``), so writers that
     open it by name (pyarrow, ``pq.write_table``) keep the umask's mode. On success the
-    file is fsynced and renamed onto ``path``; on any error it is removed.
+    file is fsynced and renamed onto ``path``; on any error it is removed; a full disk
+    becomes :class:`DiskFullError` (``size``: the bytes being written, when known).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temp_name(path)
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(path, needed=size) from None
+        raise
     try:
         yield tmp
+        faults.hit("write", path)
         _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        full = is_disk_full(err, path.parent)
+        written = _size_of(tmp)
         tmp.unlink(missing_ok=True)
+        if full:
+            raise disk_full_error(path, needed=size, written=written) from None
         raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, size=len(data)) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
 
 
@@ -157,11 +234,22 @@ def atomic_dir(
     :func:`publish_dir` for ``overwrite``; ``prefix`` names the temporary folder (callers
     that sweep up folders torn by a kill glob for it).
     """
-    tmp = make_temp_dir(final, prefix)
+    final = Path(final)
+    try:
+        tmp = make_temp_dir(final, prefix)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(final) from None
+        raise
     try:
         yield tmp
-    except BaseException:
+        faults.hit("write", final)
+    except BaseException as err:
+        full = is_disk_full(err, final.parent)
+        written = _size_of(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise disk_full_error(final, written=written) from None
         raise
     publish_dir(tmp, final, overwrite=overwrite)
 

@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from hierlab import preempt
 from hierlab.config import ExperimentConfig
 from hierlab.contracts import STAGES
 from hierlab.figures.config import FiguresConfig
 from hierlab.io import atomic_write_bytes, atomic_write_json
+from hierlab.lock import writes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -123,6 +125,8 @@ _RUNNERS: dict[str, Callable[[ExperimentConfig, Path, dict[str, Any]], Any]] = {
 }
 
 
+@writes("run_dir")  # one writer per run folder, across its stages (hierlab.lock)
+@preempt.stoppable  # SIGTERM/SIGINT: each stage stops at its safe point; none starts after
 def run(
     cfg: ExperimentConfig,
     run_dir: Path,
@@ -147,6 +151,7 @@ def run(
     opts = {"workers": workers, "device": device, "olmo_loss": olmo_loss}
     result: Any = None
     for stage in stages:
+        preempt.stop(f"run: before stage {stage} (earlier stages are complete)")
         if on_stage is not None:
             on_stage(stage)
         t0 = time.perf_counter()

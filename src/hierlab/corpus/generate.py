@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import TypeAdapter
 from tqdm.auto import tqdm
 
-from hierlab import __version__
+from hierlab import __version__, preempt
 from hierlab.contracts import section_hash
 from hierlab.corpus.config import CorpusConfig, NgramConfig, PcfgConfig
 from hierlab.corpus.dedup import SentenceSet
@@ -51,6 +51,7 @@ from hierlab.corpus.shards import (
 )
 from hierlab.errors import ConfigError, DataError
 from hierlab.io import atomic_dir, atomic_write_json
+from hierlab.lock import writes
 
 log = logging.getLogger(__name__)
 SPLITS = ("test", "train")  # test first: train de-duplication reads it
@@ -209,8 +210,11 @@ def _run_jobs(jobs: list[tuple], workers: int, engine: str, scheduler: str | Non
         try:
             futures = [client.submit(build_shard, *job, pure=False) for job in jobs]
             for fut in dask_completed(futures):
-                results.append(fut.result())
+                results.append(_dask_result(fut, jobs[futures.index(fut)]))
                 bar.update(1)
+                if preempt.requested():
+                    client.cancel(futures)
+                    break
         finally:
             client.close()
             if cluster is not None:
@@ -219,16 +223,46 @@ def _run_jobs(jobs: list[tuple], workers: int, engine: str, scheduler: str | Non
         raise ConfigError(f"--engine: unknown engine {engine!r} (allowed: local, dask)")
     elif workers <= 1 or len(jobs) <= 1:
         for job in jobs:
+            _stop_between_shards(desc, len(results), len(jobs))
             results.append(build_shard(*job))
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
+        # workers ignore SIGTERM/SIGINT: each finishes its shard, this process stops the rest
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=preempt.ignore_in_workers) as ex:
             futures = [ex.submit(build_shard, *job) for job in jobs]
             for fut in as_completed(futures):
+                if fut.cancelled():
+                    continue
                 results.append(fut.result())
                 bar.update(1)
+                if preempt.requested():
+                    for f in futures:
+                        f.cancel()
     bar.close()
+    _stop_between_shards(desc, len(results), len(jobs))
     return results
+
+
+def _dask_result(fut: Any, job: tuple) -> dict[str, Any]:
+    """A Dask shard's record. Dask re-runs the task of a lost worker elsewhere (shards are
+    pure and written atomically, so the bytes are the same); a shard whose workers kept
+    dying (``KilledWorker``) is one line, and a re-run redoes only the unfinished shards."""
+    try:
+        return fut.result()
+    except Exception as err:
+        if type(err).__name__ != "KilledWorker":
+            raise
+        raise DataError(
+            f"{job[3]}: shard {job[2]} lost its Dask worker on every try "
+            f"({str(err).splitlines()[0][:160]}); finished "
+            "shards are kept, none is half-written: re-run to complete the corpus"
+        ) from None
+
+
+def _stop_between_shards(desc: str, done: int, total: int) -> None:
+    preempt.stop(f"corpus {desc}: after {done} of {total} shards (finished shards are kept, "
+                 "none is half-written)")
 
 
 def generate_corpus(
@@ -275,6 +309,8 @@ def generate_corpus(
                 continue
             raise DataError(f"{split_dir}: manifest from a different config")
         split_dir.mkdir(parents=True, exist_ok=True)
+        for torn in split_dir.glob(".*.tmp"):  # temp files of writers killed mid-shard
+            torn.unlink(missing_ok=True)
         plan = plan_shards(cfg, split)
         records: dict[int, dict[str, Any]] = {}
         for i in range(len(plan)):
@@ -308,6 +344,8 @@ def generate_corpus(
     return corpus_dir
 
 
+@writes("run_dir")  # one writer per run folder (hierlab.lock)
+@preempt.stoppable  # SIGTERM/SIGINT: stop between shards (hierlab.preempt)
 def generate_corpora(
     corpora: Corpora,
     run_dir: Path,

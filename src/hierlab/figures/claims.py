@@ -36,6 +36,7 @@ from hierlab.figures.series import (
     rise,
     smooth,
 )
+from hierlab.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -385,6 +386,6 @@ def evaluate_claims(
     table = pd.DataFrame(results, columns=COLUMNS)
     if write:
         path = Path(run_dir if run_dir is not None else data.run_dir) / "claims.csv"
-        table.to_csv(path, index=False)
+        atomic_write_text(path, table.to_csv(index=False))
         log.info("claims: %s", path)
     return table

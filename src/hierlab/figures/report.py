@@ -24,6 +24,7 @@ import pandas as pd
 from hierlab.contracts import VARIANTS
 from hierlab.errors import DataError
 from hierlab.figures.claim_table import side_by_side
+from hierlab.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +209,6 @@ def write_report(
     )
     parts.append("</body></html>")
     path = out or run_dir / "report.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
+    atomic_write_text(path, "\n".join(parts))
     log.info("report: %s", path)
     return path

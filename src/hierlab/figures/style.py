@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from hierlab.figures.config import FiguresConfig
+from hierlab.io import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +154,11 @@ def save(
     for fmt in cfg.formats:
         path = out_dir / f"{name}.{fmt}"
         meta = {"Date": None} if fmt in ("svg", "pdf") else None
-        fig.savefig(path, format=fmt, dpi=cfg.dpi, metadata=meta)
+        with atomic_path(path) as tmp:  # a full disk or a kill never leaves half a figure
+            fig.savefig(tmp, format=fmt, dpi=cfg.dpi, metadata=meta)
         paths.append(path)
     csv = out_dir / f"{name}.csv"
-    table.to_csv(csv, index=False)
+    atomic_write_text(csv, table.to_csv(index=False))
     paths.append(csv)
     log.debug("wrote %s", ", ".join(p.name for p in paths))
     return paths

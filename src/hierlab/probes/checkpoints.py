@@ -185,9 +185,11 @@ def discover_checkpoints(
 
 
 @contextlib.contextmanager
-def materialize(ckpt: Checkpoint, hub: HubConfig | None = None) -> Iterator[Path]:
+def materialize(ckpt: Checkpoint, hub: HubConfig | None = None,
+                fresh: bool = False) -> Iterator[Path]:
     """A local folder holding the checkpoint (downloaded for hub ones; deleted after if
-    ``hub.delete_after``)."""
+    ``hub.delete_after``; ``fresh``: downloaded again even if cached, for a revision whose
+    earlier copy failed)."""
     hub = hub or HubConfig()
     if ckpt.path is not None:
         yield ckpt.path
@@ -201,8 +203,9 @@ def materialize(ckpt: Checkpoint, hub: HubConfig | None = None) -> Iterator[Path
         cache_dir = tmp
     try:
         try:
+            again = {"force_download": True} if fresh else {}
             local = snapshot_download(repo_id=ckpt.repo, revision=ckpt.revision,
-                                      cache_dir=cache_dir, allow_patterns=HUB_FILES)
+                                      cache_dir=cache_dir, allow_patterns=HUB_FILES, **again)
         except Exception as err:  # offline, missing revision, network: skip this one
             raise DataError(f"download failed ({str(err).splitlines()[0] if str(err) else err!r})"
                             ) from None

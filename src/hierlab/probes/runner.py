@@ -35,12 +35,15 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from hierlab import preempt
 from hierlab.contracts import METRICS_SCHEMA, VARIANTS, section_hash
-from hierlab.errors import ConfigError, DataError
+from hierlab.errors import ConfigError, DataError, DiskFullError
 from hierlab.io import atomic_write_parquet
+from hierlab.lock import writes
 from hierlab.probes.checkpoints import Checkpoint, discover_checkpoints, load_model, materialize
 from hierlab.probes.config import ALL_PROBES, ProbesConfig
 from hierlab.probes.context import ProbeContext, corpus_data
+from hierlab.probes.failures import FailureLog, verify_files
 from hierlab.probes.hooks import HookedModel
 from hierlab.probes.registry import lookup
 
@@ -127,6 +130,8 @@ def _parse_list(value: Sequence[str] | str | None, default: Sequence[str], allow
     return items
 
 
+@writes("run_dir")  # one writer per run folder (hierlab.lock)
+@preempt.stoppable  # SIGTERM/SIGINT: stop between units (hierlab.preempt)
 def run_probes(
     cfg: Any,
     run_dir: Path,
@@ -154,13 +159,15 @@ def run_probes(
     if not ckpts:
         log.warning("no checkpoints found in %s", checkpoints or run_dir)
     mine = [c for i, c in enumerate(ckpts) if i % world == rank]
+    failures = FailureLog(metrics, rank, world)  # metrics/failed_checkpoints.json
     for ck in tqdm(mine, desc=f"probes (rank {rank})" if world > 1 else "probes",
                    unit="ckpt", disable=None):
         todo = [(p, v) for p in probe_list for v in variants
                 if not _part_path(parts, pc, p, v, ck).exists()]
         if not todo:
             continue
-        _probe_one(pc, ck, todo, parts, dev)
+        preempt.stop(f"probe: before {ck.name}; finished units are kept in {parts}")
+        _probe_one(pc, ck, todo, parts, dev, failures)
     if world > 1:
         run_id = os.environ.get("TORCHELASTIC_RUN_ID", "local")
         marker = parts / f".done-{run_id}-rank{rank}"
@@ -180,9 +187,18 @@ def run_probes(
 
 
 def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], parts: Path,
-               dev: str) -> None:
+               dev: str, failures: FailureLog) -> None:
+    stage = "download"
     try:
-        with materialize(ck, pc.hub) as path:
+        with materialize(ck, pc.hub, fresh=failures.was_failed(ck)) as path:
+            stage = "verify"
+            problem = verify_files(path)  # truncated or corrupt: recorded, the sweep goes on
+            if problem is not None:
+                log.warning("skipping checkpoint %s: %s (recorded in %s)", ck.name, problem,
+                            failures.path)
+                failures.failed(ck, stage, problem)
+                return
+            stage = "load"
             tok_dir = (ck.run_dir / "corpus" / ck.corpus / "tokenizer"
                        if ck.run_dir is not None and ck.corpus else None)
             try:
@@ -191,12 +207,16 @@ def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], pa
             except ConfigError:
                 raise
             except Exception as err:  # missing / corrupt checkpoint: log by name, skip
-                log.warning("skipping checkpoint %s: cannot load (%s)",
-                            ck.name, str(err).splitlines()[0] if str(err) else type(err).__name__)
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                log.warning("skipping checkpoint %s: cannot load (%s)", ck.name, reason)
+                failures.failed(ck, stage, f"cannot load ({reason})")
                 return
+            stage = "probe"
             manifest, reader = corpus_data(ck)
             ctx = ProbeContext(pc, ck, hm, tok, manifest, reader)
             for probe, variant in todo:
+                preempt.stop(f"probe: before {ck.name} {probe}/{variant}; finished "
+                             f"units are kept in {parts}")
                 t0 = time.perf_counter()
                 try:
                     rows = probe_checkpoint(ctx, probe, variant)
@@ -206,8 +226,12 @@ def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], pa
                 atomic_write_parquet(_to_table(rows, ck, probe, variant),
                                 _part_path(parts, pc, probe, variant, ck))
                 log.debug("%s %s/%s: %.2fs", ck.name, probe, variant, time.perf_counter() - t0)
+            failures.succeeded(ck)
+    except DiskFullError:  # the run's own disk: stop, never skip (a re-run resumes)
+        raise
     except DataError as err:
         log.warning("skipping checkpoint %s: %s", ck.name, err)
+        failures.failed(ck, stage, str(err))
         return
     finally:
         gc.collect()

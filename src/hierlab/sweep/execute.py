@@ -19,8 +19,10 @@ from pathlib import Path
 
 import yaml
 
+from hierlab import preempt
 from hierlab.config import config_from_dict
-from hierlab.errors import ConfigError
+from hierlab.errors import ConfigError, Preempted
+from hierlab.lock import writes
 from hierlab.sweep.spec import PlannedRun
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,9 @@ def _worker(run: PlannedRun, run_dir: str, threads: int) -> tuple[str, str | Non
         logging.getLogger(__name__).info("run %s: %d threads", run.name, threads)
         pipeline_run(run.config, rd, on_stage=on_stage)
         return "done", None
+    except Preempted as err:  # stopped at a safe point (its own message says where)
+        print(f"stopped: {err}", flush=True)
+        return "stopped", str(err)
     except BaseException as err:  # noqa: BLE001 - reported, the sweep continues
         traceback.print_exc(file=logf)
         return "failed", f"{type(err).__name__}: {err}"
@@ -109,6 +114,8 @@ def _worker(run: PlannedRun, run_dir: str, threads: int) -> tuple[str, str | Non
         logf.flush()
 
 
+@writes("out")  # one sweep per sweep folder (hierlab.lock)
+@preempt.stoppable  # SIGTERM/SIGINT: runs stop at their safe points, none is started after
 def execute(
     runs: list[PlannedRun],
     out: Path,
@@ -138,13 +145,19 @@ def execute(
         bar = tqdm(total=len(runs), initial=len(results), desc="sweep runs", unit="run")
     if todo:
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=parallel, mp_context=ctx) as pool:
+        with (ProcessPoolExecutor(max_workers=parallel, mp_context=ctx) as pool,
+              preempt.forward_to(lambda: list(getattr(pool, "_processes", None) or {}))):
             futs = {
                 pool.submit(_worker, r, str(run_dir_of(out, r.name)), threads): r for r in todo
             }
             for fut in as_completed(futs):
                 r = futs[fut]
                 d = run_dir_of(out, r.name)
+                if preempt.requested():  # runs not started yet stay unstarted
+                    for f in futs:
+                        f.cancel()
+                if fut.cancelled():
+                    continue
                 try:
                     status, error = fut.result()
                 except Exception as err:  # noqa: BLE001 - a crashed worker process
@@ -157,4 +170,7 @@ def execute(
                     bar.set_postfix_str(f"{r.name}: {status}")
     if bar is not None:
         bar.close()
+    n_done = sum(r.status in ("done", "skipped") for r in results.values())
+    preempt.stop(f"sweep: {n_done} of {len(runs)} runs finished (the others stopped at their "
+                 "safe points and keep their resume points)")
     return [results[r.name] for r in runs]

@@ -9,6 +9,7 @@ is written to a temporary folder and renamed into place; a torn one is swept on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -19,13 +20,20 @@ from safetensors.torch import load_file
 
 from hierlab import __version__
 from hierlab.errors import ConfigError, DataError
-from hierlab.io import list_step_dirs, make_temp_dir, publish_dir, read_json, step_dir
+from hierlab.io import atomic_dir, list_step_dirs, read_json, step_dir
 from hierlab.train.plan import TrainPlan
 
 __all__ = ["TRAINER_STATE", "find_run_state", "load_resume", "quiet_save", "save_checkpoint",
            "sweep_torn"]
 
 TRAINER_STATE = "trainer_state.pt"
+RESUME_DIR = "resume"  # models/<c>/resume/step-N/: a preemption's resume point, not a checkpoint
+
+
+def resume_root(out_dir: Path) -> Path:
+    """Where a preempted run leaves its resume point (outside ``checkpoints/``, so probes and
+    ``eval.csv`` see only the schedule's checkpoints)."""
+    return Path(out_dir) / RESUME_DIR
 
 
 def find_run_state(out_dir: Path, plan: TrainPlan) -> tuple[bool, tuple[int, Path] | None]:
@@ -40,7 +48,9 @@ def find_run_state(out_dir: Path, plan: TrainPlan) -> tuple[bool, tuple[int, Pat
             raise DataError(f"{run_json}: corrupt (delete {out_dir} to retrain)") from None
     ckpts = list_step_dirs(out_dir / "checkpoints")
     states = {step: read_json(p / "state.json") for step, p in ckpts}
-    found |= {s.get("config_hash") for s in states.values() if s}
+    points = list_step_dirs(resume_root(out_dir))
+    point_states = {step: read_json(p / "state.json") for step, p in points}
+    found |= {s.get("config_hash") for s in [*states.values(), *point_states.values()] if s}
     found.discard(None)
     if found and found != {plan.run_hash}:
         raise ConfigError(
@@ -51,12 +61,13 @@ def find_run_state(out_dir: Path, plan: TrainPlan) -> tuple[bool, tuple[int, Pat
     if final is not None and run_json.exists():
         return True, None
     resumable = [(s, p) for s, p in ckpts if states[s] and (p / TRAINER_STATE).exists()]
-    return False, (resumable[-1] if resumable else None)
+    resumable += [(s, p) for s, p in points if point_states[s] and (p / TRAINER_STATE).exists()]
+    return False, (max(resumable) if resumable else None)
 
 
 def sweep_torn(ckpt_root: Path) -> None:
     """Remove the temporary folders of checkpoints whose write a kill interrupted."""
-    for tmp in ckpt_root.glob(".tmp-*"):
+    for tmp in [*ckpt_root.glob(".tmp-*"), *resume_root(ckpt_root.parent).glob(".tmp-*")]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -112,10 +123,38 @@ def save_checkpoint(
     train_loss: float | None,
     test_loss: float | None,
     lr: float,
+    resume_point: bool = False,
 ) -> None:
-    """Publish checkpoint ``step`` atomically; only the new one keeps the resume state."""
+    """Publish checkpoint ``step`` atomically; only the new one keeps the resume state.
+
+    ``resume_point``: a preempted run's state at ``step`` (``ckpt_root`` is then
+    :func:`resume_root`); it is dropped once a later checkpoint is saved."""
     final = step_dir(ckpt_root, step)
-    tmp = make_temp_dir(final, prefix=f".tmp-{final.name}-")  # swept on start if torn
+    # removed on error (a full disk: DiskFullError); swept on start if torn by a kill
+    with atomic_dir(final, overwrite=True, prefix=f".tmp-{final.name}-") as tmp:
+        _fill_checkpoint(tmp, step, plan=plan, corpus=corpus, corpus_dir=corpus_dir, seed=seed,
+                         model=model, optimizer=optimizer, scaler=scaler, dev=dev, acc=acc,
+                         train_loss=train_loss, test_loss=test_loss, lr=lr,
+                         resume_point=resume_point)
+    for s, p in list_step_dirs(ckpt_root):  # resume state: latest checkpoint only
+        if s != step and resume_point:  # one resume point at a time
+            shutil.rmtree(p, ignore_errors=True)
+        elif s != step:
+            (p / TRAINER_STATE).unlink(missing_ok=True)
+    if not resume_point and resume_root(ckpt_root.parent).is_dir():
+        for s, p in list_step_dirs(resume_root(ckpt_root.parent)):
+            if s <= step:
+                shutil.rmtree(p, ignore_errors=True)
+        with contextlib.suppress(OSError):  # gone once empty
+            resume_root(ckpt_root.parent).rmdir()
+
+
+def _fill_checkpoint(
+    tmp: Path, step: int, *, plan: TrainPlan, corpus: str, corpus_dir: Path, seed: int,
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    dev: torch.device, acc: dict[str, Any], train_loss: float | None,
+    test_loss: float | None, lr: float, resume_point: bool = False,
+) -> None:
     quiet_save(model, tmp)
     tok_dir = corpus_dir / "tokenizer"
     if tok_dir.is_dir():
@@ -133,6 +172,7 @@ def save_checkpoint(
         "config_hash": plan.run_hash,
         "corpus": corpus,
         "total_steps": plan.total_steps,
+        **({"resume_point": True} if resume_point else {}),
     }
     (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
     torch.save(
@@ -146,7 +186,3 @@ def save_checkpoint(
         },
         tmp / TRAINER_STATE,
     )
-    publish_dir(tmp, final, overwrite=True)  # re-written after a kill before cleanup
-    for s, p in list_step_dirs(ckpt_root):  # resume state: latest checkpoint only
-        if s != step:
-            (p / TRAINER_STATE).unlink(missing_ok=True)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Dist", "all_reduce", "barrier", "dist_setup", "resolve_device"]
+__all__ = ["Dist", "accumulators", "all_reduce", "barrier", "dist_setup", "rank_share",
+           "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +70,24 @@ def all_reduce(t: torch.Tensor, dist: Dist) -> torch.Tensor:
     if dist.world > 1:
         torch.distributed.all_reduce(t)
     return t
+
+
+def accumulators(loss_sum: torch.Tensor, loss_n: int, tokens_since: int, dist: Dist) -> dict:
+    """The loss accumulators a checkpoint keeps: every rank's own partial sum (gathered), so
+    a run resumed between log steps sums the same numbers in the same order (bitwise)."""
+    ranks = [float(loss_sum)]
+    if dist.world > 1:
+        parts = [torch.zeros_like(loss_sum) for _ in range(dist.world)]
+        torch.distributed.all_gather(parts, loss_sum)
+        ranks = [float(p) for p in parts]
+    return {"loss_sum": ranks[0], "loss_sum_ranks": ranks, "loss_n": loss_n,
+            "tokens_since": tokens_since}
+
+
+def rank_share(acc: dict, dist: Dist) -> float:
+    """This rank's partial loss sum from saved accumulators (older checkpoints and a changed
+    world size: rank 0 takes the saved sum)."""
+    ranks = acc.get("loss_sum_ranks")
+    if ranks is not None and len(ranks) == dist.world:
+        return float(ranks[dist.rank])
+    return float(acc["loss_sum"]) if dist.main else 0.0

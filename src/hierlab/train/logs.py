@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from hierlab.io import atomic_write_text
+from hierlab.io import atomic_write_text, disk_full_error, is_disk_full
 from hierlab.train.config import TrainingConfig
 from hierlab.train.tracking import Tracker, backends_of
 
@@ -48,12 +48,18 @@ class _CsvLog:
     """An append-only CSV, flushed per row so a kill loses at most the row being written."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._fh = open(path, "a", newline="")  # noqa: SIM115 - closed in close()
         self._writer = csv.writer(self._fh, lineterminator="\n")
 
     def row(self, values: list[Any]) -> None:
-        self._writer.writerow(values)
-        self._fh.flush()
+        try:
+            self._writer.writerow(values)
+            self._fh.flush()
+        except OSError as err:  # a torn last row is dropped on resume (truncate_csv)
+            if is_disk_full(err, self.path.parent):
+                raise disk_full_error(self.path) from None
+            raise
 
     def close(self) -> None:
         self._fh.close()

@@ -32,12 +32,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hierlab import faults, preempt
 from hierlab.errors import ConfigError
-from hierlab.io import atomic_write_json
+from hierlab.io import atomic_write_json, step_dir
+from hierlab.lock import writes
 from hierlab.train import checkpoint as ckpt
 from hierlab.train.config import ModelConfig, TrainingConfig
 from hierlab.train.data import TokenWindows, WindowOrder, batch_positions, eval_window_indices
-from hierlab.train.dist import Dist, all_reduce, barrier, dist_setup, resolve_device
+from hierlab.train.dist import (
+    Dist,
+    accumulators,
+    all_reduce,
+    barrier,
+    dist_setup,
+    rank_share,
+    resolve_device,
+)
 from hierlab.train.kernels import (
     adamw,
     attention_impl,
@@ -60,6 +70,7 @@ __all__ = ["concurrent_corpora", "train_corpora", "train_model"]
 log = logging.getLogger(__name__)
 
 
+@writes("run_dir")  # one writer per run folder (hierlab.lock)
 def train_corpora(
     cfg: ExperimentConfig, run_dir: Path, only: str | None = None, device: str | None = None
 ) -> dict[str, Path]:
@@ -169,7 +180,8 @@ def train_model(
                     "clang++ on CPU); training uncompiled, about 1.5x slower", name)
     try:
         # compiled CPU kernels are reproducible only under deterministic algorithms
-        with deterministic(compiled and dev.type == "cpu"):
+        # SIGTERM/SIGINT: a resume point at the next step boundary (hierlab.preempt)
+        with deterministic(compiled and dev.type == "cpu"), preempt.handling():
             return _train(model_cfg, train_cfg, corpus_dir, out_dir, name, dev, dist,
                           compiled, on_step, bar_position)
     finally:
@@ -272,13 +284,17 @@ def _train(
     eval_bs = train_cfg.eval_batch_size or plan.micro_batch
     ckpt_set = set(plan.checkpoint_steps)
 
-    def checkpoint(step: int, train_loss: float | None, lr: float) -> None:
-        """Evaluate, log and save at ``step`` (every rank evaluates; rank 0 writes)."""
-        test_loss = evaluate(raw_model, test, eval_idx, eval_bs, dev, train_cfg.precision, dist)
+    def checkpoint(step: int, train_loss: float | None, lr: float, resume: bool = False) -> None:
+        """Evaluate, log and save at ``step`` (every rank evaluates; rank 0 writes); a
+        ``resume`` point (preemption) is saved aside, without evaluating or logging."""
+        test_loss = None if resume else evaluate(raw_model, test, eval_idx, eval_bs, dev,
+                                                 train_cfg.precision, dist)
         if runlog is not None:
-            runlog.eval(step, step * plan.tokens_per_step, test_loss)
+            if not resume:
+                runlog.eval(step, step * plan.tokens_per_step, test_loss)
             ckpt.save_checkpoint(
-                ckpt_root, step, plan=plan, corpus=name, corpus_dir=corpus_dir,
+                ckpt.resume_root(out_dir) if resume else ckpt_root, step, plan=plan,
+                corpus=name, corpus_dir=corpus_dir, resume_point=resume,
                 seed=train_cfg.seed, model=raw_model, optimizer=optimizer, scaler=scaler,
                 dev=dev, acc=acc, train_loss=train_loss, test_loss=test_loss, lr=lr,
             )
@@ -291,7 +307,7 @@ def _train(
         checkpoint(0, None, lr_at(0, train_cfg, plan.total_steps))
     raw_model.train()
     clip = train_cfg.grad_clip if train_cfg.grad_clip else float("inf")
-    loss_sum = torch.tensor(acc["loss_sum"], dtype=torch.float64, device=dev)
+    loss_sum = torch.tensor(rank_share(acc, dist), dtype=torch.float64, device=dev)
     loss_n, tokens_since = int(acc["loss_n"]), int(acc["tokens_since"])
     t_last = time.perf_counter()
     bar = tqdm(total=plan.total_steps, initial=start_step, desc=f"train {name}", unit="step",
@@ -343,12 +359,24 @@ def _train(
                 loss_sum.zero_()
                 loss_n, tokens_since, t_last = 0, 0, now
             if done in ckpt_set:
-                acc = {"loss_sum": float(loss_sum), "loss_n": loss_n, "tokens_since": tokens_since}
+                acc = accumulators(loss_sum, loss_n, tokens_since, dist)
                 t0 = time.perf_counter()
                 checkpoint(done, train_loss, lr)
                 t_last += time.perf_counter() - t0  # keep tokens/s a training speed
         if on_step is not None:
             on_step(done)
+        faults.hit("train", step=done, rank=dist.rank)
+        signum = preempt.agreed(dist, dev)  # every rank stops at the same step
+        if signum is not None and done < plan.total_steps:
+            if done not in ckpt_set:
+                acc = accumulators(loss_sum, loss_n, tokens_since, dist)
+                checkpoint(done, None, lr, resume=True)
+            bar.close()
+            if runlog is not None:
+                runlog.close()
+            where = ckpt.resume_root(out_dir) if done not in ckpt_set else ckpt_root
+            preempt.stop(f"train {name}: at step {done} of {plan.total_steps}, resume point "
+                         f"{step_dir(where, done)}")
     bar.close()
     if runlog is not None:
         runlog.close()
