@@ -239,7 +239,7 @@ def section_probes(a: argparse.Namespace, work: Path, emit: Any) -> None:
         torch.cuda.empty_cache()
     built = time.perf_counter() - t0
     t0 = time.perf_counter()
-    paths = run_probes(cfg, work / "probe-run", checkpoints=str(ckpt), probes=list(ALL_PROBES),
+    paths = run_probes(cfg.probes, work / "probe-run", checkpoints=str(ckpt), probes=list(ALL_PROBES),
                        variant="both", device=dev)
     secs = time.perf_counter() - t0
     rows = ", ".join(f"{p} {pq.read_metadata(f).num_rows}" for p, f in paths.items())
@@ -266,7 +266,7 @@ def section_ddp(a: argparse.Namespace, work: Path, emit: Any) -> None:
     import train_throughput as tt
 
     cfg = experiment(a.dry_run)
-    tcfg = tt._train_cfg(cfg, bench_args(a, "bf16", False))
+    tcfg = tt.bench_train_cfg(cfg, bench_args(a, "bf16", False))
     run = work / "ddp"
     (run / "corpus").mkdir(parents=True, exist_ok=True)
     (run / "corpus" / "ngram").symlink_to(work / "run" / "corpus" / "ngram")

@@ -437,7 +437,7 @@ def test_train_corpora_and_cli(tmp_path: Path) -> None:
     cfg_path = _experiment_yaml(tmp_path)
     cfg = load_config(cfg_path)
     with pytest.raises(ConfigError, match="--corpus: 'other'"):
-        train_corpora(cfg, run_dir, only="other")
+        train_corpora(cfg.model, cfg.training, cfg.corpora, run_dir, only="other")
     runner = CliRunner()
     res = runner.invoke(app, ["train", str(cfg_path), "--out", str(run_dir), "--device", "cpu"])
     assert res.exit_code == 0, res.output
@@ -447,7 +447,8 @@ def test_train_corpora_and_cli(tmp_path: Path) -> None:
     # a runtime error is one line and exit status 1
     res = runner.invoke(app, ["train", str(cfg_path), "--out", str(tmp_path / "empty")])
     assert res.exit_code == 1 and "no train split" in res.output
-    assert train_corpora(cfg, run_dir, only="toy") == {"toy": model_dir}  # finished: skipped
+    again = train_corpora(cfg.model, cfg.training, cfg.corpora, run_dir, only="toy")
+    assert again == {"toy": model_dir}  # finished: skipped
 
 
 def test_corpora_trained_at_once_equal_one_after_the_other(tmp_path: Path) -> None:
@@ -474,8 +475,10 @@ def test_corpora_trained_at_once_equal_one_after_the_other(tmp_path: Path) -> No
     assert concurrent_corpora(serial.training, 2, "cpu") == 1
     assert concurrent_corpora(both.training, 2, "cpu") == 2
     assert concurrent_corpora(both.training, 1, "cpu") == 1
-    a = train_corpora(serial, tmp_path / "serial", device="cpu")
-    b = train_corpora(both, tmp_path / "parallel", device="cpu")
+    a = train_corpora(serial.model, serial.training, serial.corpora, tmp_path / "serial",
+                      device="cpu")
+    b = train_corpora(both.model, both.training, both.corpora, tmp_path / "parallel",
+                      device="cpu")
     assert list(a) == list(b) == ["a", "b"]
     for name in ("a", "b"):
         for f in ("loss.csv", "eval.csv"):
@@ -487,4 +490,5 @@ def test_corpora_trained_at_once_equal_one_after_the_other(tmp_path: Path) -> No
         assert snapshot(a[name])[weights] == snapshot(b[name])[weights]
     (tmp_path / "broken" / "corpus").mkdir(parents=True)
     with pytest.raises(DataError, match="no train split"):
-        train_corpora(both, tmp_path / "broken", device="cpu")
+        train_corpora(both.model, both.training, both.corpora, tmp_path / "broken",
+                      device="cpu")
