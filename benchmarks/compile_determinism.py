@@ -23,7 +23,7 @@ from pathlib import Path
 from hierlab.config import load_config
 from hierlab.pipeline import run as run_pipeline
 from hierlab.train.loop import train_model
-from train_throughput import _train_cfg
+from train_throughput import bench_train_cfg
 
 MODES = {
     "sdpa": {"attention": "sdpa"},
@@ -55,7 +55,7 @@ def main() -> None:
             losses = []
             for rep in range(2):
                 out = root / f"{mode}-{rep}"
-                tcfg = _train_cfg(cfg, bench, threads=a.threads, **MODES[mode])
+                tcfg = bench_train_cfg(cfg, bench, threads=a.threads, **MODES[mode])
                 train_model(cfg.model, tcfg, corpus, out)
                 with open(out / "loss.csv") as fh:
                     losses.append([float(r["train_loss"]) for r in csv.DictReader(fh)])

@@ -30,7 +30,7 @@ REFERENCE = {("pcfg", 1): 7.65e6, ("pcfg", 2): 12.65e6, ("ngram", 1): 11.0e6, ("
 
 def _single(kind: str, workers: int, units: int, test_units: int) -> dict:
     from hierlab.corpus.config import NgramConfig, PcfgConfig
-    from hierlab.corpus.generate import _run_jobs, plan_shards
+    from hierlab.corpus.generate import build_shard, generate_shards, save_test_set
     from hierlab.corpus.shards import write_manifest
 
     if kind == "pcfg":
@@ -40,23 +40,15 @@ def _single(kind: str, workers: int, units: int, test_units: int) -> dict:
         cfg = NgramConfig(train_sentences=units, test_sentences=test_units,
                           sentences_per_shard=100_000)
     out = Path(tempfile.mkdtemp(prefix="hierlab-bench-"))
-    cfg_json = cfg.model_dump_json()
     test_dir, train_dir = out / "test", out / "train"
-    recs = _run_jobs([(cfg_json, "test", i, str(test_dir))
-                      for i in range(len(plan_shards(cfg, "test")))], 1, "local", None, "test")
-    recs.sort(key=lambda r: r["file"])
+    recs = generate_shards(cfg, "test", test_dir)
     write_manifest(test_dir, recs, vocab_size=1003, eos_id=cfg.eos_id)
-    jobs = [(cfg_json, "train", i, str(train_dir)) for i in range(len(plan_shards(cfg, "train")))]
-    if kind == "pcfg":  # as generate_corpus does: the driver builds the table once, untimed
-        from hierlab.corpus.generate import save_test_set
-
+    if kind == "pcfg":  # as generate_shards does first: the driver builds the table, untimed
         save_test_set(cfg, test_dir)
     if workers == 1:  # warm the compiled kernels and the test table outside the timing
-        from hierlab.corpus.generate import build_shard
-
-        build_shard(cfg_json, "train", 0, str(out / "warm"))
+        build_shard(cfg.model_dump_json(), "train", 0, str(out / "warm"))
     t0 = time.perf_counter()
-    recs = _run_jobs(jobs, workers, "local", None, "train")
+    recs = generate_shards(cfg, "train", train_dir, workers=workers)
     dt = time.perf_counter() - t0
     tokens = sum(r["tokens"] for r in recs)
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

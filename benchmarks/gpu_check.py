@@ -20,6 +20,10 @@ default, so the whole check takes <= 8 minutes):
   skipped, and the row says so).
 * ``ddp``: ``torchrun --nproc-per-node 2 -m hierlab train`` tokens/s when >= 2 GPUs.
 
+This file is the orchestrator (one child process per section, the table); the sections
+live beside it: ``gpu_check_train.py`` (corpus, train, ddp), ``gpu_check_probes.py``
+(probes), and what they share in ``gpu_check_common.py``.
+
 Usage (``gpu_check.sh`` picks or prepares a Python with CUDA torch first)::
 
     bash benchmarks/gpu_check.sh                 # on the GPU machine; table also in $OUT
@@ -33,6 +37,7 @@ measure" and exits 0. The table goes to stdout and, with ``--md`` or ``$OUT`` se
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
@@ -41,258 +46,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from gpu_check_common import expected_rows, label, row
 
 NO_CUDA = "gpu_check: no CUDA device; nothing to measure"
-PRECISIONS = ("bf16", "fp16")
-IMPLS = ("hf_trainer", "hierlab")
 #: seconds per section on a GPU; the last number is what later sections are guaranteed
 BUDGETS = {"corpus": (45, 20), "train": (75, 30), "train_compile": (150, 30),
            "probes": (180, 30), "ddp": (90, 30)}
-PEAKS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}
-
-
-# ------------------------------------------------------------------ configs and sizes
-def experiment(dry: bool) -> Any:
-    """The training experiment: the reference model on a 1000-word n-gram corpus."""
-    from hierlab.config import ExperimentConfig
-
-    ngram = {"kind": "ngram", "seed": 0, "vocab_size": 1000, "train_sentences": 50_000,
-             "test_sentences": 1000, "sentences_per_shard": 50_000}
-    model: dict[str, Any] = {}
-    probes: dict[str, Any] = {}  # not run; only has to fit the context (load-time check)
-    if dry:
-        ngram.update(train_sentences=2000, test_sentences=100)
-        model = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "context_length": 32}
-        probes = {"induction": {"n": 8}, "hydra": {"standard_length": 16}}
-    return ExperimentConfig.model_validate({
-        "name": "gpu_check", "corpora": {"ngram": ngram}, "model": model, "probes": probes,
-        "training": {"batch_size": 4 if dry else 256, "lr": 1e-3, "betas": [0.9, 0.95],
-                     "precision": "bf16", "device": "cpu" if dry else "cuda"},
-    })
-
-
-def bench_args(a: argparse.Namespace, precision: str, compile_: bool) -> argparse.Namespace:
-    """The namespace train_throughput's bench_* functions read (its CLI's fields)."""
-    return argparse.Namespace(
-        device="cpu" if a.dry_run else "cuda", precision=precision,
-        batch=experiment(a.dry_run).training.batch_size, steps=a.steps, warmup=a.warmup,
-        compile_hf=compile_)
-
-
-def peak_flops(name: str) -> float | None:
-    return next((v for k, v in PEAKS.items() if k in name), None)
-
-
-def n_params(cfg: Any, corpus: Path) -> int:
-    """Parameters of the model the benchmarks build on this corpus (embeddings included)."""
-    from hierlab.train.data import TokenWindows
-    from hierlab.train.model import build_model
-
-    vocab = TokenWindows(corpus / "train", cfg.model.context_length).vocab_size
-    return sum(p.numel() for p in build_model(cfg.model, vocab, 0).parameters())
-
-
-def flops_per_token(n_params: int, cfg: Any) -> float:
-    m = cfg.model
-    return 6.0 * n_params + 12.0 * m.num_layers * m.context_length * m.hidden_size
-
-
-def row(section: str, what: str, tps: float | None = None, mfu: float | None = None,
-        seconds: float | None = None, note: str = "") -> dict[str, Any]:
-    return {"section": section, "what": what, "tps": tps, "mfu": mfu, "seconds": seconds,
-            "note": note}
-
-
-def label(section: str) -> str:  # the table's section column: train_compile -> train
-    return section.split("_")[0]
-
-
-def expected_rows(section: str, dry: bool) -> list[str]:
-    """The row names a section owes the table (the missing ones get its error)."""
-    if section in ("train", "train_compile"):
-        mode = "compile" if section == "train_compile" else "eager"
-        return [f"{impl} {p} {mode}" for p in PRECISIONS for impl in IMPLS]
-    return {"corpus": ["n-gram corpus (pipeline corpus stage)"],
-            "probes": ["OLMo-1B-size probe suite" if not dry else "2-layer Olmo probe suite"],
-            "ddp": ["hierlab train, torchrun 2 processes bf16"]}[section]
-
-
-# ------------------------------------------------------------------ sections (subprocess)
-def section_corpus(a: argparse.Namespace, work: Path, emit: Any) -> None:
-    from hierlab.corpus.shards import SplitReader
-    from hierlab.pipeline import run as run_pipeline
-
-    t0 = time.perf_counter()
-    run_pipeline(experiment(a.dry_run), work / "run", stages=("corpus",))
-    tokens = SplitReader(work / "run" / "corpus" / "ngram" / "train").total_tokens
-    emit(row("corpus", expected_rows("corpus", a.dry_run)[0],
-             seconds=time.perf_counter() - t0, note=f"{tokens / 1e6:.2f} M train tokens"))
-
-
-def section_train(a: argparse.Namespace, work: Path, emit: Any, compile_: bool) -> None:
-    import torch
-
-    import train_throughput as tt
-
-    cfg = experiment(a.dry_run)
-    corpus = work / "run" / "corpus" / "ngram"
-    n = n_params(cfg, corpus)
-    peak = None if a.dry_run else peak_flops(torch.cuda.get_device_name())
-    mode = "compile" if compile_ else "eager"
-    if compile_:  # four models of one class are compiled in this process
-        torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
-    size = (f"{n / 1e6:.1f} M params, batch {cfg.training.batch_size} x "
-            f"{cfg.model.context_length}, {a.warmup}+{a.steps} steps")
-    for precision in PRECISIONS:
-        for impl in IMPLS:
-            what = f"{impl} {precision} {mode}"
-            if a.dry_run and (precision == "fp16" or compile_):
-                emit(row("train", what, note="skipped in --dry-run (CPU: bf16, eager)"))
-                continue
-            ba = bench_args(a, precision, compile_)
-            out = work / what.replace(" ", "-")
-            note = size
-            try:
-                t0 = time.perf_counter()
-                if impl == "hf_trainer":
-                    tps = tt.bench_hf(cfg, corpus, ba, out)
-                else:
-                    tps, warm = tt.bench_hierlab(cfg, corpus, ba, out, compile=compile_)
-                    note += f"; warm-up {warm:.1f} s"
-            except Exception as err:  # one contender failing is a row, not the end
-                emit(row("train", what, note=f"error: {type(err).__name__}: {err}"[:300]))
-                continue
-            finally:
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-            mfu = tps * flops_per_token(n, cfg) / peak if peak else None
-            emit(row("train", what, tps, mfu, time.perf_counter() - t0, note))
-
-
-def nl_tokenizer(tasks: list[str]) -> Any:
-    """A byte-level BPE (GPT-2 style) trained on the word-list prompts, built offline."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from hierlab.probes.fv_tasks import load_word_list
-
-    texts = [f"Q: {x}\nA: {y}\n\n" for t in tasks for x, y in load_word_list(t)]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(
-        vocab_size=4096, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=["<|endoftext|>", "<|padding|>"]))
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                   pad_token="<|padding|>")
-
-
-def probes_config(dry: bool) -> Any:
-    """The olmo-1b preset's experiment config (toy sample counts in a dry run)."""
-    from hierlab.config import load_config
-
-    cfg = load_config("olmo-1b")
-    pc = cfg.probes.model_dump()
-    if dry:
-        pc["induction"].update(samples=2, n=8, batch_size=2)
-        pc["hydra"].update(random_samples=2, random_length=32, standard_samples=2,
-                           standard_length=16, layer_batch=4)
-        pc["fv"].update(mean_prompts=4, cie_prompts=2, eval_prompts=4, n_shots=2,
-                        batch_size=4, reference_pairs=2)
-    return cfg.model_copy(update={"probes": type(cfg.probes).model_validate(pc)})
-
-
-def section_probes(a: argparse.Namespace, work: Path, emit: Any) -> None:
-    import pyarrow.parquet as pq
-    import torch
-    from transformers import OlmoConfig, OlmoForCausalLM
-
-    from hierlab.probes.config import ALL_PROBES
-    from hierlab.probes.runner import run_probes
-
-    cfg = probes_config(a.dry_run)
-    ckpt = work / "olmo" / "step0"
-    note = ""
-    try:
-        tok = nl_tokenizer(cfg.probes.fv.nl_tasks)
-        tok.save_pretrained(ckpt)
-    except Exception as err:  # no tokenizer: the word-list FV tasks cannot run
-        tok = None
-        fv = cfg.probes.fv.model_copy(update={"nl_tasks": []})
-        cfg = cfg.model_copy(update={"probes": cfg.probes.model_copy(update={"fv": fv})})
-        note = f"nl tasks skipped (no tokenizer: {type(err).__name__}: {err}); "
-    shape = (dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=128, vocab_size=4096, max_position_embeddings=256)
-             if a.dry_run else
-             dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=16,
-                  intermediate_size=8192, vocab_size=50304, max_position_embeddings=2048))
-    dev = "cpu" if a.dry_run else "cuda"
-    torch.manual_seed(0)
-    t0 = time.perf_counter()
-    with torch.device(dev):
-        model = OlmoForCausalLM(OlmoConfig(**shape, pad_token_id=1, eos_token_id=0))
-    model.to(torch.bfloat16).save_pretrained(ckpt)
-    n = sum(p.numel() for p in model.parameters())
-    del model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    built = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    paths = run_probes(cfg, work / "probe-run", checkpoints=str(ckpt), probes=list(ALL_PROBES),
-                       variant="both", device=dev)
-    secs = time.perf_counter() - t0
-    rows = ", ".join(f"{p} {pq.read_metadata(f).num_rows}" for p, f in paths.items())
-    if tok is not None:
-        note += f"nl tasks {', '.join(cfg.probes.fv.nl_tasks)} (offline BPE, {len(tok)} ids); "
-    note += (f"{n / 1e6:,.1f} M params bf16 (built+saved in {built:.0f} s, not counted); "
-             f"rows: {rows}")
-    emit(row("probes", expected_rows("probes", a.dry_run)[0], seconds=secs, note=note))
-
-
-def loss_csv_tps(path: Path, warmup: int, per_step: int) -> float:
-    """Tokens/s over the rows after the warm-up of a log_every=1 loss.csv."""
-    import csv
-
-    with open(path) as fh:
-        timed = list(csv.DictReader(fh))[warmup:]
-    return len(timed) * per_step / sum(per_step / float(r["tokens_per_s"]) for r in timed)
-
-
-def section_ddp(a: argparse.Namespace, work: Path, emit: Any) -> None:
-    import torch
-    import yaml
-
-    import train_throughput as tt
-
-    cfg = experiment(a.dry_run)
-    tcfg = tt._train_cfg(cfg, bench_args(a, "bf16", False))
-    run = work / "ddp"
-    (run / "corpus").mkdir(parents=True, exist_ok=True)
-    (run / "corpus" / "ngram").symlink_to(work / "run" / "corpus" / "ngram")
-    (run / "config.yml").write_text(yaml.safe_dump(
-        cfg.model_copy(update={"training": tcfg}).model_dump(mode="json"), sort_keys=False))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           "--nproc-per-node", "2", "-m", "hierlab", "train", str(run / "config.yml"),
-           "--out", str(run), "--corpus", "ngram"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"torchrun exit {proc.returncode}: {' | '.join(tail)}")
-    per_step = tcfg.batch_size * cfg.model.context_length
-    tps = loss_csv_tps(run / "models" / "ngram" / "loss.csv", a.warmup, per_step)
-    peak = None if a.dry_run else peak_flops(torch.cuda.get_device_name())
-    n = n_params(cfg, work / "run" / "corpus" / "ngram")
-    mfu = tps * flops_per_token(n, cfg) / (2 * peak) if peak else None  # two GPUs' peak
-    emit(row("ddp", expected_rows("ddp", a.dry_run)[0], tps, mfu, time.perf_counter() - t0,
-             f"global batch {tcfg.batch_size} x {cfg.model.context_length}, "
-             f"{a.warmup}+{a.steps} steps" + ("; CPU gloo (--dry-run)" if a.dry_run else "")))
-
-
-SECTIONS = {"corpus": section_corpus, "probes": section_probes, "ddp": section_ddp,
-            "train": lambda a, w, e: section_train(a, w, e, False),
-            "train_compile": lambda a, w, e: section_train(a, w, e, True)}
+#: section -> (module beside this file, function); a child process runs one
+SECTIONS = {"corpus": ("gpu_check_train", "section_corpus"),
+            "train": ("gpu_check_train", "section_train"),
+            "train_compile": ("gpu_check_train", "section_train_compile"),
+            "probes": ("gpu_check_probes", "section_probes"),
+            "ddp": ("gpu_check_train", "section_ddp")}
 
 
 # ------------------------------------------------------------------ orchestration (parent)
@@ -368,11 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     a.warmup = a.warmup or (1 if a.dry_run else 5)
     if a.section:  # child: run one section, one JSON line per row as soon as it is measured
         sys.path.insert(0, str(Path(__file__).resolve().parent))
+        module, func = SECTIONS[a.section]
+        section = getattr(importlib.import_module(module), func)
         with open(a.work / f"{a.section}.jsonl", "a") as fh:
             def emit(r: dict) -> None:
                 fh.write(json.dumps(r) + "\n")
                 fh.flush()
-            SECTIONS[a.section](a, a.work, emit)
+            section(a, a.work, emit)
         return 0
     import torch
 

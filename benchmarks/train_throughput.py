@@ -146,7 +146,7 @@ def bench_hf(cfg: ExperimentConfig, corpus: Path, a: argparse.Namespace, out: Pa
     return a.steps * a.batch * cfg.model.context_length / (ends[-1] - ends[a.warmup - 1])
 
 
-def _train_cfg(cfg: ExperimentConfig, a: argparse.Namespace, **kw: Any) -> TrainingConfig:
+def bench_train_cfg(cfg: ExperimentConfig, a: argparse.Namespace, **kw: Any) -> TrainingConfig:
     total = a.warmup + a.steps
     base = cfg.training.model_dump()
     base.update(
@@ -163,25 +163,30 @@ def bench_hierlab(cfg: ExperimentConfig, corpus: Path, a: argparse.Namespace, ou
                   compile: bool = False, **kw: Any) -> tuple[float, float]:
     """train_model on one corpus; (tokens/s after the warm-up, seconds of the warm-up).
     ``kw`` overrides training fields (e.g. ``attention="sdpa"``)."""
-    tcfg = _train_cfg(cfg, a, compile=compile, **kw)
+    tcfg = bench_train_cfg(cfg, a, compile=compile, **kw)
     train_model(cfg.model, tcfg, corpus, out)
-    with open(out / "loss.csv") as fh:
+    return loss_csv_rate(out / "loss.csv", a.warmup, a.batch * cfg.model.context_length)
+
+
+def loss_csv_rate(path: Path, warmup: int, per_step: int) -> tuple[float, float]:
+    """(tokens/s over the rows after the first ``warmup``, seconds of those first rows) of a
+    ``log_every: 1`` loss.csv whose steps each train ``per_step`` tokens."""
+    with open(path) as fh:
         rows = list(csv.DictReader(fh))
-    per_step = a.batch * cfg.model.context_length
-    warm = sum(per_step / float(r["tokens_per_s"]) for r in rows[: a.warmup])
-    timed = rows[a.warmup :]
+    warm = sum(per_step / float(r["tokens_per_s"]) for r in rows[:warmup])
+    timed = rows[warmup:]
     return len(timed) * per_step / sum(per_step / float(r["tokens_per_s"]) for r in timed), warm
 
 
 def bench_stage(cfg: ExperimentConfig, run: Path, a: argparse.Namespace, out: Path,
                 parallel: int | str) -> float:
     """train_corpora over every corpus: total tokens per wall second of the whole call."""
-    tcfg = _train_cfg(cfg, a, parallel_corpora=parallel)
+    tcfg = bench_train_cfg(cfg, a, parallel_corpora=parallel)
     for name in cfg.corpora:
         (out / "corpus").mkdir(parents=True, exist_ok=True)
         (out / "corpus" / name).symlink_to(run / "corpus" / name)
     t0 = time.perf_counter()
-    dirs = train_corpora(cfg.model_copy(update={"training": tcfg}), out, device=a.device)
+    dirs = train_corpora(cfg.model, tcfg, cfg.corpora, out, device=a.device)
     wall = time.perf_counter() - t0
     tokens = sum(json.loads((d / "run.json").read_text())["total_tokens"] for d in dirs.values())
     return tokens / wall

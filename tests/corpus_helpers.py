@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from hierlab.config import ExperimentConfig, config_from_dict
+from hierlab.config import ExperimentConfig
+from tiny import tiny_experiment
 
 
 def tiny_pcfg(**over) -> dict:
@@ -37,4 +38,5 @@ def tiny_ngram(**over) -> dict:
 
 
 def experiment(**corpora) -> ExperimentConfig:
-    return config_from_dict({"name": "tiny", "corpora": corpora})
+    """The tests' tiny experiment config with these corpora (name -> corpus dict)."""
+    return tiny_experiment(corpora=corpora)

@@ -176,10 +176,9 @@ def test_generation_needs_no_experiment_config():
 
 
 def test_cli_corpus_and_stats(tmp_path):
-    import yaml
+    from tiny import write_tiny_config
 
-    cfg_path = tmp_path / "c.yml"
-    cfg_path.write_text(yaml.safe_dump({"name": "t", "corpora": {"pcfg": tiny_pcfg()}}))
+    cfg_path = write_tiny_config(tmp_path / "c.yml", name="t", corpora={"pcfg": tiny_pcfg()})
     runner = CliRunner()
     res = runner.invoke(app, ["corpus", str(cfg_path), "--out", str(tmp_path / "run")])
     assert res.exit_code == 0, res.output

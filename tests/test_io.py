@@ -10,35 +10,21 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from hierlab.config import config_from_dict
 from hierlab.corpus.shards import SplitReader, map_batch, sha256_file, write_split
 from hierlab.io import atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from tiny import tiny_experiment
 
+#: the tests' tiny config, smaller: one de-duplicated PCFG corpus in two train shards
 MICRO = {
     "name": "modes",
-    "corpora": {
-        "pcfg": {
-            "kind": "pcfg",
-            "lexicon": {"subjects": 8, "verbs": 8, "objects": 8, "connectors": 4},
-            "sentences_per_paragraph": 2,
-            "repetitions": 2,
-            "train_documents": 40,
-            "test_documents": 6,
-            "documents_per_shard": 20,
-            "dedup": True,
-        },
-    },
+    "corpora": {"pcfg": {
+        "kind": "pcfg", "lexicon": {"subjects": 8, "verbs": 8, "objects": 8, "connectors": 4},
+        "sentences_per_paragraph": 2, "repetitions": 2, "train_documents": 40,
+        "test_documents": 6, "documents_per_shard": 20, "dedup": True,
+    }},
     "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "context_length": 32},
-    "training": {
-        "batch_size": 4,
-        "micro_batch_size": 4,
-        "max_tokens": 512,
-        "checkpoints": {"schedule": "list", "steps": [0, 4]},
-        "log_every": 2,
-        "eval_tokens": 256,
-        "device": "cpu",
-    },
-    "probes": {"induction": {"n": 16}, "hydra": {"standard_length": None}},
+    "training": {"batch_size": 4, "micro_batch_size": 4, "max_tokens": 512, "eval_tokens": 256,
+                 "checkpoints": {"schedule": "list", "steps": [0, 4]}},
 }
 
 
@@ -84,7 +70,7 @@ def test_a_run_is_readable_by_others_under_umask_022(tmp_path, umask022):
     from hierlab.pipeline import run
 
     run_dir = tmp_path / "run"
-    run(config_from_dict(MICRO), run_dir, stages=("corpus", "train"))
+    run(tiny_experiment(**MICRO), run_dir, stages=("corpus", "train"))
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     dirs = [p for p in run_dir.rglob("*") if p.is_dir()]
     names = {p.name for p in files}

@@ -227,6 +227,20 @@ def test_corpus_tasks_need_bindings(caplog) -> None:
     assert [t.name for t in bound] == names
 
 
+
+def test_a_skipped_binding_task_is_noted_once_per_run(caplog) -> None:
+    """Every checkpoint of a run asks for the tasks; the skip is logged at INFO only for the
+    first one of each (run, corpus), and again for another run."""
+    manifest = {"roles": {"subject": [0, 12], "verb": [12, 22], "object": [22, 31],
+                          "connector": [31, 34]}, "eos_id": 34,
+                "config": _bound_cfg(0.0).model_dump()}
+    with caplog.at_level(logging.INFO, logger="hierlab.probes.fv_tasks"):
+        for _ in range(3):  # three checkpoints of one run
+            fv_tasks.corpus_tasks(["bound_verb"], manifest, run=("run-a", "pcfg"))
+        fv_tasks.corpus_tasks(["bound_verb"], manifest, run=("run-b", "pcfg"))
+    assert caplog.text.count("fv task bound_verb skipped") == 2
+
+
 def test_fv_standard_on_binding_tasks_zero_shot_at_chance() -> None:
     """A model that only knows role syntax, not the fresh map, is at chance zero-shot: the
     zero-shot prompt is the same whatever the map, so its prediction cannot follow it."""

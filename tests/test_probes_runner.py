@@ -168,15 +168,14 @@ def test_local_folder_names(tmp_path: Path) -> None:
 
 
 def test_cli_probe(tmp_path: Path) -> None:
-    import yaml
     from typer.testing import CliRunner
 
     from hierlab.cli import app
+    from tiny import write_tiny_config
 
     run = make_run(tmp_path, steps=(7,), corrupt=None)
-    cfg = {"name": "t", "probes": tiny_probes_config().model_dump(mode="json")}
-    path = tmp_path / "c.yml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = write_tiny_config(tmp_path / "c.yml", name="t",
+                             probes=tiny_probes_config().model_dump(mode="json"))
     res = CliRunner().invoke(app, ["probe", str(path), "--out", str(run), "--probes",
                                    "structure", "--variant", "standard", "--device", "cpu"])
     assert res.exit_code == 0, res.output

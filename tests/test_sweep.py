@@ -3,8 +3,6 @@ resume, refusal of a foreign run dir and the summary table and figure (slow)."""
 
 from __future__ import annotations
 
-import copy
-
 import pandas as pd
 import pytest
 import yaml
@@ -14,42 +12,11 @@ from hierlab.cli import app
 from hierlab.errors import ConfigError
 from hierlab.sweep import load_sweep, run_sweep
 from hierlab.sweep.spec import grid_run_name
-
-TINY = {
-    "name": "tiny",
-    "corpora": {
-        "pcfg": {
-            "kind": "pcfg",
-            "lexicon": {"subjects": 8, "verbs": 8, "objects": 8, "connectors": 4},
-            "zipf_exponent": 1.5, "sentences_per_paragraph": 2, "repetitions": 2,
-            "train_documents": 150, "test_documents": 10, "dedup": False,
-        },
-        "ngram": {
-            "kind": "ngram", "vocab_size": 40, "num_contexts": 40, "min_length": 5,
-            "max_length": 15, "train_sentences": 800, "test_sentences": 50,
-        },
-    },
-    "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "context_length": 64},
-    "training": {
-        "batch_size": 8, "micro_batch_size": 8, "lr": 0.003, "schedule": "cosine",
-        "warmup_steps": 2, "max_tokens": 8192, "checkpoints": {"schedule": "log", "count": 3},
-        "log_every": 2, "eval_tokens": 1024, "device": "cpu",
-    },
-    "probes": {
-        "device": "cpu",
-        "induction": {"samples": 2, "n": 16, "k_max": 2, "id_range": [0, 28],
-                      "position_windows": 2, "indist_samples": 2,
-                      "icl_early_band": [4, 8], "icl_late_band": [40, 48]},
-        "fv": {"mean_prompts": 4, "cie_prompts": 2, "eval_prompts": 4, "n_shots": 2,
-               "reference_pairs": 2, "nl_tasks": []},
-        "hydra": {"max_samples": 2, "standard_samples": 2, "standard_length": None},
-        "structure": {"samples": 4},
-    },
-}
+from tiny import tiny_config
 
 
 def _write(tmp_path, sweep: dict, base: dict | None = None):
-    (tmp_path / "base.yml").write_text(yaml.safe_dump(base or TINY))
+    (tmp_path / "base.yml").write_text(yaml.safe_dump(base or tiny_config()))
     path = tmp_path / "sweep.yml"
     path.write_text(yaml.safe_dump({"base": "base.yml", **sweep}, sort_keys=False))
     return path
@@ -92,8 +59,7 @@ def test_invalid_key_names_the_run_and_field(tmp_path):
 
 def test_foreign_run_dir_is_refused_by_name(tmp_path):
     path = _write(tmp_path, {"runs": [{"name": "a", "set": {}}]})
-    other = copy.deepcopy(TINY)
-    other["training"]["lr"] = 0.01
+    other = tiny_config(training={"lr": 0.01})
     d = tmp_path / "out" / "runs" / "a"
     d.mkdir(parents=True)
     (d / "config.yml").write_text(yaml.safe_dump({**other, "name": "a"}))

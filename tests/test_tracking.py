@@ -80,7 +80,7 @@ def test_training_loop_tracks_loss_lr_grad_norm_and_eval(tmp_path: Path, offline
     pytest.importorskip("tensorboard")
     pytest.importorskip("wandb")
     from hierlab.train.loop import train_model
-    from test_train_loop import TINY, make_corpus, read_csv, tcfg
+    from train_helpers import TINY, make_corpus, read_csv, tcfg
 
     corpus = make_corpus(tmp_path)
     out = train_model(TINY, tcfg(tracking=["tensorboard", "wandb"], wandb_project="t"), corpus,

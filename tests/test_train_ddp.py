@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
-from test_train_loop import TINY, _one_thread, make_corpus, tcfg  # noqa: F401
+from train_helpers import TINY, _one_thread, make_corpus, tcfg  # noqa: F401
 
 
 def _worker(rank: int, world: int, port: int, corpus: str, out: str) -> None:

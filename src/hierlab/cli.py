@@ -150,7 +150,8 @@ def train(
 
     cfg = load_config(config)
     run_dir = run_dir_of(cfg, out)
-    paths = train_corpora(cfg, run_dir, only=corpus, device=device)
+    paths = train_corpora(cfg.model, cfg.training, cfg.corpora, run_dir, only=corpus,
+                          device=device)
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
 
@@ -263,7 +264,7 @@ def probe(
     cfg = load_config(config)
     run_dir = run_dir_of(cfg, out)
     paths = run_probes(
-        cfg, run_dir, checkpoints=checkpoints, probes=probes,
+        cfg.probes, run_dir, checkpoints=checkpoints, probes=probes,
         variant=variant.value if variant is not None else None, device=device,
     )
     for name, path in paths.items():

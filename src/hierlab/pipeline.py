@@ -39,14 +39,14 @@ def _stage_corpus(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) ->
 def _stage_train(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> Any:
     from hierlab.train.loop import train_corpora
 
-    return train_corpora(cfg, run_dir, device=opts.get("device"))
+    return train_corpora(cfg.model, cfg.training, cfg.corpora, run_dir, device=opts.get("device"))
 
 
 def _stage_probe(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> Any:
     from hierlab.probes.runner import run_probes
     from hierlab.train.tracking import backends_of
 
-    paths = run_probes(cfg, run_dir, device=opts.get("device"))
+    paths = run_probes(cfg.probes, run_dir, device=opts.get("device"))
     if backends_of(cfg.training):
         track_probe_summary(cfg, run_dir, paths)
     return paths

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
@@ -265,6 +265,39 @@ def _stop_between_shards(desc: str, done: int, total: int) -> None:
                  "none is half-written)")
 
 
+def generate_shards(
+    cfg: PcfgConfig | NgramConfig,
+    split: str,
+    split_dir: Path,
+    indices: Iterable[int] | None = None,
+    *,
+    workers: int = 1,
+    engine: str = "local",
+    scheduler: str | None = None,
+    desc: str | None = None,
+) -> list[dict[str, Any]]:
+    """Build shards ``indices`` (default: every shard of :func:`plan_shards`) of ``split``
+    into ``split_dir``; return their records (file, tokens, sha256, ... plus ``sentences``
+    and ``rejected``) in the order of ``indices``.
+
+    ``engine`` is ``"local"`` (``workers`` spawned processes; 1 = this process) or
+    ``"dask"`` (a local cluster of ``workers``, or the one at ``scheduler``); the bytes do
+    not depend on either. De-duplicated PCFG train shards need the complete test split
+    beside ``split_dir``: its sentence table is built here once, before the workers start.
+    Neither resume markers are checked nor a manifest written: that is
+    :func:`generate_corpus`'s part.
+    """
+    order = list(range(len(plan_shards(cfg, split))) if indices is None else indices)
+    if (order and split == "train" and isinstance(cfg, PcfgConfig) and cfg.dedup
+            and cfg.test_documents):
+        save_test_set(cfg, Path(split_dir).parent / "test")
+    cfg_json = cfg.model_dump_json()
+    jobs = [(cfg_json, split, i, str(split_dir)) for i in order]
+    done = {int(rec["file"][6:11]): rec
+            for rec in _run_jobs(jobs, workers, engine, scheduler, desc or split)}
+    return [done[i] for i in order]
+
+
 def generate_corpus(
     name: str,
     cfg: PcfgConfig | NgramConfig,
@@ -299,7 +332,6 @@ def generate_corpus(
 
         with atomic_dir(tok_dir, overwrite=True, prefix=".tokenizer.") as tmp:
             save_tokenizer(cfg, tmp)
-    cfg_json = cfg.model_dump_json()
     for split in SPLITS:
         split_dir = corpus_dir / split
         if (split_dir / MANIFEST).exists():
@@ -320,13 +352,10 @@ def generate_corpus(
         if records:
             log.info("%s/%s: resuming, %d of %d shards done", name, split, len(records),
                      len(plan))
-        jobs = [(cfg_json, split, i, str(split_dir)) for i in range(len(plan))
-                if i not in records]
-        if (jobs and split == "train" and isinstance(cfg, PcfgConfig) and cfg.dedup
-                and cfg.test_documents):
-            save_test_set(cfg, corpus_dir / "test")  # once, before the workers start
-        for rec in _run_jobs(jobs, workers, engine, scheduler, f"{name}/{split}"):
-            records[int(rec["file"][6:11])] = rec
+        todo = [i for i in range(len(plan)) if i not in records]
+        recs = generate_shards(cfg, split, split_dir, todo, workers=workers, engine=engine,
+                               scheduler=scheduler, desc=f"{name}/{split}")
+        records.update(zip(todo, recs, strict=True))
         ordered = [records[i] for i in range(len(plan))]
         fields = _split_fields(name, cfg, split, floors)
         fields["sentences"] = int(sum(r.get("sentences", 0) for r in ordered))

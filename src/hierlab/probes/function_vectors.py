@@ -297,7 +297,7 @@ def measure_standard(ctx: ProbeContext) -> list[Row]:
     tokenizer); [] (logged) when no task applies."""
     c = ctx.cfg.fv
     if ctx.roles is not None:
-        tasks = corpus_tasks(c.tasks, ctx.manifest)
+        tasks = corpus_tasks(c.tasks, ctx.manifest, run=(ctx.ckpt.run_dir, ctx.ckpt.corpus))
     elif ctx.kind == "nl" and ctx.tokenizer is not None:
         tasks = [nl_task(t, ctx.tokenizer) for t in c.nl_tasks]
     else:

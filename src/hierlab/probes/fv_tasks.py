@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -289,9 +289,16 @@ def binding_task(name: str, sampler: Any) -> Task:
     return Task(name, one, [eos], chance, episode=episode)
 
 
-def corpus_tasks(names: Sequence[str], manifest: dict[str, Any]) -> list[Task]:
+#: (run, task) pairs whose skip was logged at INFO; later checkpoints log it at DEBUG
+_SKIPS_NOTED: set[tuple[Hashable, str]] = set()
+
+
+def corpus_tasks(names: Sequence[str], manifest: dict[str, Any],
+                 run: Hashable = None) -> list[Task]:
     """The pcfg tasks ``names`` for a corpus manifest; binding tasks only when the corpus
-    has bindings (β > 0), otherwise skipped with an info log."""
+    has bindings (β > 0), otherwise skipped with an info log: once per ``run`` (a key naming
+    the run and corpus, whose every checkpoint asks again; later ones log at debug level),
+    or at every call without one."""
     roles, eos = manifest["roles"], int(manifest["eos_id"])
     tasks: list[Task] = []
     sampler: Any = ...
@@ -305,8 +312,11 @@ def corpus_tasks(names: Sequence[str], manifest: dict[str, Any]) -> list[Task]:
         if sampler is ...:
             sampler = _sampler(manifest)
         if sampler is None:
-            log.info("fv task %s skipped: the corpus has no bindings (binding_probability "
-                     "0 or no corpus config in the manifest)", name)
+            level = logging.DEBUG if (run, name) in _SKIPS_NOTED else logging.INFO
+            if run is not None:
+                _SKIPS_NOTED.add((run, name))
+            log.log(level, "fv task %s skipped: the corpus has no bindings "
+                    "(binding_probability 0 or no corpus config in the manifest)", name)
             continue
         tasks.append(binding_task(name, sampler))
     return tasks

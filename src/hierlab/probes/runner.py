@@ -133,7 +133,7 @@ def _parse_list(value: Sequence[str] | str | None, default: Sequence[str], allow
 @writes("run_dir")  # one writer per run folder (hierlab.lock)
 @preempt.stoppable  # SIGTERM/SIGINT: stop between units (hierlab.preempt)
 def run_probes(
-    cfg: Any,
+    pc: ProbesConfig,
     run_dir: Path,
     checkpoints: str | Path | None = None,
     probes: Sequence[str] | str | None = None,
@@ -142,10 +142,10 @@ def run_probes(
 ) -> dict[str, Path]:
     """Probe every checkpoint of the source; return ``{probe: metrics/<probe>.parquet}``.
 
-    ``cfg`` is the experiment config (its ``probes`` section is used) or a
-    :class:`ProbesConfig`. ``variant`` is reference, standard or both.
+    ``pc`` is the experiment's ``probes`` section; ``checkpoints``, ``probes`` and
+    ``variant`` (reference, standard or both) override its ``checkpoints``, ``probes`` and
+    ``variants``.
     """
-    pc: ProbesConfig = cfg if isinstance(cfg, ProbesConfig) else cfg.probes
     run_dir = Path(run_dir)
     probe_list = _parse_list(probes, pc.probes, ALL_PROBES, "probe")
     variants = _parse_list(variant, pc.variants, VARIANTS, "variant")

@@ -1,8 +1,8 @@
 """Training stage: small Llama models trained on the corpora, with checkpoints over time.
 
-``train_corpora(cfg, run_dir)`` trains one model per corpus into ``run_dir/models/<name>/``
-(see notes/CONTRACTS.md for the files). Heavy imports (torch, transformers) happen on first
-use of the API, so importing the config does not pull them in.
+``train_corpora(model_cfg, train_cfg, corpora, run_dir)`` trains one model per corpus name
+into ``run_dir/models/<name>/`` (see notes/CONTRACTS.md for the files). Heavy imports (torch,
+transformers) happen on first use of the API, so importing the config does not pull them in.
 """
 
 from __future__ import annotations

@@ -23,10 +23,9 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -62,9 +61,6 @@ from hierlab.train.plan import prepare, run_info
 from hierlab.train.schedule import lr_at
 from hierlab.train.tracking import backends_of, check_backends
 
-if TYPE_CHECKING:
-    from hierlab.config import ExperimentConfig
-
 __all__ = ["concurrent_corpora", "train_corpora", "train_model"]
 
 log = logging.getLogger(__name__)
@@ -72,10 +68,16 @@ log = logging.getLogger(__name__)
 
 @writes("run_dir")  # one writer per run folder (hierlab.lock)
 def train_corpora(
-    cfg: ExperimentConfig, run_dir: Path, only: str | None = None, device: str | None = None
+    model_cfg: ModelConfig,
+    train_cfg: TrainingConfig,
+    corpora: Iterable[str],
+    run_dir: Path,
+    only: str | None = None,
+    device: str | None = None,
 ) -> dict[str, Path]:
-    """Train one model per corpus of ``cfg`` on ``run_dir/corpus/<name>``; returns the model
-    folders ``run_dir/models/<name>``. Finished models are skipped, killed ones resumed.
+    """Train one model per corpus name in ``corpora`` (the experiment's corpus names, or its
+    ``corpora`` section itself) on ``run_dir/corpus/<name>``; returns the model folders
+    ``run_dir/models/<name>``. Finished models are skipped, killed ones resumed.
 
     With ``training.parallel_corpora`` > 1 (or ``auto``) several corpora train at the same
     time, one process each, with torch's threads split between them. Measured on 2 cores
@@ -83,9 +85,9 @@ def train_corpora(
     other, since this model already uses both threads well; so the default is 1.
     """
     run_dir = Path(run_dir)
-    names = list(cfg.corpora)
+    names = list(corpora)
     if only is not None:
-        if only not in cfg.corpora:
+        if only not in names:
             raise ConfigError(
                 f"--corpus: {only!r} is not a corpus of the config (corpora: {', '.join(names)})"
             )
@@ -93,20 +95,20 @@ def train_corpora(
     if not names:
         raise ConfigError("corpora: the config lists no corpus to train on")
     jobs = [(n, run_dir / "corpus" / n, run_dir / "models" / n) for n in names]
-    at_once = concurrent_corpora(cfg.training, len(jobs), device)
+    at_once = concurrent_corpora(train_cfg, len(jobs), device)
     if at_once == 1:
-        with _threads(cfg.training.threads):
+        with _threads(train_cfg.threads):
             return {
-                n: train_model(cfg.model, cfg.training, c, o, corpus_name=n, device=device)
+                n: train_model(model_cfg, train_cfg, c, o, corpus_name=n, device=device)
                 for n, c, o in jobs
             }
-    threads = cfg.training.threads or max(1, torch.get_num_threads() // at_once)
+    threads = train_cfg.threads or max(1, torch.get_num_threads() // at_once)
     level = logging.getLogger("hierlab").getEffectiveLevel()
     out: dict[str, Path] = {}
     ctx = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
     with ProcessPoolExecutor(at_once, mp_context=ctx) as pool:
         futures = {
-            pool.submit(_train_worker, cfg.model, cfg.training, c, o, n, device, threads, i,
+            pool.submit(_train_worker, model_cfg, train_cfg, c, o, n, device, threads, i,
                         level): n
             for i, (n, c, o) in enumerate(jobs)
         }
