@@ -217,3 +217,19 @@ def test_a_trained_positional_head_is_labelled_positional(tmp_path) -> None:
     pm = final["prefix_matching"]
     assert pm["64"] > 0.9 and pm["32"] < 0.1 and pm["61"] < 0.1, pm
     assert abs(final["content_share"]) < 0.1 and final["successor"] >= 0.3
+
+
+def test_copy_and_content_thresholds_differ() -> None:
+    """S between the copy (0.2) and content (0.3) thresholds: a positional head is still a
+    copy head; a content-matching, causal head is not yet content induction."""
+    base = dict(content_share=np.array([[0.0], [0.0]]), causal_share=np.full((2, 1), 0.9),
+                fixed_offset=np.array([[0.0], [0.2]]), previous_token=np.zeros((2, 1)),
+                positional=np.zeros((2, 1), bool))
+    s = HeadScores(successor=np.array([[0.0], [0.25]]), **base)
+    assert layer_labels(s, MechanismConfig())[1][0] == "positional copy"
+    s.content_share = np.array([[0.0], [0.9]])
+    assert layer_labels(s, MechanismConfig())[1][0] == "none"
+    s.successor = np.array([[0.0], [0.35]])
+    assert layer_labels(s, MechanismConfig())[1][0] == "content induction"
+    s.successor, s.content_share = np.array([[0.0], [0.15]]), np.array([[0.0], [0.0]])
+    assert layer_labels(s, MechanismConfig())[1][0] == "none"

@@ -183,7 +183,11 @@ class MechanismConfig(BaseModel):
     )
     batch_size: int = Field(16, ge=1)
     successor_threshold: float = Field(
-        0.3, ge=0.0, le=1.0, description="successor attention of a copying head"
+        0.3, ge=0.0, le=1.0, description="successor attention of a content induction head"
+    )
+    copy_threshold: float = Field(
+        0.2, ge=0.0, le=1.0, description="successor attention of a positional or role-keyed "
+        "copy head (20x the ~1/t of uniform attention)"
     )
     content_threshold: float = Field(
         0.5, description="content share of a content head (less: position or role keyed)"

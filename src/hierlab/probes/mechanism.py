@@ -10,9 +10,9 @@ the model's full context; plus permuted-sentence repeats (prefix matching and lo
 of layer ``l`` with the highest ``S``:
 
 1. ``content induction`` if ``l >= 1``, ``S >= 0.3``, ``M >= 0.5`` and ``K >= 0.3``;
-2. else, if ``S >= 0.3`` and ``M < 0.5`` (or M undefined): ``positional copy`` if ``P`` is
-   set or ``F >= 0.5 * S`` (its attention sits at one fixed offset), else
-   ``role-keyed copy``;
+2. else, if ``S >= 0.2`` (a copy head: 20x the ~1/t of uniform attention) and ``M < 0.5``
+   (or M undefined): ``positional copy`` if ``P`` is set or ``F >= 0.5 * S`` (its
+   attention sits at one fixed offset), else ``role-keyed copy``;
 3. else ``previous-token`` if the layer's largest ``T1 >= 0.5`` (that head is reported);
 4. else ``none`` -- also for a content-matching head that fails the causal or layer
    condition: an attention pattern that carries no share of the gain is not the mechanism.
@@ -75,13 +75,13 @@ class HeadScores:
 def head_label(s: HeadScores, layer: int, head: int, c: MechanismConfig) -> str | None:
     """Rules 1-2 of the module docstring for one head; None if neither applies."""
     succ = float(s.successor[layer, head])
-    if not succ >= c.successor_threshold:
+    if not succ >= min(c.successor_threshold, c.copy_threshold):
         return None
     content = float(s.content_share[layer, head])
-    if (layer >= 1 and content >= c.content_threshold
+    if (layer >= 1 and succ >= c.successor_threshold and content >= c.content_threshold
             and float(s.causal_share[layer, head]) >= c.causal_threshold):
         return "content induction"
-    if content >= c.content_threshold:
+    if content >= c.content_threshold or not succ >= c.copy_threshold:
         return None  # content-matching, but layer 0 or not causal
     if bool(s.positional[layer, head]) or float(s.fixed_offset[layer, head]) >= (
             c.offset_ratio * succ):
