@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from hierlab import __version__, preempt
 from hierlab.contracts import section_hash
 from hierlab.corpus.config import CorpusConfig, NgramConfig, PcfgConfig
+from hierlab.corpus.dask_engine import dask_map
 from hierlab.corpus.dedup import SentenceSet
 from hierlab.corpus.entropy import loss_floors
 from hierlab.corpus.ngram import NgramSampler
@@ -193,32 +194,7 @@ def _run_jobs(jobs: list[tuple], workers: int, engine: str, scheduler: str | Non
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(jobs), desc=desc, unit="shard", disable=not jobs)
     if engine == "dask":
-        try:
-            from dask.distributed import Client, LocalCluster
-            from dask.distributed import as_completed as dask_completed
-        except ImportError:
-            raise ConfigError(
-                "--engine dask needs the 'scale' extra: pip install 'hierlab[scale]'"
-            ) from None
-        cluster = None
-        if scheduler:
-            client = Client(scheduler)
-        else:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
-            client = Client(cluster)
-        try:
-            futures = [client.submit(build_shard, *job, pure=False) for job in jobs]
-            for fut in dask_completed(futures):
-                results.append(_dask_result(fut, jobs[futures.index(fut)]))
-                bar.update(1)
-                if preempt.requested():
-                    client.cancel(futures)
-                    break
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        results = dask_map(build_shard, jobs, workers, scheduler, bar)
     elif engine != "local":
         raise ConfigError(f"--engine: unknown engine {engine!r} (allowed: local, dask)")
     elif workers <= 1 or len(jobs) <= 1:
@@ -242,22 +218,6 @@ def _run_jobs(jobs: list[tuple], workers: int, engine: str, scheduler: str | Non
     bar.close()
     _stop_between_shards(desc, len(results), len(jobs))
     return results
-
-
-def _dask_result(fut: Any, job: tuple) -> dict[str, Any]:
-    """A Dask shard's record. Dask re-runs the task of a lost worker elsewhere (shards are
-    pure and written atomically, so the bytes are the same); a shard whose workers kept
-    dying (``KilledWorker``) is one line, and a re-run redoes only the unfinished shards."""
-    try:
-        return fut.result()
-    except Exception as err:
-        if type(err).__name__ != "KilledWorker":
-            raise
-        raise DataError(
-            f"{job[3]}: shard {job[2]} lost its Dask worker on every try "
-            f"({str(err).splitlines()[0][:160]}); finished "
-            "shards are kept, none is half-written: re-run to complete the corpus"
-        ) from None
 
 
 def _stop_between_shards(desc: str, done: int, total: int) -> None:
