@@ -1,0 +1,28 @@
+"""What the two design test files share: a small lexicon, a design config, sentences.
+
+Used by ``test_corpus_designs.py`` (config, bytes, rates, annotations) and
+``test_corpus_design_floors.py`` (the exact conditionals and the analytic floors).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hierlab.corpus.config import PcfgConfig
+
+LEX = {"subjects": 16, "verbs": 12, "objects": 20, "connectors": 8}
+
+
+def design_cfg(**kw) -> PcfgConfig:
+    """A small 2 x 2 x 4 document (40 train, 10 test latents, 2 realisations each)."""
+    base = dict(lexicon=LEX, zipf_exponent=1.3, sections=2, paragraphs_per_section=2,
+                sentences_per_paragraph=4, train_documents=40, test_documents=10,
+                repetitions=2)
+    base.update(kw)
+    return PcfgConfig(**base)
+
+
+def split_sentences(tokens: np.ndarray, eos: int) -> list[np.ndarray]:
+    """The sentences of ``tokens``, each ending in ``eos`` (a trailing partial one dropped)."""
+    ends = np.flatnonzero(tokens == eos)
+    return np.split(tokens, ends + 1)[: len(ends)]
