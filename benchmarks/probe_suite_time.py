@@ -5,6 +5,7 @@ once per checkpoint, as the runner does), interleaved, and prints the suite's se
 checkpoint without ``--probe`` and with it, and their ratio. Nothing is written to the run.
 
     python benchmarks/probe_suite_time.py runs/quickstart [--probe mechanism] [--every 3]
+        [--config quickstart]
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="a finished run directory")
     ap.add_argument("--probe", default="mechanism", help="the probe whose cost is measured")
     ap.add_argument("--every", type=int, default=3, help="time every n-th checkpoint")
+    ap.add_argument("--config", default=None,
+                    help="take the probes section from this config (default: the run's)")
     a = ap.parse_args()
-    cfg = hconfig.load_config(a.run / "config.yml")
+    cfg = hconfig.load_config(a.config or a.run / "config.yml")
     pc = cfg.probes
     ckpts = discover_checkpoints(None, a.run, pc.hub)[:: a.every]
     base = {p: 0.0 for p in pc.probes}

@@ -4,7 +4,10 @@ Per model (N-gram | PCFG), against step: the successor attention of the labelled
 (the checkpoint's ``label_model`` head), its content share (match-breaking) and causal
 share (mean ablation), with the checkpoint's mechanism label written at each checkpoint
 (``probes/mechanism.py``). A dotted vertical line marks the emergence point that the law
-of Aoyama et al. (2025) predicts for the run's own B·C (``hierlab.law``).
+of Aoyama et al. (2025) predicts for the run's own B·C (``hierlab.law``), or a note gives
+it when it lies beyond the run. The step axis is symmetric-log (checkpoints are log
+spaced); content and causal shares are drawn where the head's successor attention is at
+least 0.05 (below it they are ratios of noise).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ SERIES = {"successor_best": "successor attention", "content_share_best": "conten
           "causal_share_best": "causal share"}
 SHORT = {"none": "–", "previous-token": "prev", "positional copy": "pos",
          "role-keyed copy": "role", "content induction": "IND"}
+MIN_SUCCESSOR = 0.05
 COLUMNS = ["panel", "model", "series", "step", "tokens_seen", "layer", "head", "value",
            "label"]
 
@@ -78,26 +82,34 @@ def draw(data: RunData, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
                 style.no_data(ax, "no mechanism rows")
                 continue
             colour = style.PALETTE[kind]
+            succ = t[t["series"] == "successor_best"].set_index("step")["value"]
             for (metric, name), shade, ls in zip(SERIES.items(), (0.8, 0.55, 0.35),
                                                  ("-", "--", ":"), strict=True):
-                s = t[t["series"] == metric]
-                ax.plot(s["step"], s["value"], color=style.darken(colour, shade), ls=ls,
+                s = t[t["series"] == metric].set_index("step")["value"]
+                if metric != "successor_best":
+                    s = s.where(succ.reindex(s.index) >= MIN_SUCCESSOR)
+                ax.plot(s.index, s.to_numpy(), color=style.darken(colour, shade), ls=ls,
                         lw=1.6 if ls == "-" else 1.1, marker="o", ms=2, label=name)
             labels = t[t["series"] == "label_model"]
             for step, lab in zip(labels["step"], labels["label"], strict=True):
-                ax.text(step, 1.02, SHORT.get(str(lab), "?"), rotation=90, fontsize=5,
+                ax.text(max(step, 0.3), 1.02, SHORT.get(str(lab), "?"), rotation=90, fontsize=5,
                         ha="center", va="bottom", color="0.25",
                         fontweight="bold" if lab == "content induction" else "normal")
             pred = predicted_step(t)
-            if pred is not None:
+            last = float(t["step"].max())
+            if pred is not None and pred <= 1.5 * last:
                 ax.axvline(pred, color="0.4", ls=(0, (1, 2)), lw=0.9)
-                if pred <= float(t["step"].max()) * 1.05:
-                    ax.text(pred, 0.5, " law", fontsize=6, color="0.35", rotation=90)
+                ax.text(pred, 0.5, " law", fontsize=6, color="0.35", rotation=90)
+            elif pred is not None:
+                ax.text(0.98, 0.6, f"law's point: step {pred:,.0f}\n({pred / last:.1f}× this run)",
+                        transform=ax.transAxes, ha="right", fontsize=6, color="0.35")
             if not legend_done:
                 ax.legend(loc="center left", fontsize=6)
                 legend_done = True
             ax.set_ylim(-0.05, 1.12)
             style.step_axis(ax)
+            ax.set_xscale("symlog", linthresh=1.0)
+            ax.set_xlim(0, max(1.5, last * 1.15))
             if len(t["step"].unique()) == 1:
                 ax.set_xlim(np.array([-1, 1]) + float(t["step"].iloc[0]))
         axes[0].set_ylabel("score of the labelled head")

@@ -177,6 +177,10 @@ class MechanismConfig(BaseModel):
     permuted_samples: int = Field(
         16, ge=1, description="prompts of K test sentences followed by the same K permuted"
     )
+    causal_windows: int | None = Field(
+        None, ge=1, description="the first n windows carry the causal share's ablations "
+        "(null = all; each ablated head is one more forward over them)"
+    )
     causal_heads_per_layer: int | None = Field(
         None, ge=1, description="heads ablated per layer for the causal share, the highest "
         "successor attention first; null = every head (large models: set a few)"

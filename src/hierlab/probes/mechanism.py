@@ -181,18 +181,18 @@ def clean_pass(hm: HookedModel, windows: torch.Tensor, ev: ms.Events, max_offset
                      torch.cat(nll))
 
 
-def _causal_shares(hm: HookedModel, windows: torch.Tensor, ev: ms.Events, cp: CleanPass,
-                   heads: np.ndarray, batch_size: int
+def _causal_shares(hm: HookedModel, windows: torch.Tensor, ev: ms.Events, nll: torch.Tensor,
+                   head_means: list[torch.Tensor], heads: np.ndarray, batch_size: int
                    ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """In-context gains (overall and per role) and the share of each that mean-ablating a
     head removes (``[L, H]``, nan for heads not ablated or a gain <= 0)."""
     roles = [None, *sorted(set(ev.role.tolist()))]
     keys = ["all" if r is None else ROLE_NAMES[int(r)] for r in roles]
     loss = nll_fn(hm, batch_size)
-    gains = {k: ms.in_context_gain(cp.nll, ev, r) for k, r in zip(keys, roles, strict=True)}
+    gains = {k: ms.in_context_gain(nll, ev, r) for k, r in zip(keys, roles, strict=True)}
     shares = {k: np.full(heads.shape, np.nan) for k in keys}
     for layer, head in zip(*np.nonzero(heads), strict=True):
-        ref = cp.head_means[layer][head].to(hm.device, hm.dtype)
+        ref = head_means[layer][head].to(hm.device, hm.dtype)
         with hm.ablate(int(layer), int(head), method="mean", reference=ref):
             abl = loss(windows)
         for k, r in zip(keys, roles, strict=True):
@@ -280,8 +280,11 @@ def mechanism_rows(hm: HookedModel, windows: torch.Tensor, role_of: np.ndarray,
     a_broken = ms.gather_attention(pat, broken, chosen.b, chosen.t, chosen.p + 1, bs).mean(0)
     content = torch.where(a_clean > 1e-9, 1.0 - a_broken / a_clean.clamp_min(1e-9),
                           torch.nan).numpy()
-    gains, shares = _causal_shares(hm, windows, ev, cp,
-                                   _ablated_heads(succ, c.causal_heads_per_layer), bs)
+    nw = windows.shape[0] if c.causal_windows is None else min(c.causal_windows,
+                                                                windows.shape[0])
+    gains, shares = _causal_shares(hm, windows[:nw], ev.windows_below(nw), cp.nll[:nw],
+                                   cp.head_means, _ablated_heads(succ, c.causal_heads_per_layer),
+                                   bs)
     prof = cp.profile  # [L, H, D]
     fixed, offset = prof[..., 2:].max(-1)
     content_ids = np.nonzero(role_of != ms.NOT_CONTENT)[0]

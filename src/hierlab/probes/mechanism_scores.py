@@ -106,6 +106,12 @@ class Events:
     def distance(self) -> np.ndarray:
         return self.t - self.p
 
+    def windows_below(self, n: int) -> Events:
+        """The repeats and first occurrences of windows ``0..n-1``."""
+        r, f = self.b < n, self.fb < n
+        return Events(self.b[r], self.t[r], self.p[r], self.role[r], self.fb[f], self.ft[f],
+                      self.frole[f])
+
     def subset(self, idx: np.ndarray) -> Events:
         """The repeats at ``idx`` (first occurrences kept)."""
         return Events(self.b[idx], self.t[idx], self.p[idx], self.role[idx], self.fb,
