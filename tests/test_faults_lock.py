@@ -69,8 +69,8 @@ def test_every_writing_stage_and_a_sweep_refuse_a_held_folder(held, tmp_path: Pa
     folder, pid = held
     cfg = config_from_dict({"name": "x"})
     for call in (lambda: generate_corpora(cfg.corpora, folder),
-                 lambda: train_corpora(cfg, folder),
-                 lambda: run_probes(cfg, folder),
+                 lambda: train_corpora(cfg.model, cfg.training, cfg.corpora, folder),
+                 lambda: run_probes(cfg.probes, folder),
                  lambda: run(cfg, folder),
                  lambda: execute([], folder)):
         with pytest.raises(LockedError, match=f"pid {pid}"):
