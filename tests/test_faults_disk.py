@@ -22,7 +22,7 @@ from hierlab.corpus.shards import SplitReader
 from hierlab.errors import DiskFullError
 from hierlab.faults import ENV
 from hierlab.io import atomic_write_bytes
-from test_train_loop import TINY, make_corpus, read_csv, snapshot, tcfg
+from train_helpers import TINY, make_corpus, read_csv, snapshot, tcfg
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -15,7 +15,7 @@ import torch
 
 from hierlab.errors import Preempted
 from hierlab.train.loop import train_model
-from test_train_loop import TINY, make_corpus, read_csv, snapshot, tcfg
+from train_helpers import TINY, make_corpus, read_csv, snapshot, tcfg
 
 LOGGED = (("loss.csv", ("step", "tokens_seen", "train_loss", "lr", "grad_norm")),
           ("eval.csv", ("step", "tokens_seen", "test_loss")))
@@ -191,11 +191,16 @@ def test_cli_train_sigterm_one_line_exit_143_then_resumes(tmp_path, monkeypatch)
     from typer.testing import CliRunner
 
     from hierlab.cli import app
-    from test_train_loop import _experiment_yaml
+    from tiny import write_tiny_config
 
     run_dir = tmp_path / "run"
     make_corpus(run_dir)
-    args = ["train", str(_experiment_yaml(tmp_path)), "--out", str(run_dir)]
+    cfg_path = write_tiny_config(
+        tmp_path / "tiny.yml", corpora={"toy": {"kind": "pcfg"}},
+        model=TINY.model_dump(mode="json", exclude_none=True),
+        training=tcfg(max_tokens=8 * 32 * 4, checkpoints={"schedule": "linear", "count": 2}
+                      ).model_dump(mode="json", exclude_none=True))
+    args = ["train", str(cfg_path), "--out", str(run_dir)]
     monkeypatch.setenv("HIERLAB_FAULTS", "sigterm@train:1")
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 143, res.output
