@@ -212,7 +212,8 @@ def test_step_labels() -> None:
 def test_report_embeds_figures_and_claims(drawn: dict) -> None:
     path = write_report(drawn["run"], extra_runs=[drawn["ext"]], timings={"figures": 1.25})
     text = path.read_text()
-    assert text.count("data:image/png;base64,") == 10  # 4 x 2 variants, fig2, fig_in_context
+    # 4 x 2 variants, fig2, fig_in_context, fig3_mechanism
+    assert text.count("data:image/png;base64,") == 11
     for claim in ("C1", "C5", "C7", "C10"):
         assert f"<td>{claim}</td>" in text
     assert "reference" in text and "standard" in text
