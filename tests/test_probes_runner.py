@@ -50,14 +50,16 @@ def test_run_all_probes_resume_and_corrupt(tmp_path: Path, monkeypatch, caplog) 
     with caplog.at_level(logging.WARNING):
         paths = run_probes(cfg, run)
     assert "pcfg@step-00000030" in caplog.text  # corrupt checkpoint logged by name, skipped
-    assert len(calls) == 2 * 8 - 4  # finished units were not recomputed
-    assert set(paths) == {"induction", "fv", "hydra", "structure"}
+    assert len(calls) == 2 * 10 - 4  # finished units (5 probes x 2 variants) not recomputed
+    assert set(paths) == {"induction", "fv", "hydra", "structure", "mechanism"}
     for probe, path in paths.items():
         table = pq.read_table(path)
         assert table.column_names == COLUMNS
         df = table.to_pandas()
         assert set(df["step"]) == {10, 20} and set(df["probe"]) == {probe}
-        assert set(df["variant"]) == {"reference", "standard"}
+        # the mechanism probe has no reference variant (the study has no such instrument)
+        want = {"standard"} if probe == "mechanism" else {"reference", "standard"}
+        assert set(df["variant"]) == want
         assert (df["source"] == "run").all() and (df["model"] == "pcfg").all()
         assert set(df["tokens_seen"]) == {10_000, 20_000}
     ind = pd.read_parquet(paths["induction"])
