@@ -51,7 +51,7 @@ def table(df: pd.DataFrame) -> str:
     lines = [head, sep]
     for _, r in df.iterrows():
         cells = [cell(r.get(c), f) for c, _, f in COLUMNS]
-        status = "" if r.get("status") == "finished" else f" ({r.get('status')})"
+        status = "" if r.get("status") in ("finished", "done") else f" ({r.get('status')})"
         lines.append(f"| {r['run']}{status} | {r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
