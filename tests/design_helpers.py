@@ -6,6 +6,8 @@ Used by ``test_corpus_designs.py`` (config, bytes, rates, annotations) and
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from hierlab.corpus.config import PcfgConfig
@@ -26,3 +28,19 @@ def split_sentences(tokens: np.ndarray, eos: int) -> list[np.ndarray]:
     """The sentences of ``tokens``, each ending in ``eos`` (a trailing partial one dropped)."""
     ends = np.flatnonzero(tokens == eos)
     return np.split(tokens, ends + 1)[: len(ends)]
+
+
+def mixture_nll(sent: np.ndarray, pf: list[float], hyps: list) -> float:
+    """-log P(sent) under prior hypotheses [(weight, None = fresh | source sentence)]."""
+    nll = 0.0
+    for pos, tok in enumerate(sent):
+        num = den = 0.0
+        new = []
+        for w, src in hyps:
+            like = pf[pos] if src is None else float(pos < len(src) and src[pos] == tok)
+            num += w * like
+            den += w
+            new.append((w * like, src))
+        nll -= math.log(num / den)
+        hyps = [(w, s) for w, s in new if w > 0]
+    return nll

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from design_helpers import design_cfg, split_sentences
+from design_helpers import design_cfg, mixture_nll, split_sentences
 from hierlab.corpus.config import PcfgConfig
 from hierlab.corpus.entropy import pcfg_floors
 from hierlab.corpus.pcfg import PcfgSampler
@@ -75,22 +75,6 @@ class _Grammar:
                 law("object", o, int(b["subject_object"][s])), 1.0]
 
 
-def _mixture(sent: np.ndarray, pf: list[float], hyps: list) -> float:
-    """-log P(sent) under prior hypotheses [(weight, None = fresh | source sentence)]."""
-    nll = 0.0
-    for pos, tok in enumerate(sent):
-        num = den = 0.0
-        new = []
-        for w, src in hyps:
-            like = pf[pos] if src is None else float(pos < len(src) and src[pos] == tok)
-            num += w * like
-            den += w
-            new.append((w * like, src))
-        nll -= math.log(num / den)
-        hyps = [(w, s) for w, s in new if w > 0]
-    return nll
-
-
 def _hyps(cfg: PcfgConfig, sents: list, j: int, flags: list[bool]) -> list:
     """Prior hypotheses of sentence j: fresh / copy of each eligible source."""
     spp = cfg.sentences_per_paragraph
@@ -128,7 +112,7 @@ def _brute_doc(cfg: PcfgConfig, sampler: PcfgSampler, doc: np.ndarray, base: int
         pg = j // spp
         pf = g.probs(sent, pg // paras, pg % paras)
         hy = _hyps(cfg, sents, j, flags)
-        nll += _mixture(sent, pf, hy)
+        nll += mixture_nll(sent, pf, hy)
         flags.append(any(src is not None and _same(src, sent) for _, src in hy))
         nxt: dict[tuple, float] = {}
         for hist, w in states.items():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from design_helpers import mixture_nll
 from hierlab.corpus.config import PcfgConfig
 from hierlab.corpus.entropy import pcfg_floors
 from hierlab.corpus.pcfg import PcfgSampler
@@ -101,16 +102,7 @@ def _brute_nll(cfg: PcfgConfig, sampler: PcfgSampler, doc: np.ndarray, base: int
         prev = sents[first:j]
         pf = fresh(sent, b)
         hyps = [(1 - rho if prev else 1.0, None)] + [(rho / len(prev), x) for x in prev]
-        for pos, tok in enumerate(sent):
-            num = den = 0.0
-            new = []
-            for w, src in hyps:
-                like = pf[pos] if src is None else float(pos < len(src) and src[pos] == tok)
-                num += w * like
-                den += w
-                new.append((w * like, src))
-            nll -= math.log(num / den)
-            hyps = [(w, s) for w, s in new if w > 0]
+        nll += mixture_nll(sent, pf, hyps)
     return nll
 
 

@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import torch
 
 from corpus_helpers import experiment, tiny_ngram
 from hierlab.corpus.generate import generate_corpora
@@ -22,17 +21,16 @@ from hierlab.corpus.shards import SplitReader
 from hierlab.errors import DiskFullError
 from hierlab.faults import ENV
 from hierlab.io import atomic_write_bytes
-from train_helpers import TINY, make_corpus, read_csv, snapshot, tcfg
+from train_helpers import (  # noqa: F401 - _one_thread is an autouse fixture
+    TINY,
+    _one_thread,
+    make_corpus,
+    read_csv,
+    snapshot,
+    tcfg,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _temps(root: Path) -> list[Path]:

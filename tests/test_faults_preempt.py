@@ -15,18 +15,17 @@ import torch
 
 from hierlab.errors import Preempted
 from hierlab.train.loop import train_model
-from train_helpers import TINY, make_corpus, read_csv, snapshot, tcfg
+from train_helpers import (  # noqa: F401 - _one_thread is an autouse fixture
+    TINY,
+    _one_thread,
+    make_corpus,
+    read_csv,
+    snapshot,
+    tcfg,
+)
 
 LOGGED = (("loss.csv", ("step", "tokens_seen", "train_loss", "lr", "grad_norm")),
           ("eval.csv", ("step", "tokens_seen", "test_loss")))
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():  # noqa: ANN202
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def signal_at(n: int, sig: int = signal.SIGTERM):  # noqa: ANN201
