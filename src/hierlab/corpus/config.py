@@ -29,6 +29,8 @@ _LATER_PCFG_FIELDS: dict[str, Any] = {
     "repeat_source": "any", "repeat_min_distance": 1, "permuted_recall": False,
     "active_subjects": None,
 }
+#: the same for the n-gram process
+_LATER_NGRAM_FIELDS: dict[str, Any] = {"copy_probability": 0.0}
 
 
 class Lexicon(BaseModel):
@@ -258,6 +260,12 @@ class NgramConfig(BaseModel):
     )
     annotations: bool = Field(False, description="store per-token sentence index and role")
     sentences_per_shard: int = Field(200_000, ge=1)
+    copy_probability: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="P(a sentence is followed at once by its verbatim copy; copies are never "
+        "copied) (our extension: flat copies without any hierarchy or roles, to ask whether "
+        "an induction head needs the grammar). 0 = the reference process",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> NgramConfig:
@@ -277,6 +285,14 @@ class NgramConfig(BaseModel):
                 f"got {self.order_weights} for orders {self.orders}"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for name, default in _LATER_NGRAM_FIELDS.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return data
 
     @property
     def n_contexts(self) -> int:

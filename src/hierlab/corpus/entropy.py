@@ -21,7 +21,9 @@ P(token | history) = sum_n w_n P(token | context(n, history)) depends on the who
 history and has no closed form; we average the exact conditional negative log-likelihood
 (plus the length law's hazard at each position) over sampled sentences. The analytic
 ``context_entropy`` (mean entropy of a context table, what a model would pay if it knew
-the order and context id) is a lower bound reported beside it.
+the order and context id) is a lower bound reported beside it. With flat copies
+(``copy_probability``) the stream's exact likelihood sums out which sentences are copies
+(a two-state forward pass, :func:`copy_known_nll`).
 """
 
 from __future__ import annotations
@@ -118,13 +120,13 @@ def pcfg_floors(cfg: PcfgConfig, mc_documents: int = 400) -> dict[str, float]:
 @njit(cache=True)
 def _ngram_nll(tokens, starts, n_sent, eos, n_ctx, key, ctx_probs, orders, ord_w, len_p,
                min_len):
-    """Sum of exact -log P over the first n_sent sentences, and their token count."""
+    """Exact -log P of each of the first n_sent sentences (from ``starts``), and its tokens."""
     surv = np.empty(len_p.shape[0] + 1)
     surv[len_p.shape[0]] = 0.0
     for i in range(len_p.shape[0] - 1, -1, -1):
         surv[i] = surv[i + 1] + len_p[i]
-    nll = 0.0
-    count = 0
+    nll = np.zeros(n_sent)
+    count = np.zeros(n_sent, dtype=np.int64)
     for k in range(n_sent):
         s = starts[k]
         pos = 0
@@ -134,33 +136,68 @@ def _ngram_nll(tokens, starts, n_sent, eos, n_ctx, key, ctx_probs, orders, ord_w
             for j in range(orders.shape[0]):
                 c = context_id(tokens[s:], pos, orders[j], key, n_ctx)
                 p += ord_w[j] * ctx_probs[c, t]
-            nll -= np.log(p)
+            nll[k] -= np.log(p)
             # the sentence did not end here: P(L > pos | L >= pos)
             li = pos - min_len
             if li >= 0:
-                nll -= np.log(surv[li + 1] / surv[li])
+                nll[k] -= np.log(surv[li + 1] / surv[li])
             pos += 1
-            count += 1
         li = pos - min_len
-        nll -= np.log(len_p[li] / surv[li])
-        count += 1
+        nll[k] -= np.log(len_p[li] / surv[li])
+        count[k] = pos + 1
     return nll, count
 
 
+def copy_known_nll(sentence_nll: np.ndarray, same_as_previous: np.ndarray, rho: float) -> float:
+    """Exact -log P of a stream of sentences under the copy process (forward algorithm).
+
+    Each sentence is fresh (n-gram law, ``exp(-sentence_nll)``) or, only right after a fresh
+    one and with probability rho, a verbatim copy of it; after a copy comes a fresh
+    sentence. Which sentences are copies is latent, so the two states are summed out; the
+    stream starts with a fresh sentence. This is the floor of a model that knows the
+    process, copies included.
+    """
+    log_rho = np.log(rho) if rho > 0 else -np.inf
+    log_stay = np.log1p(-rho) if rho < 1 else -np.inf
+    fresh, copy = -float(sentence_nll[0]), -np.inf
+    for a, same in zip(sentence_nll[1:], same_as_previous[1:], strict=True):
+        fresh, copy = (np.logaddexp(fresh + log_stay, copy) - float(a),
+                       fresh + log_rho if same else -np.inf)
+    return -float(np.logaddexp(fresh, copy))
+
+
 def ngram_floors(cfg: NgramConfig, n_sentences: int = 2000) -> dict[str, float]:
-    """Entropy rate of the n-gram process (MC over histories, exact conditionals)."""
+    """Entropy rate of the n-gram process (MC over histories, exact conditionals).
+
+    With ``copy_probability`` > 0 also ``no_context`` (every sentence scored by the n-gram
+    law alone: the copies ignored; equal to ``entropy_rate``, since a copy is marginally an
+    n-gram sentence) and ``latent_known`` (the copies known: :func:`copy_known_nll`).
+    """
     sampler = NgramSampler(cfg)
     ctx_probs = np.stack([sampler.context_distribution(c) for c in range(cfg.n_contexts)])
     # sentences from a dedicated stream (the test stage, far beyond any test split index)
     offset = 1 << 40
     out = sampler.generate("test", offset, offset + n_sentences)
+    eos = cfg.eos_id
+    # every sentence of the stream, copies included (a unit is a sentence and its copy)
+    starts = np.concatenate([[0], np.flatnonzero(out.tokens == eos)[:-1] + 1])
     nll, count = _ngram_nll(
-        out.tokens, out.doc_starts, n_sentences, cfg.eos_id, cfg.n_contexts,
+        out.tokens, starts, len(starts), eos, cfg.n_contexts,
         np.uint64(sampler.hash_key), ctx_probs, np.asarray(cfg.orders, dtype=np.int64),
         sampler.order_weights, sampler.length_probs, cfg.min_length,
     )
     h_ctx = float(np.mean([_h(ctx_probs[c]) for c in range(cfg.n_contexts)]))
-    return {"entropy_rate": float(nll / count), "context_entropy": h_ctx}
+    rate = float(nll.sum() / count.sum())
+    floors = {"entropy_rate": rate, "context_entropy": h_ctx}
+    if cfg.copy_probability > 0:
+        same = np.zeros(len(starts), dtype=bool)
+        for i in range(1, len(starts)):
+            same[i] = count[i] == count[i - 1] and np.array_equal(
+                out.tokens[starts[i]:starts[i] + count[i]],
+                out.tokens[starts[i - 1]:starts[i - 1] + count[i - 1]])
+        floors["no_context"] = rate
+        floors["latent_known"] = copy_known_nll(nll, same, cfg.copy_probability) / count.sum()
+    return floors
 
 
 def loss_floors(cfg: PcfgConfig | NgramConfig) -> dict[str, float]:

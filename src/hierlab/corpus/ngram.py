@@ -5,7 +5,11 @@ context is the last n tokens of the current sentence (fewer at its start), hashe
 of ``num_contexts`` tables. Context c samples a rank r with P(r) ∝ (r+1)^-e_c, where
 e_c = max(Normal(mean, std), floor), and emits word ``ranking_c[r]`` (the identity ranking
 in the reference; per-context rankings with ``permute_rankings``), redrawing EOS. A
-sentence has a length drawn from its law, then EOS.
+sentence has a length drawn from its law, then EOS. With ``copy_probability`` = rho > 0
+(our extension) a sentence is followed at once, with probability rho, by its verbatim copy
+and EOS; the copy belongs to the same sentence index (same stream), and is never copied
+again. Sentence lengths vary, so the copy lies at a new offset every time and only a head
+that matches token identity can predict it.
 
 Differences from the reference, by design: every setting is honoured (the reference
 ignored ``order`` and the length law), a test split exists, and every sentence's stream
@@ -28,6 +32,7 @@ from hierlab.corpus.rng import (
     alias_draw,
     alias_table,
     mix64,
+    next_float,
     next_normal,
     shuffle_inplace,
     unit_seed,
@@ -61,10 +66,10 @@ def context_id(sent, pos, order, key, n_ctx) -> int:
 @njit(cache=True)
 def _sample_sentences(
     seed, stage, start, stop, eos, n_ctx, hash_key, probs, aliases, rankings, permuted,
-    orders, ord_p, ord_a, len_p, len_a, min_len, annotate,
+    orders, ord_p, ord_a, len_p, len_a, min_len, annotate, copy_p,
 ):
     max_len = min_len + len_p.shape[0] - 1
-    cap = (stop - start) * (max_len + 1)
+    cap = (stop - start) * (max_len + 1) * (2 if copy_p > 0.0 else 1)
     out = np.empty(cap, dtype=np.uint16)
     a_sen = np.empty(cap if annotate else 0, dtype=np.uint32)
     a_role = np.empty(cap if annotate else 0, dtype=np.uint8)
@@ -97,11 +102,18 @@ def _sample_sentences(
             prefix[pos + 1] = prefix[pos] * _POLY + np.uint64(t) + np.uint64(1)
             out[n_out + pos] = t
         out[n_out + length] = eos
-        if annotate:
-            for q in range(length + 1):
-                a_sen[n_out + q] = idx
-                a_role[n_out + q] = ROLE_WORD if q < length else ROLE_SPECIAL
-        n_out += length + 1
+        # the copy draw comes after every draw of the sentence, and only when rho > 0, so
+        # rho = 0 leaves the reference streams (and their hashes) untouched
+        copies = 2 if copy_p > 0.0 and next_float(state) < copy_p else 1
+        for rep in range(copies):
+            base = n_out + rep * (length + 1)
+            if rep:
+                out[base:base + length + 1] = out[n_out:n_out + length + 1]
+            if annotate:
+                for q in range(length + 1):
+                    a_sen[base + q] = idx
+                    a_role[base + q] = ROLE_WORD if q < length else ROLE_SPECIAL
+        n_out += copies * (length + 1)
     if annotate:
         return out[:n_out].copy(), starts, a_sen[:n_out].copy(), a_role[:n_out].copy()
     return out[:n_out].copy(), starts, a_sen, a_role
@@ -177,7 +189,7 @@ class NgramSampler:
             cfg.seed, stage, start, stop, cfg.eos_id, cfg.n_contexts, np.uint64(self.hash_key),
             self.probs, self.aliases, self.rankings, cfg.permute_rankings,
             np.asarray(cfg.orders, dtype=np.int64), *self._ord, *self._len, cfg.min_length,
-            cfg.annotations,
+            cfg.annotations, float(cfg.copy_probability),
         )
         ann = {"sentence": a_sen, "role": a_role} if cfg.annotations else None
         return ShardOutput(tokens, starts, ann, stop - start, 0, stop - start)
