@@ -48,7 +48,8 @@ def test_copies_follow_their_sentence_and_leave_the_fresh_stream_unchanged():
     assert abs(n_copies / 2000 - 0.5) < 0.04  # binomial sd 0.011
     # a copy is never copied: no sentence occurs three times in a row
     all_sents = _sentences(out.tokens, cfg.eos_id)
-    assert not any(x == y == z for x, y, z in zip(all_sents, all_sents[1:], all_sents[2:]))
+    assert not any(x == y == z for x, y, z in zip(all_sents, all_sents[1:], all_sents[2:],
+                                                   strict=False))
 
 
 def test_copy_stream_does_not_depend_on_the_shard_split():
