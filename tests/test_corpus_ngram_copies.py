@@ -100,3 +100,54 @@ def test_floors_with_copies():
     # the rate (to the MC noise of the sentence lengths; units are a sentence and its copy)
     assert every["latent_known"] == pytest.approx(every["entropy_rate"] / 2, rel=1e-9)
     assert every["latent_known"] < half["latent_known"] < half["no_context"]
+
+
+def _uniform(**over) -> NgramConfig:
+    """96 uniform words, sentences of 6..12 (the flat search's base)."""
+    base = dict(vocab_size=97, num_contexts=1, orders=[1], exponent_mean=0.0, exponent_std=0.0,
+                exponent_floor=0.0, min_length=6, max_length=12, train_sentences=10,
+                test_sentences=1)
+    return NgramConfig(**{**base, **over})
+
+
+def test_copy_without_separator_runs_on_from_its_source():
+    cfg = _uniform(copy_probability=0.5, copy_separator=False)
+    out = NgramSampler(cfg).generate("train", 0, 1500)
+    fresh = _sentences(NgramSampler(_uniform()).generate("train", 0, 1500).tokens, cfg.eos_id)
+    n_copies = 0
+    for unit, sentence in zip(np.split(out.tokens, out.doc_starts[1:]), fresh, strict=True):
+        assert unit[-1] == cfg.eos_id and (unit[:-1] != cfg.eos_id).all()  # one EOS, at the end
+        n = len(sentence) - 1
+        if len(unit) == n + 1:
+            assert tuple(unit.tolist()) == sentence
+        else:  # the sentence, at once its copy, then EOS
+            assert len(unit) == 2 * n + 1
+            assert (unit[:n] == unit[n:2 * n]).all() and tuple(unit[:n]) == sentence[:-1]
+            n_copies += 1
+    assert abs(n_copies / 1500 - 0.5) < 0.05
+    s = NgramSampler(cfg)
+    assert np.array_equal(s.generate("train", 0, 400).tokens, np.concatenate(
+        [s.generate("train", 0, 123).tokens, s.generate("train", 123, 400).tokens]))
+
+
+@pytest.mark.parametrize("rho", [0.5, 1.0])
+def test_floors_without_separator_equal_the_uniform_closed_form(rho):
+    """Uniform words: a unit of L words costs L ln 96 plus its length's -log P, fresh
+    (1 - rho)/7 for L in 6..12, or a copy rho/7 for L = 2n whose halves agree; recomputed
+    here from the same stream ngram_floors scores."""
+    cfg = _uniform(copy_probability=rho, copy_separator=False)
+    got = ngram_floors(cfg, n_sentences=600)
+    out = NgramSampler(cfg).generate("test", 1 << 40, (1 << 40) + 600)
+    lv, known, blind = np.log(96.0), 0.0, 0.0
+    for unit in np.split(out.tokens, out.doc_starts[1:]):
+        L, n = len(unit) - 1, (len(unit) - 1) // 2
+        p_fresh = (1 - rho) / 7 * np.exp(-L * lv) if 6 <= L <= 12 else 0.0
+        is_copy = L % 2 == 0 and 6 <= n <= 12 and (unit[:n] == unit[n:L]).all()
+        p_copy = rho / 7 * np.exp(-n * lv) if is_copy else 0.0
+        known -= np.log(p_fresh + p_copy)
+        p_len = (1 - rho) / 7 * (6 <= L <= 12) + rho / 7 * (L % 2 == 0 and 6 <= n <= 12)
+        blind += L * lv - np.log(p_len)
+    assert got["latent_known"] == pytest.approx(known / len(out.tokens), rel=1e-9)
+    assert got["no_context"] == pytest.approx(blind / len(out.tokens), rel=1e-9)
+    if rho == 1.0:  # E[n] = 9: (9 ln 96 + ln 7) / 19 = 2.2645 nats/token, to MC noise
+        assert got["latent_known"] == pytest.approx((9 * lv + np.log(7)) / 19, rel=0.02)

@@ -30,7 +30,7 @@ _LATER_PCFG_FIELDS: dict[str, Any] = {
     "active_subjects": None,
 }
 #: the same for the n-gram process
-_LATER_NGRAM_FIELDS: dict[str, Any] = {"copy_probability": 0.0}
+_LATER_NGRAM_FIELDS: dict[str, Any] = {"copy_probability": 0.0, "copy_separator": True}
 
 
 class Lexicon(BaseModel):
@@ -265,6 +265,12 @@ class NgramConfig(BaseModel):
         description="P(a sentence is followed at once by its verbatim copy; copies are never "
         "copied) (our extension: flat copies without any hierarchy or roles, to ask whether "
         "an induction head needs the grammar). 0 = the reference process",
+    )
+    copy_separator: bool = Field(
+        True,
+        description="emit EOS between a sentence and its copy; false: the copy runs on from "
+        "its source and EOS comes after both, so no boundary token tells where the copy "
+        "starts (otherwise 'the same slot after the last EOS' predicts the copy by position)",
     )
 
     @model_validator(mode="after")

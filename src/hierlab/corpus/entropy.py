@@ -148,6 +148,56 @@ def _ngram_nll(tokens, starts, n_sent, eos, n_ctx, key, ctx_probs, orders, ord_w
     return nll, count
 
 
+@njit(cache=True)
+def _word_nll_prefix(tokens, s, length, n_ctx, key, ctx_probs, orders, ord_w):
+    """Cumulative -log P of tokens[s : s+length] under the n-gram law (contexts from s on,
+    no length-law terms): out[i] = the first i words."""
+    out = np.zeros(length + 1)
+    for pos in range(length):
+        p = 0.0
+        for j in range(orders.shape[0]):
+            c = context_id(tokens[s:], pos, orders[j], key, n_ctx)
+            p += ord_w[j] * ctx_probs[c, tokens[s + pos]]
+        out[pos + 1] = out[pos] - np.log(p)
+    return out
+
+
+def _unseparated_copy_floors(cfg: NgramConfig, sampler: NgramSampler, ctx_probs: np.ndarray,
+                             tokens: np.ndarray) -> dict[str, float]:
+    """Floors when a copy runs on from its source (``copy_separator: false``).
+
+    A unit is ``w_1..w_L EOS``: a fresh sentence of length L (probability 1 − rho) or a
+    sentence of length n = L/2 followed by its copy (rho). Exact, by the chain rule over
+    the unit: ``P = (1 − rho) P_len(L) P(w_1..w_L) + rho P_len(L/2) P(w_1..w_{L/2})
+    [w_{n+1..2n} = w_{1..n}]`` (``latent_known``). ``no_context`` scores every word by the
+    n-gram law within its unit and the unit's end by the unit-length law (the copies
+    ignored): exact for context-free words (``orders: [1]``), an upper bound otherwise.
+    """
+    rho, eos, lo = cfg.copy_probability, cfg.eos_id, cfg.min_length
+    len_p = sampler.length_probs
+    ends = np.flatnonzero(tokens == eos)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    key, orders = np.uint64(sampler.hash_key), np.asarray(cfg.orders, dtype=np.int64)
+
+    def p_len(n: int) -> float:
+        return float(len_p[n - lo]) if lo <= n < lo + len(len_p) else 0.0
+
+    known = blind = 0.0
+    with np.errstate(divide="ignore"):  # log(0) = -inf: an impossible branch
+        for s, e in zip(starts, ends, strict=True):
+            L, n = int(e - s), int(e - s) // 2
+            cum = _word_nll_prefix(tokens, s, L, cfg.n_contexts, key, ctx_probs, orders,
+                                   sampler.order_weights)
+            is_copy = L % 2 == 0 and np.array_equal(tokens[s + n:e], tokens[s:s + n])
+            fresh = np.log((1 - rho) * p_len(L)) - cum[L]
+            copy = np.log(rho * p_len(n)) - cum[n] if is_copy else -np.inf
+            known -= np.logaddexp(fresh, copy)
+            blind += cum[L] - np.log((1 - rho) * p_len(L) + (rho * p_len(n) if L % 2 == 0 else 0))
+    count = len(tokens)
+    return {"no_context": float(blind / count), "latent_known": float(known / count),
+            "entropy_rate": float(blind / count)}
+
+
 def copy_known_nll(sentence_nll: np.ndarray, same_as_previous: np.ndarray, rho: float) -> float:
     """Exact -log P of a stream of sentences under the copy process (forward algorithm).
 
@@ -179,6 +229,10 @@ def ngram_floors(cfg: NgramConfig, n_sentences: int = 2000) -> dict[str, float]:
     offset = 1 << 40
     out = sampler.generate("test", offset, offset + n_sentences)
     eos = cfg.eos_id
+    if cfg.copy_probability > 0 and not cfg.copy_separator:
+        h_ctx = float(np.mean([_h(ctx_probs[c]) for c in range(cfg.n_contexts)]))
+        return {**_unseparated_copy_floors(cfg, sampler, ctx_probs, out.tokens),
+                "context_entropy": h_ctx}
     # every sentence of the stream, copies included (a unit is a sentence and its copy)
     starts = np.concatenate([[0], np.flatnonzero(out.tokens == eos)[:-1] + 1])
     nll, count = _ngram_nll(
@@ -196,7 +250,8 @@ def ngram_floors(cfg: NgramConfig, n_sentences: int = 2000) -> dict[str, float]:
                 out.tokens[starts[i]:starts[i] + count[i]],
                 out.tokens[starts[i - 1]:starts[i - 1] + count[i - 1]])
         floors["no_context"] = rate
-        floors["latent_known"] = copy_known_nll(nll, same, cfg.copy_probability) / count.sum()
+        floors["latent_known"] = float(
+            copy_known_nll(nll, same, cfg.copy_probability) / count.sum())
     return floors
 
 

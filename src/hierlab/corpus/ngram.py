@@ -8,8 +8,10 @@ in the reference; per-context rankings with ``permute_rankings``), redrawing EOS
 sentence has a length drawn from its law, then EOS. With ``copy_probability`` = rho > 0
 (our extension) a sentence is followed at once, with probability rho, by its verbatim copy
 and EOS; the copy belongs to the same sentence index (same stream), and is never copied
-again. Sentence lengths vary, so the copy lies at a new offset every time and only a head
-that matches token identity can predict it.
+again. Sentence lengths vary, so the copy lies at a new offset every time. With
+``copy_separator: false`` the copy runs on from its source with no EOS between them, so
+no boundary token marks where it starts: "the same slot after the last EOS" no longer
+finds the copied token, and only a head that matches token identity can.
 
 Differences from the reference, by design: every setting is honoured (the reference
 ignored ``order`` and the length law), a test split exists, and every sentence's stream
@@ -66,7 +68,7 @@ def context_id(sent, pos, order, key, n_ctx) -> int:
 @njit(cache=True)
 def _sample_sentences(
     seed, stage, start, stop, eos, n_ctx, hash_key, probs, aliases, rankings, permuted,
-    orders, ord_p, ord_a, len_p, len_a, min_len, annotate, copy_p,
+    orders, ord_p, ord_a, len_p, len_a, min_len, annotate, copy_p, separator,
 ):
     max_len = min_len + len_p.shape[0] - 1
     cap = (stop - start) * (max_len + 1) * (2 if copy_p > 0.0 else 1)
@@ -105,15 +107,18 @@ def _sample_sentences(
         # the copy draw comes after every draw of the sentence, and only when rho > 0, so
         # rho = 0 leaves the reference streams (and their hashes) untouched
         copies = 2 if copy_p > 0.0 and next_float(state) < copy_p else 1
-        for rep in range(copies):
-            base = n_out + rep * (length + 1)
-            if rep:
-                out[base:base + length + 1] = out[n_out:n_out + length + 1]
-            if annotate:
-                for q in range(length + 1):
-                    a_sen[base + q] = idx
-                    a_role[base + q] = ROLE_WORD if q < length else ROLE_SPECIAL
-        n_out += copies * (length + 1)
+        # with a separator each copy is "sentence EOS"; without, "sentence sentence EOS"
+        span = length + 1 if separator else length
+        if copies == 2:
+            for q in range(length):
+                out[n_out + span + q] = sent[q]
+            out[n_out + span + length] = eos
+        total = (copies - 1) * span + length + 1
+        if annotate:
+            for q in range(total):
+                a_sen[n_out + q] = idx
+                a_role[n_out + q] = ROLE_SPECIAL if out[n_out + q] == eos else ROLE_WORD
+        n_out += total
     if annotate:
         return out[:n_out].copy(), starts, a_sen[:n_out].copy(), a_role[:n_out].copy()
     return out[:n_out].copy(), starts, a_sen, a_role
@@ -189,7 +194,7 @@ class NgramSampler:
             cfg.seed, stage, start, stop, cfg.eos_id, cfg.n_contexts, np.uint64(self.hash_key),
             self.probs, self.aliases, self.rankings, cfg.permute_rankings,
             np.asarray(cfg.orders, dtype=np.int64), *self._ord, *self._len, cfg.min_length,
-            cfg.annotations, float(cfg.copy_probability),
+            cfg.annotations, float(cfg.copy_probability), cfg.copy_separator,
         )
         ann = {"sentence": a_sen, "role": a_role} if cfg.annotations else None
         return ShardOutput(tokens, starts, ann, stop - start, 0, stop - start)
