@@ -151,3 +151,38 @@ def test_floors_without_separator_equal_the_uniform_closed_form(rho):
     assert got["no_context"] == pytest.approx(blind / len(out.tokens), rel=1e-9)
     if rho == 1.0:  # E[n] = 9: (9 ln 96 + ln 7) / 19 = 2.2645 nats/token, to MC noise
         assert got["latent_known"] == pytest.approx((9 * lv + np.log(7)) / 19, rel=0.02)
+
+
+def test_no_eos_stream_is_the_eos_stream_without_its_eos():
+    with_eos = NgramSampler(_uniform(copy_probability=0.5, copy_separator=False))
+    without = NgramSampler(_uniform(copy_probability=0.5, copy_separator=False, emit_eos=False))
+    a, b = with_eos.generate("train", 0, 500), without.generate("train", 0, 500)
+    assert (b.tokens != 96).all()
+    assert np.array_equal(a.tokens[a.tokens != 96], b.tokens)
+
+
+def test_no_eos_floors_equal_the_sum_over_every_segmentation():
+    """5 words, lengths 2..3, rho 0.5: -log P(stream) summed over every way to cut it into
+    fresh units and (unit, copy) pairs, against the forward pass of ngram_floors."""
+    cfg = _uniform(vocab_size=6, min_length=2, max_length=3, copy_probability=0.5,
+                   copy_separator=False, emit_eos=False)
+    got = ngram_floors(cfg, n_sentences=5)
+    x = NgramSampler(cfg).generate("test", 1 << 40, (1 << 40) + 5).tokens.tolist()
+
+    def prob(t: int, known: bool) -> float:
+        """P(x[t:]) as whole units: (1 - rho) P_len(n) = rho P_len(n) = 1/4."""
+        if t == len(x):
+            return 1.0
+        total = 0.0
+        for n in (2, 3):
+            if t + n <= len(x):  # a fresh unit of n words
+                total += 0.25 * 5.0**-n * prob(t + n, known)
+            if t + 2 * n <= len(x):  # n words and their copy
+                if not known:  # copy-blind: all 2n words scored as fresh ones
+                    total += 0.25 * 5.0**(-2 * n) * prob(t + 2 * n, known)
+                elif x[t:t + n] == x[t + n:t + 2 * n]:
+                    total += 0.25 * 5.0**-n * prob(t + 2 * n, known)
+        return total
+
+    assert got["latent_known"] == pytest.approx(-np.log(prob(0, True)) / len(x), rel=1e-9)
+    assert got["no_context"] == pytest.approx(-np.log(prob(0, False)) / len(x), rel=1e-9)

@@ -30,7 +30,9 @@ _LATER_PCFG_FIELDS: dict[str, Any] = {
     "active_subjects": None,
 }
 #: the same for the n-gram process
-_LATER_NGRAM_FIELDS: dict[str, Any] = {"copy_probability": 0.0, "copy_separator": True}
+_LATER_NGRAM_FIELDS: dict[str, Any] = {
+    "copy_probability": 0.0, "copy_separator": True, "emit_eos": True,
+}
 
 
 class Lexicon(BaseModel):
@@ -271,6 +273,12 @@ class NgramConfig(BaseModel):
         description="emit EOS between a sentence and its copy; false: the copy runs on from "
         "its source and EOS comes after both, so no boundary token tells where the copy "
         "starts (otherwise 'the same slot after the last EOS' predicts the copy by position)",
+    )
+    emit_eos: bool = Field(
+        True,
+        description="end every sentence (and copy) with EOS; false: sentences run together "
+        "with no boundary token at all (the EOS id stays in the vocabulary, unused), so "
+        "nothing but token identity tells where a copy starts",
     )
 
     @model_validator(mode="after")

@@ -198,6 +198,48 @@ def _unseparated_copy_floors(cfg: NgramConfig, sampler: NgramSampler, ctx_probs:
             "entropy_rate": float(blind / count)}
 
 
+def _boundaryless_copy_floors(cfg: NgramConfig, sampler: NgramSampler,
+                              ctx_probs: np.ndarray, tokens: np.ndarray) -> dict[str, float]:
+    """Floors with no EOS at all (``emit_eos: false``): where units end is latent too.
+
+    A unit is a fresh sentence of n words (probability 1 − rho) or n words and their copy
+    (rho), n from the length law, units back to back. A forward pass over unit ends sums
+    out every segmentation: ``a[t] = logsumexp_n(a[t−n] + log((1−rho) P_len(n)) − W(t−n, n),
+    a[t−2n] + log(rho P_len(n)) − W(t−2n, n) [copy halves agree])``, W(s, n) the n-gram
+    −log P of n words from s (contexts reset at s); ``latent_known = −a[T] / T``. For
+    ``no_context`` the copy branch scores all 2n words by the n-gram law (the copies
+    ignored). Both condition on the sample ending at a unit end (whole units are drawn),
+    which moves them by at most ln(mean unit length) / T.
+    """
+    rho, lo, hi = cfg.copy_probability, cfg.min_length, cfg.max_length
+    key, orders = np.uint64(sampler.hash_key), np.asarray(cfg.orders, dtype=np.int64)
+    T = len(tokens)
+    with np.errstate(divide="ignore"):  # log(0) = -inf: an impossible branch
+        log_fresh = np.log((1 - rho) * sampler.length_probs)
+        log_copy = np.log(rho * sampler.length_probs)
+    cum = [_word_nll_prefix(tokens, s, min(2 * hi, T - s), cfg.n_contexts, key, ctx_probs,
+                            orders, sampler.order_weights) for s in range(T)]
+    known = np.full(T + 1, -np.inf)
+    blind = np.full(T + 1, -np.inf)
+    known[0] = blind[0] = 0.0
+    for t in range(1, T + 1):
+        k_terms, b_terms = [], []
+        for i, n in enumerate(range(lo, hi + 1)):
+            if t - n >= 0:
+                w = cum[t - n][n]
+                k_terms.append(known[t - n] + log_fresh[i] - w)
+                b_terms.append(blind[t - n] + log_fresh[i] - w)
+            if t - 2 * n >= 0:
+                s = t - 2 * n
+                if np.array_equal(tokens[s:s + n], tokens[s + n:t]):
+                    k_terms.append(known[s] + log_copy[i] - cum[s][n])
+                b_terms.append(blind[s] + log_copy[i] - cum[s][2 * n])
+        known[t] = np.logaddexp.reduce(k_terms) if k_terms else -np.inf
+        blind[t] = np.logaddexp.reduce(b_terms) if b_terms else -np.inf
+    return {"no_context": float(-blind[T] / T), "latent_known": float(-known[T] / T),
+            "entropy_rate": float(-blind[T] / T)}
+
+
 def copy_known_nll(sentence_nll: np.ndarray, same_as_previous: np.ndarray, rho: float) -> float:
     """Exact -log P of a stream of sentences under the copy process (forward algorithm).
 
@@ -229,10 +271,10 @@ def ngram_floors(cfg: NgramConfig, n_sentences: int = 2000) -> dict[str, float]:
     offset = 1 << 40
     out = sampler.generate("test", offset, offset + n_sentences)
     eos = cfg.eos_id
-    if cfg.copy_probability > 0 and not cfg.copy_separator:
+    if not cfg.emit_eos or (cfg.copy_probability > 0 and not cfg.copy_separator):
         h_ctx = float(np.mean([_h(ctx_probs[c]) for c in range(cfg.n_contexts)]))
-        return {**_unseparated_copy_floors(cfg, sampler, ctx_probs, out.tokens),
-                "context_entropy": h_ctx}
+        fn = _unseparated_copy_floors if cfg.emit_eos else _boundaryless_copy_floors
+        return {**fn(cfg, sampler, ctx_probs, out.tokens), "context_entropy": h_ctx}
     # every sentence of the stream, copies included (a unit is a sentence and its copy)
     starts = np.concatenate([[0], np.flatnonzero(out.tokens == eos)[:-1] + 1])
     nll, count = _ngram_nll(

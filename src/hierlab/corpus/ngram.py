@@ -12,6 +12,7 @@ again. Sentence lengths vary, so the copy lies at a new offset every time. With
 ``copy_separator: false`` the copy runs on from its source with no EOS between them, so
 no boundary token marks where it starts: "the same slot after the last EOS" no longer
 finds the copied token, and only a head that matches token identity can.
+With ``emit_eos: false`` no EOS is written at all: sentences and copies run together.
 
 Differences from the reference, by design: every setting is honoured (the reference
 ignored ``order`` and the length law), a test split exists, and every sentence's stream
@@ -68,7 +69,7 @@ def context_id(sent, pos, order, key, n_ctx) -> int:
 @njit(cache=True)
 def _sample_sentences(
     seed, stage, start, stop, eos, n_ctx, hash_key, probs, aliases, rankings, permuted,
-    orders, ord_p, ord_a, len_p, len_a, min_len, annotate, copy_p, separator,
+    orders, ord_p, ord_a, len_p, len_a, min_len, annotate, copy_p, separator, emit_eos,
 ):
     max_len = min_len + len_p.shape[0] - 1
     cap = (stop - start) * (max_len + 1) * (2 if copy_p > 0.0 else 1)
@@ -107,13 +108,14 @@ def _sample_sentences(
         # the copy draw comes after every draw of the sentence, and only when rho > 0, so
         # rho = 0 leaves the reference streams (and their hashes) untouched
         copies = 2 if copy_p > 0.0 and next_float(state) < copy_p else 1
-        # with a separator each copy is "sentence EOS"; without, "sentence sentence EOS"
-        span = length + 1 if separator else length
+        # with a separator each copy is "sentence EOS"; without, "sentence sentence EOS";
+        # without EOS at all, "sentence sentence"
+        span = length + 1 if separator and emit_eos else length
         if copies == 2:
             for q in range(length):
                 out[n_out + span + q] = sent[q]
             out[n_out + span + length] = eos
-        total = (copies - 1) * span + length + 1
+        total = (copies - 1) * span + length + (1 if emit_eos else 0)
         if annotate:
             for q in range(total):
                 a_sen[n_out + q] = idx
@@ -194,7 +196,7 @@ class NgramSampler:
             cfg.seed, stage, start, stop, cfg.eos_id, cfg.n_contexts, np.uint64(self.hash_key),
             self.probs, self.aliases, self.rankings, cfg.permute_rankings,
             np.asarray(cfg.orders, dtype=np.int64), *self._ord, *self._len, cfg.min_length,
-            cfg.annotations, float(cfg.copy_probability), cfg.copy_separator,
+            cfg.annotations, float(cfg.copy_probability), cfg.copy_separator, cfg.emit_eos,
         )
         ann = {"sentence": a_sen, "role": a_role} if cfg.annotations else None
         return ShardOutput(tokens, starts, ann, stop - start, 0, stop - start)
