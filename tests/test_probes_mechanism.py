@@ -131,6 +131,26 @@ def test_content_head_without_causal_share_is_not_induction() -> None:
     assert layer_labels(_scores("content", 0.1), MechanismConfig())[1][0] == "none"
 
 
+def test_a_content_head_beside_a_more_attending_one_labels_the_layer() -> None:
+    """Two layer-1 heads copy by identity; mean-ablating the one that attends most removes
+    little (the other carries the gain): the layer is content induction, with the head
+    that passes every condition (flat copies, issue 19: successor 0.81 / causal 0.03
+    beside 0.77 / 0.42)."""
+    z = np.zeros((2, 3))
+    s = HeadScores(successor=np.array([[0.1, 0.0, 0.0], [0.81, 0.77, 0.1]]),
+                   content_share=np.array([[0.0, 0.0, 0.0], [0.86, 0.89, 0.5]]),
+                   causal_share=np.array([[0.0, 0.0, 0.0], [0.03, 0.42, 0.0]]),
+                   fixed_offset=z, previous_token=np.array([[0.0, 0.65, 0.0], [0.0] * 3]),
+                   positional=z.astype(bool))
+    labels = layer_labels(s, MechanismConfig())
+    assert labels[1] == ("content induction", 1)
+    assert labels[0] == ("previous-token", 1)
+    assert model_label(labels) == ("content induction", 1, 1)
+    # with no head passing the causal condition the layer stays `none` (rule 4)
+    s.causal_share[1] = 0.03
+    assert layer_labels(s, MechanismConfig())[1] == ("none", 0)
+
+
 def test_positional_flag_on_random_repeats() -> None:
     """A head attending exactly n - 1 back scores prefix matching 1 at that n only."""
     n_fixed = C // 2

@@ -6,13 +6,17 @@ matching at three lengths (positional flag ``P``), fixed-offset attention ``F`` 
 previous-token attention ``T1``, all per (layer, head), on document-aligned test windows of
 the model's full context; plus permuted-sentence repeats (prefix matching and loss gain).
 
-**Labels** (thresholds are ``probes.mechanism`` fields; defaults in brackets). For the head
-of layer ``l`` with the highest ``S``:
+**Labels** (thresholds are ``probes.mechanism`` fields; defaults in brackets). For layer
+``l``:
 
-1. ``content induction`` if ``l >= 1``, ``S >= 0.3``, ``M >= 0.5`` and ``K >= 0.3``;
-2. else, if ``S >= 0.2`` (a copy head: 20x the ~1/t of uniform attention) and ``M < 0.5``
-   (or M undefined): ``positional copy`` if ``P`` is set or ``F >= 0.5 * S`` (its
-   attention sits at one fixed offset), else ``role-keyed copy``;
+1. ``content induction`` if ``l >= 1`` and one of its heads has ``S >= 0.3``, ``M >= 0.5``
+   and ``K >= 0.3`` (the one with the highest ``S`` is reported): a layer can hold two
+   content heads that share the copying, and mean-ablating the one that attends most
+   then removes little while the other carries the gain (seen on flat copies, issue 19);
+2. else, for the head with the highest ``S``: if ``S >= 0.2`` (a copy head: 20x the ~1/t
+   of uniform attention) and ``M < 0.5`` (or M undefined): ``positional copy`` if ``P``
+   is set or ``F >= 0.5 * S`` (its attention sits at one fixed offset), else
+   ``role-keyed copy``;
 3. else ``previous-token`` if the layer's largest ``T1 >= 0.5`` (that head is reported);
 4. else ``none`` -- also for a content-matching head that fails the causal or layer
    condition: an attention pattern that carries no share of the gain is not the mechanism.
@@ -93,7 +97,9 @@ def layer_labels(s: HeadScores, c: MechanismConfig) -> list[tuple[str, int]]:
     """``[(label, head)]`` per layer (rules 1-4)."""
     out = []
     for layer in range(s.successor.shape[0]):
-        best = int(np.argmax(s.successor[layer]))
+        by_successor = [int(h) for h in np.argsort(-s.successor[layer], kind="stable")]
+        content = [h for h in by_successor if head_label(s, layer, h, c) == "content induction"]
+        best = content[0] if content else by_successor[0]
         lab = head_label(s, layer, best, c)
         if lab is None:
             ph = int(np.argmax(s.previous_token[layer]))
