@@ -20,6 +20,7 @@ from hierlab.probes.config import MechanismConfig
 from hierlab.probes.hooks import HookedModel
 from hierlab.probes.mechanism import (
     HeadScores,
+    content_heads,
     layer_labels,
     mechanism_rows,
     model_label,
@@ -146,8 +147,15 @@ def test_a_content_head_beside_a_more_attending_one_labels_the_layer() -> None:
     assert labels[1] == ("content induction", 1)
     assert labels[0] == ("previous-token", 1)
     assert model_label(labels) == ("content induction", 1, 1)
-    # with no head passing the causal condition the layer stays `none` (rule 4)
+    # with no head passing the causal condition the layer stays `none` (rule 4) ...
     s.causal_share[1] = 0.03
+    assert layer_labels(s, MechanismConfig())[1] == ("none", 0)
+    # ... unless its content heads (S >= 0.3 and M >= 0.5: heads 0 and 1, not 2) carry the
+    # gain together (flat copies, seed 2: 0.26 and 0.17 alone)
+    assert content_heads(s, 1, MechanismConfig()) == [0, 1]
+    s.group_causal = np.array([np.nan, 0.6])
+    assert layer_labels(s, MechanismConfig())[1] == ("content induction", 0)
+    s.group_causal = np.array([np.nan, 0.1])
     assert layer_labels(s, MechanismConfig())[1] == ("none", 0)
 
 

@@ -10,9 +10,11 @@ the model's full context; plus permuted-sentence repeats (prefix matching and lo
 ``l``:
 
 1. ``content induction`` if ``l >= 1`` and one of its heads has ``S >= 0.3``, ``M >= 0.5``
-   and ``K >= 0.3`` (the one with the highest ``S`` is reported): a layer can hold two
-   content heads that share the copying, and mean-ablating the one that attends most
-   then removes little while the other carries the gain (seen on flat copies, issue 19);
+   and ``K >= 0.3`` (the one with the highest ``S`` is reported), or its *content heads*
+   (every head with ``S >= 0.3`` and ``M >= 0.5``) mean-ablated together have ``K >= 0.3``
+   (the group's ``K`` is reported with its top head): a layer can hold two content heads
+   that share the copying, and ablating one then removes little because the other still
+   copies (seen on flat copies, issue 19);
 2. else, for the head with the highest ``S``: if ``S >= 0.2`` (a copy head: 20x the ~1/t
    of uniform attention) and ``M < 0.5`` (or M undefined): ``positional copy`` if ``P``
    is set or ``F >= 0.5 * S`` (its attention sits at one fixed offset), else
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 Row = dict[str, Any]
 ROLE_NAMES = {v: k for k, v in ROLE_CODES.items()}
 
-__all__ = ["HeadScores", "head_label", "label_code", "layer_labels", "measure",
+__all__ = ["HeadScores", "content_heads", "head_label", "label_code", "layer_labels", "measure",
            "mechanism_rows", "model_label", "nll_fn", "pattern_fn"]
 
 
@@ -74,6 +76,17 @@ class HeadScores:
     fixed_offset: np.ndarray
     previous_token: np.ndarray
     positional: np.ndarray
+    #: per layer: the causal share of its content heads (S and M over their thresholds)
+    #: mean-ablated together; nan without such a head
+    group_causal: np.ndarray | None = None
+
+
+def content_heads(s: HeadScores, layer: int, c: MechanismConfig) -> list[int]:
+    """Heads of ``layer`` that attend to the successor and lose it when the match breaks
+    (S >= successor_threshold, M >= content_threshold), by decreasing S."""
+    order = [int(h) for h in np.argsort(-s.successor[layer], kind="stable")]
+    return [h for h in order if s.successor[layer, h] >= c.successor_threshold
+            and s.content_share[layer, h] >= c.content_threshold]
 
 
 def head_label(s: HeadScores, layer: int, head: int, c: MechanismConfig) -> str | None:
@@ -99,6 +112,11 @@ def layer_labels(s: HeadScores, c: MechanismConfig) -> list[tuple[str, int]]:
     for layer in range(s.successor.shape[0]):
         by_successor = [int(h) for h in np.argsort(-s.successor[layer], kind="stable")]
         content = [h for h in by_successor if head_label(s, layer, h, c) == "content induction"]
+        group = content_heads(s, layer, c) if layer >= 1 else []
+        if not content and group and s.group_causal is not None and (
+                float(s.group_causal[layer]) >= c.causal_threshold):
+            out.append(("content induction", group[0]))  # the heads share the copying
+            continue
         best = content[0] if content else by_successor[0]
         lab = head_label(s, layer, best, c)
         if lab is None:
@@ -208,6 +226,30 @@ def _causal_shares(hm: HookedModel, windows: torch.Tensor, ev: ms.Events, nll: t
     return gains, shares
 
 
+def _group_causal(hm: HookedModel, windows: torch.Tensor, ev: ms.Events, gain: float,
+                  head_means: list[torch.Tensor], groups: list[list[int]], batch_size: int
+                  ) -> np.ndarray:
+    """Per layer: the share of the in-context gain that mean-ablating its content heads
+    together removes (nan for a layer without one, or a gain <= 0)."""
+    out = np.full(len(groups), np.nan)
+    loss = nll_fn(hm, batch_size)
+    for layer, heads in enumerate(groups):
+        if not heads or gain <= 1e-6:
+            continue
+        refs = {h: head_means[layer][h].to(hm.device, hm.dtype) for h in heads}
+
+        def fn(act: torch.Tensor, refs: dict = refs) -> torch.Tensor:
+            new = act.clone()
+            for h, ref in refs.items():
+                new[..., h, :] = ref.to(act.dtype).expand_as(new[..., h, :])
+            return new
+
+        with hm.edit((f"blocks.{layer}.attn.hook_z", fn)):
+            abl = loss(windows)
+        out[layer] = 1.0 - ms.in_context_gain(abl, ev, None) / gain
+    return out
+
+
 def _event_index(ev: ms.Events, chosen: ms.Events) -> np.ndarray:
     """Index in ``ev`` of each chosen event (matched by query and source; the chosen
     windows are the windows of ``ev`` that have an event, in order)."""
@@ -298,8 +340,15 @@ def mechanism_rows(hm: HookedModel, windows: torch.Tensor, role_of: np.ndarray,
     flags = ms.positional_flags(pm, c.positional_ratio, c.positional_floor).numpy()
     scores = HeadScores(succ, content, shares["all"], fixed.numpy(), prof[..., 1].numpy(),
                         flags)
+    groups = [content_heads(scores, layer, c) if layer >= 1 else []
+              for layer in range(succ.shape[0])]
+    scores.group_causal = _group_causal(hm, windows[:nw], ev.windows_below(nw), gains["all"],
+                                        cp.head_means, groups, bs)
     labels = layer_labels(scores, c)
     lab, best_l, best_h = model_label(labels)
+    best_causal = shares["all"][best_l, best_h]
+    if lab == "content induction" and not head_label(scores, best_l, best_h, c):
+        best_causal = scores.group_causal[best_l]  # labelled through its group
 
     n_ev, n_ch = len(ev), len(chosen)
     rows = [_row("events", n_ev, n_ev, seed),
@@ -317,15 +366,18 @@ def mechanism_rows(hm: HookedModel, windows: torch.Tensor, role_of: np.ndarray,
     for n, v in pm.items():
         rows += _per_head("prefix_matching_random", v.numpy(), c.random_samples, seed, k=n)
     rows += _per_head("positional_flag", flags.astype(float), c.random_samples, seed)
+    rows += [_row("causal_share_content_heads", scores.group_causal[layer], n_ev, seed, layer,
+                  k=len(heads)) for layer, heads in enumerate(groups) if heads]
     if eos_id is not None:
         rows += _permuted_rows(hm, windows, role_of, pat, c, int(eos_id),
                                int(eos_id if pad_id is None else pad_id))
     rows += [_row("label", label_code(la), n_ev, seed, layer, h)
              for layer, (la, h) in enumerate(labels)]
     rows.append(_row("label_model", label_code(lab), n_ev, seed, best_l, best_h))
-    for metric, arr in (("successor_best", succ), ("content_share_best", content),
-                        ("causal_share_best", shares["all"])):
-        rows.append(_row(metric, arr[best_l, best_h], n_ev, seed, best_l, best_h))
+    for metric, v in (("successor_best", succ[best_l, best_h]),
+                      ("content_share_best", content[best_l, best_h]),
+                      ("causal_share_best", best_causal)):
+        rows.append(_row(metric, v, n_ev, seed, best_l, best_h))
     upper = succ[1:] if succ.shape[0] > 1 else succ
     layer0 = 1 if succ.shape[0] > 1 else 0
     ul, uh = np.unravel_index(int(np.argmax(upper)), upper.shape)
