@@ -1,0 +1,61 @@
+"""Re-derive the mechanism labels of finished runs from their stored per-head scores.
+
+    python docs/emergence/relabel_check.py runs/emergence-cpu/runs/*
+
+After a change of the labelling rules (not of the scores), this says which checkpoints'
+``label_model`` the current rules would give differently, without rerunning any model:
+the labels are a pure function of the per-head ``successor_attention``,
+``content_share``, ``causal_share``, ``fixed_offset_attention``,
+``previous_token_attention`` and ``positional_flag`` rows of ``metrics/mechanism.parquet``
+(with the run's ``probes.mechanism`` thresholds).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hierlab.config import load_config
+from hierlab.contracts import MECHANISM_LABELS
+from hierlab.probes.mechanism import HeadScores, layer_labels, model_label
+
+FIELDS = {"successor": "successor_attention", "content_share": "content_share",
+          "causal_share": "causal_share", "fixed_offset": "fixed_offset_attention",
+          "previous_token": "previous_token_attention", "positional": "positional_flag"}
+
+
+def relabel(run: Path) -> list[tuple[str, int, str, str]]:
+    """``(model, step, stored, current)`` for every checkpoint whose label would change."""
+    cfg = load_config(run / "config.yml").probes.mechanism
+    d = pd.read_parquet(run / "metrics" / "mechanism.parquet")
+    out = []
+    for (model, step), g in d.groupby(["model", "step"]):
+        n_l, n_h = int(g["layer"].max()) + 1, int(g["head"].max()) + 1
+        arrays = {}
+        for key, metric in FIELDS.items():
+            a = np.full((n_l, n_h), np.nan)
+            for r in g[g["metric"] == metric].itertuples():
+                a[int(r.layer), int(r.head)] = r.value
+            arrays[key] = a.astype(bool) if key == "positional" else a
+        now = model_label(layer_labels(HeadScores(**arrays), cfg))[0]
+        stored = MECHANISM_LABELS[int(g.loc[g["metric"] == "label_model", "value"].iloc[0])]
+        if now != stored:
+            out.append((model, int(step), stored, now))
+    return out
+
+
+def main() -> None:
+    for arg in sys.argv[1:]:
+        run = Path(arg)
+        if not (run / "metrics" / "mechanism.parquet").is_file():
+            continue
+        changed = relabel(run)
+        print(f"{run.name}: {len(changed)} checkpoint(s) relabelled"
+              + "".join(f"\n  {m} step {s}: {a} -> {b}" for m, s, a, b in changed))
+
+
+if __name__ == "__main__":
+    main()
