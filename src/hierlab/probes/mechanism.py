@@ -231,14 +231,12 @@ def _group_causal(hm: HookedModel, windows: torch.Tensor, ev: ms.Events, gain: f
                   ) -> np.ndarray:
     """Per layer: the share of the in-context gain that mean-ablating its content heads
     together removes (nan for a layer without one, or a gain <= 0)."""
-    out = np.full(len(groups), np.nan)
-    loss = nll_fn(hm, batch_size)
+    out, loss = np.full(len(groups), np.nan), nll_fn(hm, batch_size)
     for layer, heads in enumerate(groups):
         if not heads or gain <= 1e-6:
             continue
         refs = {h: head_means[layer][h].to(hm.device, hm.dtype) for h in heads}
-
-        def fn(act: torch.Tensor, refs: dict = refs) -> torch.Tensor:
+        def fn(act: torch.Tensor, refs: dict = refs) -> torch.Tensor:  # noqa: E306
             new = act.clone()
             for h, ref in refs.items():
                 new[..., h, :] = ref.to(act.dtype).expand_as(new[..., h, :])
@@ -346,9 +344,9 @@ def mechanism_rows(hm: HookedModel, windows: torch.Tensor, role_of: np.ndarray,
                                         cp.head_means, groups, bs)
     labels = layer_labels(scores, c)
     lab, best_l, best_h = model_label(labels)
-    best_causal = shares["all"][best_l, best_h]
-    if lab == "content induction" and not head_label(scores, best_l, best_h, c):
-        best_causal = scores.group_causal[best_l]  # labelled through its group
+    best_causal = (scores.group_causal[best_l]  # labelled through its group of heads
+                   if lab == "content induction" and not head_label(scores, best_l, best_h, c)
+                   else shares["all"][best_l, best_h])
 
     n_ev, n_ch = len(ev), len(chosen)
     rows = [_row("events", n_ev, n_ev, seed),
