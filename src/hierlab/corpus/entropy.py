@@ -118,37 +118,6 @@ def pcfg_floors(cfg: PcfgConfig, mc_documents: int = 400) -> dict[str, float]:
 
 
 @njit(cache=True)
-def _ngram_nll(tokens, starts, n_sent, eos, n_ctx, key, ctx_probs, orders, ord_w, len_p,
-               min_len):
-    """Exact -log P of each of the first n_sent sentences (from ``starts``), and its tokens."""
-    surv = np.empty(len_p.shape[0] + 1)
-    surv[len_p.shape[0]] = 0.0
-    for i in range(len_p.shape[0] - 1, -1, -1):
-        surv[i] = surv[i + 1] + len_p[i]
-    nll = np.zeros(n_sent)
-    count = np.zeros(n_sent, dtype=np.int64)
-    for k in range(n_sent):
-        s = starts[k]
-        pos = 0
-        while tokens[s + pos] != eos:
-            t = tokens[s + pos]
-            p = 0.0
-            for j in range(orders.shape[0]):
-                c = context_id(tokens[s:], pos, orders[j], key, n_ctx)
-                p += ord_w[j] * ctx_probs[c, t]
-            nll[k] -= np.log(p)
-            # the sentence did not end here: P(L > pos | L >= pos)
-            li = pos - min_len
-            if li >= 0:
-                nll[k] -= np.log(surv[li + 1] / surv[li])
-            pos += 1
-        li = pos - min_len
-        nll[k] -= np.log(len_p[li] / surv[li])
-        count[k] = pos + 1
-    return nll, count
-
-
-@njit(cache=True)
 def _word_nll_prefix(tokens, s, length, n_ctx, key, ctx_probs, orders, ord_w):
     """Cumulative -log P of tokens[s : s+length] under the n-gram law (contexts from s on,
     no length-law terms): out[i] = the first i words."""
@@ -160,6 +129,33 @@ def _word_nll_prefix(tokens, s, length, n_ctx, key, ctx_probs, orders, ord_w):
             p += ord_w[j] * ctx_probs[c, tokens[s + pos]]
         out[pos + 1] = out[pos] - np.log(p)
     return out
+
+
+@njit(cache=True)
+def _ngram_nll(tokens, starts, n_sent, eos, n_ctx, key, ctx_probs, orders, ord_w, len_p,
+               min_len):
+    """Exact -log P of each of the first n_sent sentences (from ``starts``), and its tokens:
+    its words, and at every position the length law's hazard (end here or go on)."""
+    surv = np.empty(len_p.shape[0] + 1)
+    surv[len_p.shape[0]] = 0.0
+    for i in range(len_p.shape[0] - 1, -1, -1):
+        surv[i] = surv[i + 1] + len_p[i]
+    nll = np.zeros(n_sent)
+    count = np.zeros(n_sent, dtype=np.int64)
+    for k in range(n_sent):
+        s = starts[k]
+        length = 0
+        while tokens[s + length] != eos:
+            length += 1
+        nll[k] = _word_nll_prefix(tokens, s, length, n_ctx, key, ctx_probs, orders, ord_w)[length]
+        # the sentence did not end before: P(L > pos | L >= pos); then it ends at length
+        for pos in range(min_len, length):
+            li = pos - min_len
+            nll[k] -= np.log(surv[li + 1] / surv[li])
+        li = length - min_len
+        nll[k] -= np.log(len_p[li] / surv[li])
+        count[k] = length + 1
+    return nll, count
 
 
 def _unseparated_copy_floors(cfg: NgramConfig, sampler: NgramSampler, ctx_probs: np.ndarray,
@@ -271,8 +267,8 @@ def ngram_floors(cfg: NgramConfig, n_sentences: int = 2000) -> dict[str, float]:
     offset = 1 << 40
     out = sampler.generate("test", offset, offset + n_sentences)
     eos = cfg.eos_id
+    h_ctx = float(np.mean([_h(ctx_probs[c]) for c in range(cfg.n_contexts)]))
     if not cfg.emit_eos or (cfg.copy_probability > 0 and not cfg.copy_separator):
-        h_ctx = float(np.mean([_h(ctx_probs[c]) for c in range(cfg.n_contexts)]))
         fn = _unseparated_copy_floors if cfg.emit_eos else _boundaryless_copy_floors
         return {**fn(cfg, sampler, ctx_probs, out.tokens), "context_entropy": h_ctx}
     # every sentence of the stream, copies included (a unit is a sentence and its copy)
@@ -282,7 +278,6 @@ def ngram_floors(cfg: NgramConfig, n_sentences: int = 2000) -> dict[str, float]:
         np.uint64(sampler.hash_key), ctx_probs, np.asarray(cfg.orders, dtype=np.int64),
         sampler.order_weights, sampler.length_probs, cfg.min_length,
     )
-    h_ctx = float(np.mean([_h(ctx_probs[c]) for c in range(cfg.n_contexts)]))
     rate = float(nll.sum() / count.sum())
     floors = {"entropy_rate": rate, "context_entropy": h_ctx}
     if cfg.copy_probability > 0:

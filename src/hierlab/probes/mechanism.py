@@ -110,14 +110,13 @@ def layer_labels(s: HeadScores, c: MechanismConfig) -> list[tuple[str, int]]:
     """``[(label, head)]`` per layer (rules 1-4)."""
     out = []
     for layer in range(s.successor.shape[0]):
-        by_successor = [int(h) for h in np.argsort(-s.successor[layer], kind="stable")]
-        content = [h for h in by_successor if head_label(s, layer, h, c) == "content induction"]
         group = content_heads(s, layer, c) if layer >= 1 else []
-        if not content and group and s.group_causal is not None and (
-                float(s.group_causal[layer]) >= c.causal_threshold):
-            out.append(("content induction", group[0]))  # the heads share the copying
+        alone = [h for h in group if s.causal_share[layer, h] >= c.causal_threshold]
+        joint = s.group_causal is not None and s.group_causal[layer] >= c.causal_threshold
+        if alone or (group and joint):  # one head carries the gain, or the group shares it
+            out.append(("content induction", (alone or group)[0]))
             continue
-        best = content[0] if content else by_successor[0]
+        best = int(np.argsort(-s.successor[layer], kind="stable")[0])
         lab = head_label(s, layer, best, c)
         if lab is None:
             ph = int(np.argmax(s.previous_token[layer]))
