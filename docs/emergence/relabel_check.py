@@ -7,7 +7,8 @@ After a change of the labelling rules (not of the scores), this says which check
 the labels are a pure function of the per-head ``successor_attention``,
 ``content_share``, ``causal_share``, ``fixed_offset_attention``,
 ``previous_token_attention`` and ``positional_flag`` rows of ``metrics/mechanism.parquet``
-(with the run's ``probes.mechanism`` thresholds).
+and the per-layer ``causal_share_content_heads`` (with the run's ``probes.mechanism``
+thresholds; runs probed before that score existed read as having none).
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def relabel(run: Path) -> list[tuple[str, int, str, str]]:
             for r in g[g["metric"] == metric].itertuples():
                 a[int(r.layer), int(r.head)] = r.value
             arrays[key] = a.astype(bool) if key == "positional" else a
-        now = model_label(layer_labels(HeadScores(**arrays), cfg))[0]
+        group = np.full(n_l, np.nan)  # the content heads' joint share, where measured
+        for r in g[g["metric"] == "causal_share_content_heads"].itertuples():
+            group[int(r.layer)] = r.value
+        now = model_label(layer_labels(HeadScores(**arrays, group_causal=group), cfg))[0]
         stored = MECHANISM_LABELS[int(g.loc[g["metric"] == "label_model", "value"].iloc[0])]
         if now != stored:
             out.append((model, int(step), stored, now))
