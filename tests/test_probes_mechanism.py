@@ -4,7 +4,8 @@ Constructed windows of 4-token sentences ``s v o EOS`` in which most sentences c
 one before (so every repeat sits one period back, as in the quickstart), and four
 constructed attention functions: a pure positional head (key ``t - period + 1``), a pure
 content-induction head (key ``p + 1`` for the true most recent earlier occurrence ``p``),
-a previous-token head and uniform attention. Each must get its label from the scores.
+a local content copier (the same, but only for ``p`` within 12 tokens), a previous-token
+head and uniform attention. Each must get its label from the scores.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hierlab.probes.mechanism import (
 )
 
 N_WORDS, PERIOD, C = 16, 4, 64
+LOCAL = 12  # the local copier matches content only this far back
 EOS, PAD = 3 * N_WORDS, 3 * N_WORDS + 1
 VOCAB = PAD + 1
 ROLES = {"subject": [0, 16], "verb": [16, 32], "object": [32, 48], "connector": [48, 48]}
@@ -59,8 +61,9 @@ def _pattern(kind: str):
             return t - PERIOD + 1 if t - PERIOD + 1 >= 0 else None
         if kind == "previous":
             return t - 1 if t >= 1 else None
-        if kind == "content":
-            for p in range(t - 1, -1, -1):
+        if kind in ("content", "local"):
+            lowest = max(0, t - LOCAL) if kind == "local" else 0
+            for p in range(t - 1, lowest - 1, -1):
                 if row[p] == row[t]:
                     return p + 1 if p + 1 < t else None
             return None
@@ -100,12 +103,14 @@ def _scores(kind: str, causal: float) -> HeadScores:
     pm = ms.random_prefix_matching(pat, content_ids, C, 6, 0, 4)
     return HeadScores(succ.numpy(), content.numpy(), np.full((2, 1), causal),
                       prof[..., 2:].max(-1).values.numpy(), prof[..., 1].numpy(),
-                      ms.positional_flags(pm).numpy())
+                      ms.positional_flags(pm).numpy(),
+                      random_min=torch.stack(list(pm.values())).min(0).values.numpy())
 
 
 @pytest.mark.parametrize(("kind", "causal", "label"), [
     ("positional", 0.1, "positional copy"),
     ("content", 0.8, "content induction"),
+    ("local", 0.8, "local content copy"),
     ("previous", 0.0, "previous-token"),
     ("uniform", 0.0, "none"),
 ])
@@ -132,6 +137,27 @@ def test_content_head_without_causal_share_is_not_induction() -> None:
     assert layer_labels(_scores("content", 0.1), MechanismConfig())[1][0] == "none"
 
 
+def test_a_local_content_copier_is_not_induction() -> None:
+    """A head that copies by identity only within 12 tokens looks like induction on the
+    training windows (successor, match-breaking) but fails the random-repeat test at
+    C/4, C/2 - 3 and C/2 (16, 29, 32 tokens back): it is a local content copy."""
+    local, real = _scores("local", 0.8), _scores("content", 0.8)
+    assert local.successor[1, 0] > 0.9 and local.content_share[1, 0] > 0.9
+    # (the ideal head scores < 1 on random ids: with 48 ids a token often recurs within
+    # one half, and its most recent occurrence is then not one period back)
+    assert local.random_min[1, 0] < 0.05 and real.random_min[1, 0] > 0.4
+    assert layer_labels(local, MechanismConfig())[1][0] == "local content copy"
+    # the threshold is the config's: at 0 the same head passes
+    assert layer_labels(local, MechanismConfig(random_repeat_threshold=0.0))[1][0] == (
+        "content induction")
+    # a checkpoint with both kinds of layer takes the real one, in either layer order
+    two = [("local content copy", 0), ("content induction", 0)]
+    assert model_label(two)[0] == model_label(two[::-1])[0] == "content induction"
+    # scores stored before the random-repeat test existed never pass it
+    local.random_min = None
+    assert layer_labels(local, MechanismConfig())[1][0] == "local content copy"
+
+
 def test_a_content_head_beside_a_more_attending_one_labels_the_layer() -> None:
     """Two layer-1 heads copy by identity; mean-ablating the one that attends most removes
     little (the other carries the gain): the layer is content induction, with the head
@@ -143,9 +169,14 @@ def test_a_content_head_beside_a_more_attending_one_labels_the_layer() -> None:
                    causal_share=np.array([[0.0, 0.0, 0.0], [0.03, 0.42, 0.0]]),
                    fixed_offset=z, previous_token=np.array([[0.0, 0.65, 0.0], [0.0] * 3]),
                    positional=z.astype(bool))
+    # without the random-repeat test passed, these heads are local content copiers ...
+    labels = layer_labels(s, MechanismConfig())
+    assert labels[1] == ("local content copy", 1)
+    assert labels[0] == ("previous-token", 1)
+    # ... and with it passed by the causal head, content induction
+    s.random_min = np.array([[0.0] * 3, [0.05, 0.4, 0.0]])
     labels = layer_labels(s, MechanismConfig())
     assert labels[1] == ("content induction", 1)
-    assert labels[0] == ("previous-token", 1)
     assert model_label(labels) == ("content induction", 1, 1)
     # with no head passing the causal condition the layer stays `none` (rule 4) ...
     s.causal_share[1] = 0.03
@@ -154,7 +185,10 @@ def test_a_content_head_beside_a_more_attending_one_labels_the_layer() -> None:
     # gain together (flat copies, seed 2: 0.26 and 0.17 alone)
     assert content_heads(s, 1, MechanismConfig()) == [0, 1]
     s.group_causal = np.array([np.nan, 0.6])
-    assert layer_labels(s, MechanismConfig())[1] == ("content induction", 0)
+    assert layer_labels(s, MechanismConfig())[1] == ("content induction", 1)
+    # a group passes the random-repeat test through one member that passes it alone
+    s.random_min = np.array([[0.0] * 3, [0.05, 0.25, 0.9]])  # head 2 is no content head
+    assert layer_labels(s, MechanismConfig())[1] == ("local content copy", 0)
     s.group_causal = np.array([np.nan, 0.1])
     assert layer_labels(s, MechanismConfig())[1] == ("none", 0)
 
@@ -258,6 +292,8 @@ def test_copy_and_content_thresholds_differ() -> None:
     s.content_share = np.array([[0.0], [0.9]])
     assert layer_labels(s, MechanismConfig())[1][0] == "none"
     s.successor = np.array([[0.0], [0.35]])
+    assert layer_labels(s, MechanismConfig())[1][0] == "local content copy"
+    s.random_min = np.array([[0.0], [0.3]])
     assert layer_labels(s, MechanismConfig())[1][0] == "content induction"
     s.successor, s.content_share = np.array([[0.0], [0.15]]), np.array([[0.0], [0.0]])
     assert layer_labels(s, MechanismConfig())[1][0] == "none"

@@ -7,7 +7,8 @@ After a change of the labelling rules (not of the scores), this says which check
 the labels are a pure function of the per-head ``successor_attention``,
 ``content_share``, ``causal_share``, ``fixed_offset_attention``,
 ``previous_token_attention`` and ``positional_flag`` rows of ``metrics/mechanism.parquet``
-and the per-layer ``causal_share_content_heads`` (with the run's ``probes.mechanism``
+the per-layer ``causal_share_content_heads`` and the smallest ``prefix_matching_random``
+over the tested lengths (the random-repeat test) (with the run's ``probes.mechanism``
 thresholds; runs probed before that score existed read as having none).
 """
 
@@ -44,7 +45,13 @@ def relabel(run: Path) -> list[tuple[str, int, str, str]]:
         group = np.full(n_l, np.nan)  # the content heads' joint share, where measured
         for r in g[g["metric"] == "causal_share_content_heads"].itertuples():
             group[int(r.layer)] = r.value
-        now = model_label(layer_labels(HeadScores(**arrays, group_causal=group), cfg))[0]
+        rnd = g[g["metric"] == "prefix_matching_random"]  # min over the tested lengths
+        rmin = np.full((n_l, n_h), np.nan)
+        for (layer, head), v in rnd.groupby(["layer", "head"])["value"].min().items():
+            rmin[int(layer), int(head)] = v
+        scores = HeadScores(**arrays, group_causal=group,
+                            random_min=None if rnd.empty else rmin)
+        now = model_label(layer_labels(scores, cfg))[0]
         stored = MECHANISM_LABELS[int(g.loc[g["metric"] == "label_model", "value"].iloc[0])]
         if now != stored:
             out.append((model, int(step), stored, now))

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 __all__ = [
     "MECHANISM_LABELS",
+    "MECHANISM_RANK",
     "METRICS_SCHEMA",
     "OPTIONAL_METRIC_COLUMNS",
     "PROBES",
@@ -41,7 +42,16 @@ PROBES: tuple[str, ...] = ("induction", "fv", "hydra", "structure", "mechanism")
 
 #: ``mechanism`` probe labels, by their code (the ``value`` of its ``label`` rows)
 MECHANISM_LABELS: tuple[str, ...] = (
-    "none", "previous-token", "positional copy", "role-keyed copy", "content induction"
+    "none", "previous-token", "positional copy", "role-keyed copy", "content induction",
+    "local content copy",
+)
+
+#: the labels from least to most induction-like: a checkpoint's label is its layers' highest.
+#: Stored codes are indices into :data:`MECHANISM_LABELS` (appended to, never reordered), so
+#: the ranking is kept apart from them.
+MECHANISM_RANK: tuple[str, ...] = (
+    "none", "previous-token", "positional copy", "role-keyed copy", "local content copy",
+    "content induction",
 )
 
 #: every probe has the reference study's definition and the literature's

@@ -28,7 +28,8 @@ PANELS = ("ngram", "pcfg")
 SERIES = {"successor_best": "successor attention", "content_share_best": "content share",
           "causal_share_best": "causal share"}
 SHORT = {"none": "–", "previous-token": "prev", "positional copy": "pos",
-         "role-keyed copy": "role", "content induction": "IND"}
+         "role-keyed copy": "role", "local content copy": "local",
+         "content induction": "IND"}
 MIN_SUCCESSOR = 0.05
 COLUMNS = ["panel", "model", "series", "step", "tokens_seen", "layer", "head", "value",
            "label"]
@@ -115,6 +116,7 @@ def draw(data: RunData, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
         axes[0].set_ylabel("score of the labelled head")
         style.variant_title(fig, "Induction heads: which mechanism", "standard",
                             "labels per checkpoint: – none, prev previous-token, pos "
-                            "positional copy, role role-keyed copy, IND content induction; "
+                            "positional copy, role role-keyed copy, local local content copy, "
+                            "IND content induction; "
                             "dotted: N = 10^5.7·√(B·C)")
         return style.save(fig, table, out_dir, NAME, cfg)

@@ -199,6 +199,11 @@ class MechanismConfig(BaseModel):
     causal_threshold: float = Field(
         0.3, description="causal share a content induction head must carry"
     )
+    random_repeat_threshold: float = Field(
+        0.3, ge=0.0, le=1.0, description="random-id prefix matching a content induction "
+        "head must reach at every tested length (C/4, C/2 - 3, C/2); a content copy head "
+        "below it is a local content copy"
+    )
     positional_ratio: float = Field(
         2.0, gt=1.0, description="random-id prefix matching varying more than this across "
         "the three lengths flags a head as positional"

@@ -9,12 +9,13 @@ the model's full context; plus permuted-sentence repeats (prefix matching and lo
 **Labels** (thresholds are ``probes.mechanism`` fields; defaults in brackets). For layer
 ``l``:
 
-1. ``content induction`` if ``l >= 1`` and one of its heads has ``S >= 0.3``, ``M >= 0.5``
-   and ``K >= 0.3`` (the one with the highest ``S`` is reported), or its *content heads*
-   (every head with ``S >= 0.3`` and ``M >= 0.5``) mean-ablated together have ``K >= 0.3``
-   (the group's ``K`` is reported with its top head): a layer can hold two content heads
-   that share the copying, and ablating one then removes little because the other still
-   copies (seen on flat copies, issue 19);
+1. a *content copy* layer if ``l >= 1`` and one of its heads has ``S >= 0.3``,
+   ``M >= 0.5`` and ``K >= 0.3``, or its *content heads* (every head with ``S >= 0.3`` and
+   ``M >= 0.5``) mean-ablated together have ``K >= 0.3`` (two content heads can share the
+   copying, so that ablating one removes little). It is ``content induction`` only if such
+   a head also generalises: random-id prefix matching ``R >= 0.3`` at every tested length
+   (C/4, C/2 - 3, C/2), the canonical induction test; otherwise ``local content copy``
+   (a head that copies by identity only at the distances it was trained on);
 2. else, for the head with the highest ``S``: if ``S >= 0.2`` (a copy head: 20x the ~1/t
    of uniform attention) and ``M < 0.5`` (or M undefined): ``positional copy`` if ``P``
    is set or ``F >= 0.5 * S`` (its attention sits at one fixed offset), else
@@ -26,7 +27,7 @@ the model's full context; plus permuted-sentence repeats (prefix matching and lo
 A layer-0 head cannot be an induction head (no previous-token head below it); its scores
 are reported, and it can be labelled a copy head. The checkpoint's label (``label_model``)
 is the most induction-like layer label, in the order of
-:data:`hierlab.contracts.MECHANISM_LABELS`, later layers winning ties.
+:data:`hierlab.contracts.MECHANISM_RANK`, later layers winning ties.
 
 The reference study has no such instrument: the ``reference`` variant does not apply.
 """
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hierlab.contracts import MECHANISM_LABELS, ROLE_CODES
+from hierlab.contracts import MECHANISM_LABELS, MECHANISM_RANK, ROLE_CODES
 from hierlab.errors import DataError
 from hierlab.probes import mechanism_scores as ms
 from hierlab.probes.config import MechanismConfig
@@ -57,7 +58,8 @@ log = logging.getLogger(__name__)
 Row = dict[str, Any]
 ROLE_NAMES = {v: k for k, v in ROLE_CODES.items()}
 
-__all__ = ["HeadScores", "content_heads", "head_label", "label_code", "layer_labels", "measure",
+__all__ = ["HeadScores", "content_heads", "generalises", "head_label", "label_code",
+           "layer_labels", "measure",
            "mechanism_rows", "model_label", "nll_fn", "pattern_fn"]
 
 
@@ -79,6 +81,9 @@ class HeadScores:
     #: per layer: the causal share of its content heads (S and M over their thresholds)
     #: mean-ablated together; nan without such a head
     group_causal: np.ndarray | None = None
+    #: the smallest random-id prefix matching over the tested lengths; None (not measured)
+    #: never passes the random-repeat test
+    random_min: np.ndarray | None = None
 
 
 def content_heads(s: HeadScores, layer: int, c: MechanismConfig) -> list[int]:
@@ -89,6 +94,24 @@ def content_heads(s: HeadScores, layer: int, c: MechanismConfig) -> list[int]:
             and s.content_share[layer, h] >= c.content_threshold]
 
 
+def generalises(scores: HeadScores, layer: int, head: int, config: MechanismConfig) -> bool:
+    """Whether a head passes the random-repeat test.
+
+    Args:
+        scores: the per-head scores.
+        layer: the head's layer.
+        head: the head's index in its layer.
+        config: the thresholds (``random_repeat_threshold``).
+
+    Returns:
+        True if its random-id prefix matching is at least the threshold at every tested
+        length; False when it was not measured.
+    """
+    if scores.random_min is None:
+        return False
+    return bool(scores.random_min[layer, head] >= config.random_repeat_threshold)
+
+
 def head_label(s: HeadScores, layer: int, head: int, c: MechanismConfig) -> str | None:
     """Rules 1-2 of the module docstring for one head; None if neither applies."""
     succ = float(s.successor[layer, head])
@@ -97,7 +120,8 @@ def head_label(s: HeadScores, layer: int, head: int, c: MechanismConfig) -> str 
     content = float(s.content_share[layer, head])
     if (layer >= 1 and succ >= c.successor_threshold and content >= c.content_threshold
             and float(s.causal_share[layer, head]) >= c.causal_threshold):
-        return "content induction"
+        return ("content induction" if generalises(s, layer, head, c)
+                else "local content copy")
     if content >= c.content_threshold or not succ >= c.copy_threshold:
         return None  # content-matching, but layer 0 or not causal
     if bool(s.positional[layer, head]) or float(s.fixed_offset[layer, head]) >= (
@@ -114,7 +138,12 @@ def layer_labels(s: HeadScores, c: MechanismConfig) -> list[tuple[str, int]]:
         alone = [h for h in group if s.causal_share[layer, h] >= c.causal_threshold]
         joint = s.group_causal is not None and s.group_causal[layer] >= c.causal_threshold
         if alone or (group and joint):  # one head carries the gain, or the group shares it
-            out.append(("content induction", (alone or group)[0]))
+            # alone: the causal head must generalise itself; a group: one of its members
+            carriers = [h for h in (alone or group) if generalises(s, layer, h, c)]
+            if not carriers and alone and joint:
+                carriers = [h for h in group if generalises(s, layer, h, c)]
+            out.append(("content induction", carriers[0]) if carriers
+                       else ("local content copy", (alone or group)[0]))
             continue
         best = int(np.argsort(-s.successor[layer], kind="stable")[0])
         lab = head_label(s, layer, best, c)
@@ -129,10 +158,11 @@ def layer_labels(s: HeadScores, c: MechanismConfig) -> list[tuple[str, int]]:
 
 
 def model_label(labels: list[tuple[str, int]]) -> tuple[str, int, int]:
-    """``(label, layer, head)`` of the checkpoint: the most induction-like layer label."""
-    rank = [(label_code(lab), layer) for layer, (lab, _) in enumerate(labels)]
-    code, layer = max(rank)
-    return MECHANISM_LABELS[code], layer, labels[layer][1]
+    """``(label, layer, head)`` of the checkpoint: the most induction-like layer label
+    (:data:`~hierlab.contracts.MECHANISM_RANK`), later layers winning ties."""
+    rank = [(MECHANISM_RANK.index(lab), layer) for layer, (lab, _) in enumerate(labels)]
+    _, layer = max(rank)
+    return labels[layer][0], layer, labels[layer][1]
 
 
 # ---------------------------------------------------------------- the model's functions
@@ -335,16 +365,18 @@ def mechanism_rows(hm: HookedModel, windows: torch.Tensor, role_of: np.ndarray,
     content_ids = np.nonzero(role_of != ms.NOT_CONTENT)[0]
     pm = ms.random_prefix_matching(pat, content_ids, length, c.random_samples, seed, bs)
     flags = ms.positional_flags(pm, c.positional_ratio, c.positional_floor).numpy()
+    random_min = torch.stack(list(pm.values())).min(0).values.numpy()
     scores = HeadScores(succ, content, shares["all"], fixed.numpy(), prof[..., 1].numpy(),
-                        flags)
+                        flags, random_min=random_min)
     groups = [content_heads(scores, layer, c) if layer >= 1 else []
               for layer in range(succ.shape[0])]
     scores.group_causal = _group_causal(hm, windows[:nw], ev.windows_below(nw), gains["all"],
                                         cp.head_means, groups, bs)
     labels = layer_labels(scores, c)
     lab, best_l, best_h = model_label(labels)
-    best_causal = (scores.group_causal[best_l]  # labelled through its group of heads
-                   if lab == "content induction" and not head_label(scores, best_l, best_h, c)
+    through_group = (lab in ("content induction", "local content copy")
+                     and head_label(scores, best_l, best_h, c) != lab)
+    best_causal = (scores.group_causal[best_l] if through_group  # the group's joint share
                    else shares["all"][best_l, best_h])
 
     n_ev, n_ch = len(ev), len(chosen)
@@ -373,7 +405,8 @@ def mechanism_rows(hm: HookedModel, windows: torch.Tensor, role_of: np.ndarray,
     rows.append(_row("label_model", label_code(lab), n_ev, seed, best_l, best_h))
     for metric, v in (("successor_best", succ[best_l, best_h]),
                       ("content_share_best", content[best_l, best_h]),
-                      ("causal_share_best", best_causal)):
+                      ("causal_share_best", best_causal),
+                      ("random_repeat_min_best", random_min[best_l, best_h])):
         rows.append(_row(metric, v, n_ev, seed, best_l, best_h))
     upper = succ[1:] if succ.shape[0] > 1 else succ
     layer0 = 1 if succ.shape[0] > 1 else 0
