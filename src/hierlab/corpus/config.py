@@ -32,6 +32,9 @@ _LATER_PCFG_FIELDS: dict[str, Any] = {
 #: the same for the n-gram process
 _LATER_NGRAM_FIELDS: dict[str, Any] = {
     "copy_probability": 0.0, "copy_separator": True, "emit_eos": True,
+    "copy_gap_min": 0, "copy_gap_max": 0, "copy_gap_zero_probability": 0.0,
+    "latent": "none", "document_sentences": 16, "section_sentences": 8,
+    "paragraph_sentences": 2, "repermute_fraction": 0.5,
 }
 
 
@@ -281,8 +284,66 @@ class NgramConfig(BaseModel):
         "nothing but token identity tells where a copy starts",
     )
 
+    copy_gap_min: int = Field(
+        0, ge=0, description="fewest fresh tokens between a sentence and its copy (the copy "
+        "distance is the sentence length plus the gap)",
+    )
+    copy_gap_max: int = Field(
+        0, ge=0, description="most fresh tokens between a sentence and its copy, drawn "
+        "uniformly in [copy_gap_min, copy_gap_max]; > 0 spreads the copy distances, so that "
+        "only a head that matches token identity at any distance predicts the copy",
+    )
+    copy_gap_zero_probability: float = Field(
+        0.0, ge=0.0, le=1.0, description="P(a copy follows its sentence at once, gap 0) when "
+        "copy_gap_max > 0: a mixture of short and long copy distances",
+    )
+    latent: Literal["none", "document", "hierarchy", "segment"] = Field(
+        "none", description="latent structure of a context-free process (orders [1], one "
+        "context): words are drawn as word = permutation[rank], rank ~ Zipf(exponent_mean). "
+        "none: one fixed ranking; document: a uniform random permutation per document "
+        "(the study's latent); hierarchy: the document's permutation, partly re-permuted per "
+        "section and again per paragraph; segment: a fresh permutation per sentence "
+        "(burstiness without a shared latent). Every setting has the same uniform word "
+        "marginal over documents",
+    )
+    document_sentences: int = Field(
+        16, ge=1, description="sentences (with their copies) per document of the latent"
+    )
+    section_sentences: int = Field(
+        8, ge=1, description="sentences per section (latent: hierarchy); divides "
+        "document_sentences",
+    )
+    paragraph_sentences: int = Field(
+        2, ge=1, description="sentences per paragraph (latent: hierarchy); divides "
+        "section_sentences",
+    )
+    repermute_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of the ranks whose words a section, and "
+        "again a paragraph, shuffles among themselves (latent: hierarchy)",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> NgramConfig:
+        if self.copy_gap_max < self.copy_gap_min:
+            raise ValueError(f"copy_gap_max ({self.copy_gap_max}) must be >= copy_gap_min "
+                             f"({self.copy_gap_min})")
+        context_free = list(self.orders) == [1] and self.n_contexts == 1
+        if (self.latent != "none" or self.copy_gap_max > 0) and not context_free:
+            raise ValueError("latent and copy_gap_max need a context-free process: orders "
+                             f"[1] and num_contexts 1 (got orders {self.orders}, num_contexts "
+                             f"{self.num_contexts})")
+        if (self.latent != "none" or self.copy_gap_max > 0) and self.emit_eos:
+            raise ValueError("latent and copy_gap_max are for boundary-free streams: set "
+                             "emit_eos false")
+        if self.latent != "none" and self.permute_rankings:
+            raise ValueError("latent replaces permute_rankings: set permute_rankings false")
+        if self.latent == "hierarchy" and (
+                self.document_sentences % self.section_sentences
+                or self.section_sentences % self.paragraph_sentences):
+            raise ValueError("latent hierarchy: paragraph_sentences must divide "
+                             "section_sentences, which must divide document_sentences (got "
+                             f"{self.paragraph_sentences}, {self.section_sentences}, "
+                             f"{self.document_sentences})")
         if self.max_length < self.min_length:
             raise ValueError(
                 f"max_length ({self.max_length}) must be >= min_length ({self.min_length})"

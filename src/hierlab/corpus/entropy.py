@@ -254,6 +254,45 @@ def copy_known_nll(sentence_nll: np.ndarray, same_as_previous: np.ndarray, rho: 
     return -float(np.logaddexp(fresh, copy))
 
 
+def copy_design_floors(cfg: NgramConfig) -> dict[str, float]:
+    """Floors of a context-free copy design with gaps or a latent (exact, closed form).
+
+    A unit is a sentence of L fresh words and, with probability rho, a gap of G fresh words
+    and the sentence's copy; units run together with no boundary token. By the
+    renewal-reward theorem the long-run per-token rate is a ratio of expectations:
+
+    * ``no_context``: every word at the entropy of the word marginal (uniform over the
+      V - 1 words under any latent, since a uniform random permutation of ranks makes every
+      word equally likely over documents); what a model pays that uses no context at all.
+    * ``latent_known``: the copy structure and the latent known, so a copied word costs 0
+      and a fresh one ``H(Zipf(V - 1, s))`` (latent) or the entropy of the fixed law:
+      ``(E[L] + rho E[G]) H_fresh / (E[L] + rho (E[G] + E[L]))``, a lower bound on what any
+      model can reach (a model must still infer both from the context).
+
+    Args:
+        cfg: an n-gram config with ``latent`` set or ``copy_gap_max`` > 0.
+
+    Returns:
+        ``no_context``, ``latent_known`` and ``copy_fraction`` (the share of copied
+        tokens), all per token.
+    """
+    sampler = NgramSampler(cfg)
+    lengths = np.arange(cfg.min_length, cfg.max_length + 1)
+    mean_len = float((sampler.length_probs * lengths).sum())
+    mean_gap = 0.0
+    if cfg.copy_gap_max > 0:
+        mean_gap = (1.0 - cfg.copy_gap_zero_probability) * (cfg.copy_gap_min
+                                                            + cfg.copy_gap_max) / 2.0
+    rho = cfg.copy_probability
+    fresh, total = mean_len + rho * mean_gap, mean_len + rho * (mean_gap + mean_len)
+    if cfg.latent == "none":
+        h_fresh = h_marginal = _h(sampler.context_distribution(0))
+    else:
+        h_fresh, h_marginal = _h(sampler.latent_probs), float(np.log(cfg.vocab_size - 1))
+    return {"no_context": h_marginal, "latent_known": fresh * h_fresh / total,
+            "copy_fraction": rho * mean_len / total}
+
+
 def ngram_floors(cfg: NgramConfig, n_sentences: int = 2000) -> dict[str, float]:
     """Entropy rate of the n-gram process (MC over histories, exact conditionals).
 
@@ -261,6 +300,8 @@ def ngram_floors(cfg: NgramConfig, n_sentences: int = 2000) -> dict[str, float]:
     law alone: the copies ignored; equal to ``entropy_rate``, since a copy is marginally an
     n-gram sentence) and ``latent_known`` (the copies known: :func:`copy_known_nll`).
     """
+    if cfg.latent != "none" or cfg.copy_gap_max > 0:
+        return copy_design_floors(cfg)
     sampler = NgramSampler(cfg)
     ctx_probs = np.stack([sampler.context_distribution(c) for c in range(cfg.n_contexts)])
     # sentences from a dedicated stream (the test stage, far beyond any test split index)

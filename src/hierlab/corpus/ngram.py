@@ -29,16 +29,22 @@ from hierlab.corpus.config import NgramConfig
 from hierlab.corpus.jit import njit
 from hierlab.corpus.rng import (
     STAGE_NGRAM_HASH,
+    STAGE_COPY_DOCUMENT,
+    STAGE_COPY_PARAGRAPH,
+    STAGE_COPY_SECTION,
+    STAGE_COPY_SEGMENT,
     STAGE_NGRAM_TABLES,
     STAGE_NGRAM_TEST,
     STAGE_NGRAM_TRAIN,
     alias_draw,
     alias_table,
     mix64,
+    next_below,
     next_float,
     next_normal,
     shuffle_inplace,
     unit_seed,
+    zipf_probs,
 )
 from hierlab.corpus.sampler import ROLE_SPECIAL, ROLE_WORD, ShardOutput
 
@@ -66,13 +72,66 @@ def context_id(sent, pos, order, key, n_ctx) -> int:
     return _finish(h, n, key, n_ctx)
 
 
+LATENTS = ("none", "document", "hierarchy", "segment")
+
+
+@njit(cache=True)
+def _repermute(state, perm, fraction, idx) -> None:
+    """Shuffle the words of a random ``fraction`` of the ranks among themselves."""
+    k = int(round(fraction * perm.shape[0]))
+    for i in range(idx.shape[0]):
+        idx[i] = i
+    shuffle_inplace(state, idx)
+    for i in range(k - 1, 0, -1):  # Fisher-Yates over the chosen ranks
+        j = next_below(state, i + 1)
+        a, b = idx[i], idx[j]
+        tmp = perm[a]
+        perm[a] = perm[b]
+        perm[b] = tmp
+
+
+@njit(cache=True)
+def _latent_permutation(seed, sub, idx, latent, doc_n, sec_n, par_n, fraction, perm, work):
+    """The rank -> word permutation that sentence ``idx`` draws from (``LATENTS`` code)."""
+    st = np.empty(1, dtype=np.uint64)
+    for i in range(perm.shape[0]):
+        perm[i] = i
+    if latent == 3:
+        st[0] = unit_seed(seed, STAGE_COPY_SEGMENT, idx, sub)
+        shuffle_inplace(st, perm)
+        return
+    st[0] = unit_seed(seed, STAGE_COPY_DOCUMENT, idx // doc_n, sub)
+    shuffle_inplace(st, perm)
+    if latent == 2:
+        st[0] = unit_seed(seed, STAGE_COPY_SECTION, idx // sec_n, sub)
+        _repermute(st, perm, fraction, work)
+        st[0] = unit_seed(seed, STAGE_COPY_PARAGRAPH, idx // par_n, sub)
+        _repermute(st, perm, fraction, work)
+
+
+@njit(cache=True, inline="always")
+def _free_word(state, latent, perm, lat_p, lat_a, probs, aliases, rankings, permuted, eos):
+    """A context-free word: ``perm[rank]`` under a latent, else context 0's law."""
+    if latent > 0:
+        return perm[alias_draw(state, lat_p, lat_a)]
+    while True:
+        r = alias_draw(state, probs[0], aliases[0])
+        t = rankings[0, r] if permuted else r
+        if t != eos:
+            return t
+
+
 @njit(cache=True)
 def _sample_sentences(
     seed, stage, start, stop, eos, n_ctx, hash_key, probs, aliases, rankings, permuted,
     orders, ord_p, ord_a, len_p, len_a, min_len, annotate, copy_p, separator, emit_eos,
+    gap_min, gap_max, gap_zero, latent, sub, doc_n, sec_n, par_n, fraction, lat_p, lat_a,
 ):
     max_len = min_len + len_p.shape[0] - 1
-    cap = (stop - start) * (max_len + 1) * (2 if copy_p > 0.0 else 1)
+    cap = (stop - start) * (max_len + 1 + gap_max) * (2 if copy_p > 0.0 else 1)
+    perm = np.empty(lat_p.shape[0], dtype=np.int64)
+    work = np.empty(lat_p.shape[0], dtype=np.int64)
+    gap = np.empty(gap_max, dtype=np.uint16)
     out = np.empty(cap, dtype=np.uint16)
     a_sen = np.empty(cap if annotate else 0, dtype=np.uint32)
     a_role = np.empty(cap if annotate else 0, dtype=np.uint8)
@@ -93,7 +152,15 @@ def _sample_sentences(
         state[0] = unit_seed(seed, stage, idx, 0)
         length = min_len + alias_draw(state, len_p, len_a)
         starts[k] = n_out
+        if latent > 0:
+            _latent_permutation(seed, sub, idx, latent, doc_n, sec_n, par_n, fraction, perm,
+                                work)
         for pos in range(length):
+            if latent > 0:
+                t = perm[alias_draw(state, lat_p, lat_a)]
+                sent[pos] = t
+                out[n_out + pos] = t
+                continue
             n = min(orders[alias_draw(state, ord_p, ord_a)], pos)
             c = _finish(prefix[pos] - prefix[pos - n] * powers[n], n, hash_key, n_ctx)
             while True:
@@ -109,9 +176,20 @@ def _sample_sentences(
         # rho = 0 leaves the reference streams (and their hashes) untouched
         copies = 2 if copy_p > 0.0 and next_float(state) < copy_p else 1
         # with a separator each copy is "sentence EOS"; without, "sentence sentence EOS";
-        # without EOS at all, "sentence sentence"
-        span = length + 1 if separator and emit_eos else length
+        # without EOS at all, "sentence sentence"; a gap of fresh words sits before the copy
+        # (drawn after the copy decision, and only with copy_gap_max > 0)
+        g = 0
+        if copies == 2 and gap_max > 0:
+            g = gap_min + next_below(state, gap_max - gap_min + 1)
+            if next_float(state) < gap_zero:
+                g = 0
+            for q in range(g):
+                gap[q] = _free_word(state, latent, perm, lat_p, lat_a, probs, aliases,
+                                    rankings, permuted, eos)
+        span = (length + 1 if separator and emit_eos else length) + g
         if copies == 2:
+            for q in range(g):
+                out[n_out + span - g + q] = gap[q]
             for q in range(length):
                 out[n_out + span + q] = sent[q]
             out[n_out + span + length] = eos
@@ -168,6 +246,10 @@ class NgramSampler:
         self.length_probs = self._length_probs()
         self._len = alias_table(self.length_probs)
         self.hash_key = int(unit_seed(cfg.seed, STAGE_NGRAM_HASH, 0, 0))
+        # a latent draws ranks over the V - 1 words (EOS excluded) from Zipf(exponent_mean)
+        self.latent_probs = (zipf_probs(V - 1, cfg.exponent_mean) if cfg.latent != "none"
+                             else np.ones(1))
+        self._lat = alias_table(self.latent_probs)
 
     def _length_probs(self) -> np.ndarray:
         cfg = self.cfg
@@ -197,6 +279,10 @@ class NgramSampler:
             self.probs, self.aliases, self.rankings, cfg.permute_rankings,
             np.asarray(cfg.orders, dtype=np.int64), *self._ord, *self._len, cfg.min_length,
             cfg.annotations, float(cfg.copy_probability), cfg.copy_separator, cfg.emit_eos,
+            cfg.copy_gap_min, cfg.copy_gap_max, float(cfg.copy_gap_zero_probability),
+            LATENTS.index(cfg.latent), 0 if split == "train" else 1, cfg.document_sentences,
+            cfg.section_sentences, cfg.paragraph_sentences, float(cfg.repermute_fraction),
+            *self._lat,
         )
         ann = {"sentence": a_sen, "role": a_role} if cfg.annotations else None
         return ShardOutput(tokens, starts, ann, stop - start, 0, stop - start)

@@ -40,6 +40,10 @@ STAGE_NGRAM_TEST = 9  # per test sentence
 STAGE_NGRAM_HASH = 10  # the context-hash key
 STAGE_BINDING = 11  # per (document | section | paragraph): the binding maps
 STAGE_FLOOR = 12  # Monte-Carlo loss-floor documents
+STAGE_COPY_DOCUMENT = 13  # n-gram latent: per document, the rank -> word permutation
+STAGE_COPY_SECTION = 14  # ... per section: a partial re-permutation
+STAGE_COPY_PARAGRAPH = 15  # ... per paragraph: a partial re-permutation
+STAGE_COPY_SEGMENT = 16  # ... per sentence: a fresh permutation (burstiness, no shared latent)
 
 
 @njit(cache=True, inline="always")

@@ -38,6 +38,74 @@ def _count_members(tokens, starts, lens, table, t_starts, t_tokens):
     return hits
 
 
+@njit(cache=True)
+def _find_copies(tokens, min_len, max_dist):
+    """Greedy scan for verbatim copies: a run of >= ``min_len`` tokens equal to the run
+    ``d`` back (``min_len <= d <= max_dist``, smallest ``d`` first). Returns the distance
+    of every copied token (0 where none): chance runs of ``min_len`` equal tokens are
+    negligible for the copy designs (< 1e-6 per position for 96 words under Zipf(1))."""
+    n = tokens.shape[0]
+    dist = np.zeros(n, dtype=np.int64)
+    t = 0
+    while t < n:
+        found = 0
+        for d in range(min_len, min(max_dist, t) + 1):
+            r = 0
+            while t + r < n and r < d and tokens[t + r] == tokens[t + r - d]:
+                r += 1
+            if r >= min_len:
+                for j in range(r):
+                    dist[t + j] = d
+                found = r
+                break
+        t += found if found else 1
+    return dist
+
+
+@njit(cache=True)
+def _window_repeat_rate(tokens, context):
+    """Share of tokens whose id already occurred earlier in the same ``context`` window."""
+    hits = 0
+    total = 0
+    seen = np.full(65536, -1, dtype=np.int64)
+    for w0 in range(0, tokens.shape[0] - context + 1, context):
+        for j in range(context):
+            tok = tokens[w0 + j]
+            if seen[tok] >= w0:
+                hits += 1
+            seen[tok] = w0 + j
+            total += 1
+    return hits / max(total, 1)
+
+
+def copy_statistics(cfg: NgramConfig, tokens: np.ndarray, context: int = 64
+                    ) -> dict[str, Any]:
+    """What a reader needs to check that copy designs are matched.
+
+    Args:
+        cfg: the n-gram config (its lengths and gaps bound the copy search).
+        tokens: a split's tokens.
+        context: window length of the collision rate (the model's context).
+
+    Returns:
+        ``unigram_tv_from_uniform`` (total variation between the word marginal and
+        uniform), ``copy_fraction`` (share of tokens that repeat a run ``d`` back),
+        ``copy_distance_histogram`` (copied tokens per distance), and
+        ``window_repeat_rate`` (share of tokens already seen in their window).
+    """
+    words = cfg.vocab_size - 1
+    freq = np.bincount(tokens, minlength=cfg.vocab_size)[:words] / max(len(tokens), 1)
+    dist = _find_copies(np.asarray(tokens, dtype=np.int64), cfg.min_length,
+                        cfg.max_length + cfg.copy_gap_max)
+    hist = np.bincount(dist[dist > 0])
+    return {"unigram_tv_from_uniform": float(0.5 * np.abs(freq - 1.0 / words).sum()),
+            "copy_fraction": float((dist > 0).mean()) if len(dist) else 0.0,
+            "copy_distance_histogram": {int(k): int(v) for k, v in enumerate(hist) if v},
+            "window_repeat_rate": float(_window_repeat_rate(
+                np.asarray(tokens, dtype=np.int64), context)),
+            "window": context}
+
+
 def _read(reader: SplitReader, max_tokens: int | None) -> np.ndarray:
     n = reader.total_tokens if max_tokens is None else min(reader.total_tokens, max_tokens)
     return reader.read(0, n)
@@ -235,8 +303,10 @@ def _latent_rates(cfg: PcfgConfig, sampler: PcfgSampler, tokens: np.ndarray, bou
 
 
 def corpus_stats(corpus_dir: str | Path, max_tokens: int | None = 20_000_000,
-                 save: bool = True, max_docs: int = 20_000) -> dict[str, Any]:
-    """Statistics of ``RUN/corpus/<name>`` (both splits), saved to ``stats.json``."""
+                 save: bool = True, max_docs: int = 20_000, context: int = 64
+                 ) -> dict[str, Any]:
+    """Statistics of ``RUN/corpus/<name>`` (both splits), saved to ``stats.json``; for
+    boundary-free copy designs also :func:`copy_statistics` in windows of ``context``."""
     corpus_dir = Path(corpus_dir)
     if not (corpus_dir / "corpus.json").exists():
         raise DataError(f"{corpus_dir}: not a corpus folder (no corpus.json); "
@@ -275,6 +345,8 @@ def corpus_stats(corpus_dir: str | Path, max_tokens: int | None = 20_000_000,
         else:
             freq = np.bincount(tokens, minlength=cfg.vocab_size) / max(len(tokens), 1)
             s["unigram_top5"] = {int(i): float(freq[i]) for i in np.argsort(-freq)[:5]}
+            if cfg.copy_probability > 0 and not cfg.emit_eos:
+                s["copies"] = copy_statistics(cfg, tokens[:2_000_000], context)
         stats["splits"][split] = s
     if kind == "ngram":
         from hierlab.corpus.ngram import NgramSampler
@@ -298,9 +370,10 @@ def format_stats(stats: dict[str, Any]) -> str:
                        if k in ("no_context", "latent_known", "entropy_rate", "context_entropy"))
     lines.append(f"  loss floors (nats/token): {floors}")
     for split, s in stats["splits"].items():
+        mean_len = s["mean_sentence_length"]  # None without EOS: no sentence boundaries
         lines.append(f"  {split}: {s['tokens_total']:,} tokens, {s['units']:,} units; read "
                      f"{s['tokens_read']:,} tokens, {s['sentences_read']:,} sentences, mean "
-                     f"length {s['mean_sentence_length']:.3f}, unique "
+                     f"length {'n/a' if mean_len is None else f'{mean_len:.3f}'}, unique "
                      f"{s['unique_sentence_fraction']:.4f}, max id {s['max_id']}")
         if "svo_fraction" in s:
             lines.append(f"    SVO fraction {s['svo_fraction']:.4f} (config "
@@ -336,6 +409,20 @@ def format_stats(stats: dict[str, Any]) -> str:
             lines.append(f"    rejected (test duplicates redrawn): {s['rejected_sentences']:,}")
         if "unigram_top5" in s:
             lines.append(f"    unigram top-5 {s['unigram_top5']}")
+        if "copies" in s:
+            c = s["copies"]
+            hist = c["copy_distance_histogram"]
+            total = max(sum(hist.values()), 1)
+            bands = ((1, 8), (9, 16), (17, 24), (25, 32), (33, 1 << 30))
+            shares = ", ".join(
+                f"{lo}-{hi if hi < 1 << 30 else ''}: "
+                f"{sum(v for d, v in hist.items() if lo <= d <= hi) / total:.3f}"
+                for lo, hi in bands)
+            lines.append(f"    word marginal vs uniform (total variation) "
+                         f"{c['unigram_tv_from_uniform']:.4f}; copied tokens "
+                         f"{c['copy_fraction']:.4f}; repeats within a {c['window']}-token "
+                         f"window {c['window_repeat_rate']:.4f}")
+            lines.append(f"    copy distances (share of copied tokens): {shares}")
     if "context_exponent_floor_share" in stats:
         share = stats["context_exponent_floor_share"]
         lines.append(f"  context exponents at the floor: {share:.3f}")
