@@ -34,7 +34,7 @@ NO_PROC = Path("/nonexistent/proc/driver/nvidia/version")
 
 
 class _Index(BaseHTTPRequestHandler):
-    def do_HEAD(self) -> None:  # noqa: N802 (http.server's name)
+    def do_HEAD(self) -> None:
         self.send_response(200 if self.path == "/whl/cpu/torch/" else 404)
         self.end_headers()
 
