@@ -341,7 +341,9 @@ def sweep_cmd(
     Every run's config is validated before any work. Finished runs (report written, same
     config) are skipped, killed ones resume, a run dir holding another config is refused.
     Each run logs to runs/<name>/log.txt; the sweep writes summary.parquet/.csv and
-    summary_figure.png/.svg/.csv. Exit status 1 when a run failed (the others still run).
+    summary_figure.png/.svg/.csv; runs that name an arm and a seed add emergence.csv,
+    emergence_stats.csv and kaplan_meier.png/.csv. Exit status 1 when a run failed (the
+    others still run).
     """
     from hierlab.sweep import run_sweep
 

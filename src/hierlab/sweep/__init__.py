@@ -4,7 +4,8 @@ A sweep file names a base config (preset or path), overrides shared by every run
 cartesian ``grid`` and/or explicit ``runs`` (dotted keys; ``null`` deletes a key). Every
 run's config is validated at load time; runs go through :func:`hierlab.pipeline.run` in
 parallel spawn processes; finished runs are skipped and killed ones resume; the summary
-table and figure are rewritten at the end. Notebook use::
+table and figure are rewritten at the end, and, for runs that name an ``arm`` and a
+``seed``, the emergence statistics and Kaplan-Meier figure. Notebook use::
 
     from hierlab.sweep import run_sweep
     table = run_sweep("configs/sweep-example.yml", out="sweeps/example")
@@ -16,15 +17,22 @@ from typing import TYPE_CHECKING
 
 from hierlab._lazy import lazy_getattr
 from hierlab.sweep.execute import RunResult, execute, is_finished, run_dir_of
-from hierlab.sweep.spec import PlannedRun, RunOverride, SweepConfig, load_sweep, plan_runs
+from hierlab.sweep.spec import (
+    EmergenceSettings,
+    PlannedRun,
+    RunOverride,
+    SweepConfig,
+    load_sweep,
+    plan_runs,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from hierlab.sweep.api import run_sweep
     from hierlab.sweep.summary import summarize
 
 __all__ = [
-    "PlannedRun", "RunOverride", "RunResult", "SweepConfig", "execute", "is_finished",
-    "load_sweep", "plan_runs", "run_dir_of", "run_sweep", "summarize",
+    "EmergenceSettings", "PlannedRun", "RunOverride", "RunResult", "SweepConfig", "execute",
+    "is_finished", "load_sweep", "plan_runs", "run_dir_of", "run_sweep", "summarize",
 ]
 
 # pandas and matplotlib on first use only, so the CLI's option checks stay fast

@@ -26,7 +26,9 @@ def run_sweep(
     progress: bool = True,
 ) -> tuple[pd.DataFrame, list[RunResult]]:
     """Load, run (unless ``summary_only``) and summarise a sweep; return the summary table
-    and each run's result. ``only`` restricts the runs executed (the summary keeps all)."""
+    and each run's result. ``only`` restricts the runs executed (the summary keeps all);
+    runs that name an arm and a seed also get the emergence statistics
+    (``emergence.csv``, ``emergence_stats.csv``, ``kaplan_meier.png``)."""
     from hierlab.sweep.summary import summarize  # pandas and matplotlib: on use only
 
     sweep, runs = load_sweep(path)
@@ -43,4 +45,4 @@ def run_sweep(
     if not summary_only:
         results = execute(chosen, out, parallel=parallel or sweep.parallel, cores=cores,
                           progress=progress)
-    return summarize(runs, out, results), results
+    return summarize(runs, out, results, emergence=sweep.emergence), results

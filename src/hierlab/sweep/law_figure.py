@@ -43,7 +43,10 @@ def law_figure(df: pd.DataFrame, out: Path) -> tuple[list[Path], tuple[float, fl
     from hierlab.figures.style import save, style
 
     t = law_table(df)
-    em = t[t["emerged"]]
+    # as bool: an empty object column would select columns, not rows (a sweep summarised
+    # before any run trained lost its sqrt_bc column and failed)
+    emerged = t["emerged"].astype(bool)
+    em = t[emerged]
     fit = fit_law(list(em["sqrt_bc"] ** 2), list(em["tokens"])) if len(em) else None
     with style():
         fig = Figure(figsize=(4.2, 3.2), layout="constrained")
@@ -54,7 +57,7 @@ def law_figure(df: pd.DataFrame, out: Path) -> tuple[list[Path], tuple[float, fl
                 label="N = 10^5.7·√(B·C) (Aoyama et al.)")
         ax.scatter(em["sqrt_bc"], em["tokens"], color="#2f8f8c", s=18, zorder=3,
                    label="content induction first labelled")
-        rest = t[~t["emerged"]]
+        rest = t[~emerged]
         ax.scatter(rest["sqrt_bc"], rest["tokens"], facecolors="none", edgecolors="#b25",
                    s=18, zorder=3, label="never (final tokens: a lower bound)")
         if fit is not None:

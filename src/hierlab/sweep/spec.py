@@ -2,6 +2,8 @@
 
 Every run's config is built and validated when the file is loaded, before any work, so
 a typo in one run's key fails the whole sweep at once with the run and the field named.
+Listed runs may name an ``arm`` and a ``seed``: the emergence statistics compare arms over
+the seeds they share (``emergence`` section; :mod:`hierlab.sweep.emergence`).
 """
 
 from __future__ import annotations
@@ -11,24 +13,60 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hierlab.config import ExperimentConfig, config_from_dict, load_config
+from hierlab.contracts import MECHANISM_LABELS
 from hierlab.errors import ConfigError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
 class RunOverride(BaseModel):
-    """One explicitly listed run: its name and its dotted-key overrides."""
+    """One explicitly listed run: its name, its dotted-key overrides and, for the emergence
+    statistics, the arm it belongs to and its seed (the key that pairs it across arms)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, description="run name (its directory under runs/)")
     set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value")
+    arm: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._=+-]+$",
+        description="emergence statistics: the arm (condition) of this run; give with seed",
+    )
+    seed: int | None = Field(
+        None, ge=0,
+        description="emergence statistics: the pairing key; runs of two arms with the same "
+        "seed form a pair. A label only: set training.seed (or corpus seeds) in 'set'",
+    )
+
+
+class EmergenceSettings(BaseModel):
+    """How the emergence statistics read a sweep whose runs name an ``arm`` and ``seed``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    control: str = Field("F", description="the arm every other arm is paired with and "
+                         "tested against (log ratios, pairwise log-rank)")
+    label: str = Field("content induction", description="the mechanism label (a name of "
+                       "MECHANISM_LABELS) whose stable arrival is t*")
+    model: str | None = Field(None, description="the model (corpus name) read in every run; "
+                              "None: each armed run's only corpus")
+    reference_score_threshold: float = Field(
+        0.3, ge=0, le=1, description="alternative t*: the study's offset-n induction score "
+        "(reference variant, k = 1, best head) stays >= this (claim C5's 0.3)")
+    prefix_matching_threshold: float = Field(
+        0.3, ge=0, le=1, description="alternative t*: standard prefix matching on repeated "
+        "random ids (best head) stays >= this (the 0.3 of the random-repeat test)")
+    statistic: Literal["mean", "median"] = Field(
+        "mean", description="statistic of the paired log ratios over seeds")
+    bootstrap_resamples: int = Field(10_000, ge=100, description="paired bootstrap resamples")
+    confidence: float = Field(0.95, gt=0, lt=1, description="level of the bootstrap CI and "
+                              "of the Kaplan-Meier bands")
+    seed: int = Field(0, ge=0, description="seed of the bootstrap's numpy Generator")
 
 
 class SweepConfig(BaseModel):
@@ -44,15 +82,22 @@ class SweepConfig(BaseModel):
         default_factory=dict, description="dotted key -> values; one run per combination"
     )
     runs: list[RunOverride] = Field(default_factory=list, description="explicit runs")
+    emergence: EmergenceSettings = Field(
+        default_factory=EmergenceSettings,
+        description="emergence statistics over the runs that name an arm and a seed",
+    )
 
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One run of a sweep: its name, the overrides that define it and its validated config."""
+    """One run of a sweep: its name, the overrides that define it and its validated config;
+    ``arm`` and ``seed`` when the sweep file gives them (emergence statistics)."""
 
     name: str
     overrides: dict[str, Any]
     config: ExperimentConfig
+    arm: str | None = None
+    seed: int | None = None
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
@@ -117,17 +162,17 @@ def plan_runs(sweep: SweepConfig, sweep_file: Path | None = None) -> list[Planne
     """Every run's name, overrides and validated config (errors name the run and field)."""
     where = f"sweep '{sweep.name}'"
     base = _base_dict(sweep.base, sweep_file)
-    specs: list[tuple[str, dict[str, Any]]] = []
+    specs: list[tuple[str, dict[str, Any], str | None, int | None]] = []
     if sweep.grid:
         keys = list(sweep.grid)
         for combo in itertools.product(*(sweep.grid[k] for k in keys)):
             point = dict(zip(keys, combo, strict=True))
-            specs.append((grid_run_name(point), point))
-    specs += [(r.name, dict(r.set)) for r in sweep.runs]
+            specs.append((grid_run_name(point), point, None, None))
+    specs += [(r.name, dict(r.set), r.arm, r.seed) for r in sweep.runs]
     if not specs:
-        specs = [("base", {})]
+        specs = [("base", {}, None, None)]
     runs, seen = [], set()
-    for name, own in specs:
+    for name, own, arm, seed in specs:
         if name in seen:
             raise ConfigError(f"{where}: run name '{name}' appears twice")
         if _SAFE.search(name) or name in (".", ".."):
@@ -137,8 +182,41 @@ def plan_runs(sweep: SweepConfig, sweep_file: Path | None = None) -> list[Planne
         overrides = {**sweep.set, **own}
         src = f"{where}: run '{name}'"
         data = apply_overrides({**base, "name": name}, overrides, src)
-        runs.append(PlannedRun(name, overrides, config_from_dict(data, src)))
+        runs.append(PlannedRun(name, overrides, config_from_dict(data, src), arm, seed))
+    check_arms(runs, sweep.emergence, where)
     return runs
+
+
+def check_arms(runs: list[PlannedRun], settings: EmergenceSettings, where: str) -> None:
+    """Refuse, at load time, arms the emergence statistics could not read: an arm without a
+    seed (or the reverse), an (arm, seed) given twice, a control that is no arm, a label
+    that is no mechanism label, or a run whose model to read is ambiguous or absent."""
+    armed = [r for r in runs if r.arm is not None or r.seed is not None]
+    if not armed:
+        return
+    pairs: dict[tuple[str, int], str] = {}
+    for r in armed:
+        src = f"{where}: run '{r.name}'"
+        if r.arm is None or r.seed is None:
+            raise ConfigError(f"{src}: arm and seed go together (give both or neither)")
+        if (r.arm, r.seed) in pairs:
+            raise ConfigError(f"{src}: arm '{r.arm}' seed {r.seed} is also run "
+                              f"'{pairs[r.arm, r.seed]}' (one run per arm and seed)")
+        pairs[r.arm, r.seed] = r.name
+        corpora = list(r.config.corpora)
+        if settings.model is None and len(corpora) != 1:
+            raise ConfigError(f"{src}: emergence.model: the run trains {len(corpora)} models "
+                              f"({', '.join(corpora)}); name the one to read")
+        if settings.model is not None and settings.model not in corpora:
+            raise ConfigError(f"{src}: emergence.model '{settings.model}' is not one of its "
+                              f"corpora ({', '.join(corpora)})")
+    arms = sorted({r.arm for r in armed if r.arm is not None})
+    if settings.control not in arms:
+        raise ConfigError(f"{where}: emergence.control: '{settings.control}' is not an arm "
+                          f"(arms: {', '.join(arms)})")
+    if settings.label not in MECHANISM_LABELS:
+        raise ConfigError(f"{where}: emergence.label: '{settings.label}' is not a mechanism "
+                          f"label (allowed: {', '.join(MECHANISM_LABELS)})")
 
 
 def load_sweep(path: str | Path) -> tuple[SweepConfig, list[PlannedRun]]:

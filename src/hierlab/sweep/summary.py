@@ -21,7 +21,7 @@ import pandas as pd
 
 from hierlab.io import atomic_write_bytes
 from hierlab.sweep.execute import RunResult, run_dir_of
-from hierlab.sweep.spec import PlannedRun
+from hierlab.sweep.spec import EmergenceSettings, PlannedRun
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +231,10 @@ def _column(values: list[Any]) -> list[Any]:
 
 
 def summarize(runs: list[PlannedRun], out: str | Path,
-              results: list[RunResult] | None = None) -> pd.DataFrame:
-    """Write ``summary.parquet``/``summary.csv`` (atomically) and the summary figure."""
+              results: list[RunResult] | None = None,
+              emergence: EmergenceSettings | None = None) -> pd.DataFrame:
+    """Write ``summary.parquet``/``summary.csv`` (atomically) and the summary figure; when
+    runs name an arm and a seed, the emergence statistics too (``emergence`` settings)."""
     out = Path(out)
     status = {r.name: r for r in results or []}
     keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
@@ -267,6 +269,10 @@ def summarize(runs: list[PlannedRun], out: str | Path,
     _, fit = law_figure(df, out)
     if fit is not None:
         log.info("emergence law fit: N ~ (B*C)^%.2f (the law: 0.5)", fit[0])
+    if any(r.arm is not None for r in runs):
+        from hierlab.sweep.emergence import write_emergence
+
+        write_emergence(runs, out, emergence or EmergenceSettings())
     return df
 
 
