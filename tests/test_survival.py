@@ -51,6 +51,9 @@ def test_emergence_time_sorts_checkpoints_and_takes_booleans_and_other_labels():
     copy = _labels(NO, "local content copy", "local content copy", CI, "local content copy")
     assert emergence_time(copy, label="local content copy") == (400.0, True)
     assert emergence_time(copy) == (400.0, False)
+    # a set of labels: any content-matching copy head holds the checkpoint
+    either = ["local content copy", CI]
+    assert emergence_time(copy, label=either) == (100.0, True)
     t, seen = emergence_time(pd.Series([], dtype=object))
     assert math.isnan(t) and not seen
     with pytest.raises(DataError, match="two checkpoints at one token count"):

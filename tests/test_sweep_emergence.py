@@ -142,7 +142,7 @@ def test_arms_and_seeds_are_validated_at_load_time(tmp_path):
         load_sweep(_write(tmp_path, runs({"arm": "F", "seed": 0}, {"arm": "F", "seed": 0})))
     with pytest.raises(ConfigError, match=r"emergence\.control: 'F' is not an arm \(arms: H\)"):
         load_sweep(_write(tmp_path, runs({"arm": "H", "seed": 0})))
-    with pytest.raises(ConfigError, match=r"emergence\.label: 'induction' is not a mechanism"):
+    with pytest.raises(ConfigError, match=r"emergence\.label: \['induction'\] is not a mechanism"):
         load_sweep(_write(tmp_path, runs({"arm": "F", "seed": 0}), {"label": "induction"}))
     with pytest.raises(ConfigError, match=r"emergence\.model 'x' is not one of its corpora"):
         load_sweep(_write(tmp_path, runs({"arm": "F", "seed": 0}), {"model": "x"}))

@@ -28,11 +28,11 @@ import numpy as np
 from hierlab.corpus.config import NgramConfig
 from hierlab.corpus.jit import njit
 from hierlab.corpus.rng import (
-    STAGE_NGRAM_HASH,
     STAGE_COPY_DOCUMENT,
     STAGE_COPY_PARAGRAPH,
     STAGE_COPY_SECTION,
     STAGE_COPY_SEGMENT,
+    STAGE_NGRAM_HASH,
     STAGE_NGRAM_TABLES,
     STAGE_NGRAM_TEST,
     STAGE_NGRAM_TRAIN,

@@ -43,7 +43,8 @@ _COLUMNS = ["source", "model", "step", "tokens_seen", "variant", "metric", "k", 
 def criterion_names(settings: EmergenceSettings) -> dict[str, str]:
     """What each criterion means, in words (the stats table's and figure's text)."""
     return {
-        "label": f"label stays '{settings.label}'",
+        "label": "label stays " + (f"'{settings.label}'" if isinstance(settings.label, str)
+                                   else " or ".join(f"'{x}'" for x in settings.label)),
         "reference_score": f"reference score (k=1) >= {settings.reference_score_threshold:g}",
         "prefix_matching": f"prefix matching >= {settings.prefix_matching_threshold:g}",
     }

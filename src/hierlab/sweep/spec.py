@@ -51,8 +51,10 @@ class EmergenceSettings(BaseModel):
 
     control: str = Field("F", description="the arm every other arm is paired with and "
                          "tested against (log ratios, pairwise log-rank)")
-    label: str = Field("content induction", description="the mechanism label (a name of "
-                       "MECHANISM_LABELS) whose stable arrival is t*")
+    label: str | list[str] = Field(
+        "content induction", description="the mechanism label (a name of MECHANISM_LABELS), "
+        "or a list of them, whose stable arrival is t*: a list counts any of its labels, e.g. "
+        "[local content copy, content induction] for any content-matching copy head")
     model: str | None = Field(None, description="the model (corpus name) read in every run; "
                               "None: each armed run's only corpus")
     reference_score_threshold: float = Field(
@@ -214,8 +216,10 @@ def check_arms(runs: list[PlannedRun], settings: EmergenceSettings, where: str) 
     if settings.control not in arms:
         raise ConfigError(f"{where}: emergence.control: '{settings.control}' is not an arm "
                           f"(arms: {', '.join(arms)})")
-    if settings.label not in MECHANISM_LABELS:
-        raise ConfigError(f"{where}: emergence.label: '{settings.label}' is not a mechanism "
+    labels = [settings.label] if isinstance(settings.label, str) else settings.label
+    wrong = [lab for lab in labels if lab not in MECHANISM_LABELS]
+    if wrong or not labels:
+        raise ConfigError(f"{where}: emergence.label: {wrong or labels} is not a mechanism "
                           f"label (allowed: {', '.join(MECHANISM_LABELS)})")
 
 

@@ -10,6 +10,7 @@ the runs and writes the files. Definitions and formulas: ``docs/emergence-statis
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -30,7 +31,7 @@ Statistic = Literal["mean", "median"]
 
 
 def emergence_time(
-    label_by_tokens: pd.Series, label: str = "content induction"
+    label_by_tokens: pd.Series, label: str | Sequence[str] = "content induction"
 ) -> tuple[float, bool]:
     """The first checkpoint from which the label stays ``label`` through the last checkpoint.
 
@@ -44,7 +45,8 @@ def emergence_time(
         label_by_tokens: one value per checkpoint, indexed by ``tokens_seen``: label names
             (compared with ``label``), or booleans (any criterion, e.g. ``score >= 0.3``;
             ``label`` is then ignored). Missing values count as "does not hold".
-        label: the label name whose stable arrival is sought (a name of
+        label: the label name whose stable arrival is sought, or several (any of them
+            holds the checkpoint) (names of
             :data:`hierlab.contracts.MECHANISM_LABELS`, never its code).
 
     Returns:
@@ -62,7 +64,8 @@ def emergence_time(
     if pd.api.types.is_bool_dtype(s.dtype):
         hit = s.fillna(False).to_numpy(dtype=bool)
     else:
-        hit = (s == label).to_numpy(dtype=bool)
+        wanted = [label] if isinstance(label, str) else list(label)
+        hit = s.isin(wanted).to_numpy(dtype=bool)
     tokens = s.index.to_numpy(dtype=float)
     if not hit[-1]:
         return float(tokens[-1]), False
