@@ -10,10 +10,15 @@
 3. **Results**: both sweeps' summaries and, per run, the metrics tables, loss/eval CSVs,
    run.json, claims and the Fig. 3 mechanism panel, packed into ``RESULTS/emergence.tgz``.
 
+A sweep file whose runs name an ``arm`` (``configs/emergence-arms-gpu.yml``, the matched
+arms) skips step 2: its seeds are its own rows, and the sweep's emergence statistics
+(``emergence.csv``, ``emergence_stats.csv``, ``kaplan_meier.png``) are packed too.
+
 Usage (the wrapper ``benchmarks/emergence_gpu.sh`` adds the offline wheels)::
 
     python benchmarks/emergence_gpu.py configs/emergence-gpu.yml --out /tmp/em --results $OUT
     python benchmarks/emergence_gpu.py configs/emergence-gpu.yml --dry-run --out /tmp/em-dry
+    python benchmarks/emergence_gpu.py configs/emergence-arms-gpu.yml --dry-run --out /tmp/ea
 
 ``--dry-run`` runs three rows and the control at toy size on the CPU (checks the plumbing).
 """
@@ -41,7 +46,11 @@ DRY_PCFG = {"corpora.pcfg.train_documents": 60, "corpora.pcfg.test_documents": 2
 EXCLUDED = ("law-", "ngram", "-2x", "layers1", "prevcopy")
 KEEP = ("summary.csv", "summary.parquet", "summary_figure.png", "timings.json", "config.yml",
         "claims.csv", "eval.csv", "loss.csv", "run.json", "mechanism.parquet",
-        "induction.parquet", "fig3_mechanism.png", "log.txt")
+        "induction.parquet", "fig3_mechanism.png", "log.txt", "emergence.csv",
+        "emergence_stats.csv", "kaplan_meier.png", "kaplan_meier.csv")
+#: the arms dry run: two arms, two seeds each, at toy size
+DRY_ARMS = ("F", "H")
+DRY_SEEDS = (0, 1)
 
 
 def sweep_cmd(path: Path, out: Path, parallel: int) -> list[str]:
@@ -101,13 +110,25 @@ def seeds_sweep(src: Path, names: list[str], dest: Path) -> Path:
     return dest
 
 
+def is_arms(src: Path) -> bool:
+    """Whether the sweep file's runs name arms (the matched-arms comparison)."""
+    return any("arm" in r for r in yaml.safe_load(src.read_text()).get("runs", []))
+
+
 def dry_sweep(src: Path, dest: Path) -> Path:
     spec = yaml.safe_load(src.read_text())
     spec["base"] = str((src.parent / spec["base"]).resolve())
-    keep = [r for r in spec["runs"] if r["name"] in ("recall-k4", "distant-0.5", "mqar-a4",
-                                                     "ngram-control")]
+    if is_arms(src):
+        keep = [r for r in spec["runs"]
+                if r.get("arm") in DRY_ARMS and r.get("seed") in DRY_SEEDS]
+        shared = {k: v for k, v in spec.get("set", {}).items() if not k.startswith("probes.")}
+        spec["set"] = {**shared, "corpora.flat.train_sentences": 4000,
+                       "corpora.flat.test_sentences": 200}
+    else:
+        keep = [r for r in spec["runs"] if r["name"] in ("recall-k4", "distant-0.5", "mqar-a4",
+                                                         "ngram-control")]
     for r in keep:
-        extra = {} if r["name"] == "ngram-control" else DRY_PCFG
+        extra = DRY_PCFG if r["name"] not in ("ngram-control",) and not is_arms(src) else {}
         r["set"] = {**r.get("set", {}), **DRY, **extra}
     spec["runs"] = keep
     dest.write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -147,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     df = summarize(sweep, search)
     print(f"search: exit {rc}, {int((df.get('status') == 'finished').sum()) if len(df) else 0}"
           f" rows finished at {time.time() - t0:.0f} s", flush=True)
-    best = best_rows(df)
+    best = [] if is_arms(sweep) else best_rows(df)
     print(f"best rows: {best}", flush=True)
     dirs = [search]
-    if best and time.time() - t0 < a.seeds_until - 60:
+    if best and not is_arms(sweep) and time.time() - t0 < a.seeds_until - 60:
         seeds = seeds_sweep(sweep, best, a.out / "seeds.yml")
         out2 = a.out / "seeds"
         rc2 = run_until(sweep_cmd(seeds, out2, min(a.parallel, 2 * len(best))),
