@@ -60,8 +60,8 @@ def tables(folder: Path) -> str:
                 cells.append("–" if pd.isna(p) else f"{p:.3g}")
             out.append("| " + " | ".join(cells) + " |")
         p_all = st["logrank_all_p"].dropna()
-        if len(p_all):
-            out.append(f"\nLog-rank test across all arms: p = {p_all.iloc[0]:.3g}.\n")
+        out.append(f"\nLog-rank test across all arms: p = {p_all.iloc[0]:.3g}.\n" if len(p_all)
+                   else "\nLog-rank test across all arms: no event, no test.\n")
     return "\n".join(out)
 
 
