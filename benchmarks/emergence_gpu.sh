@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The content-induction search on one GPU (issue 19): see benchmarks/emergence_gpu.py.
+# The content-induction search on one GPU: see benchmarks/emergence_gpu.py.
 #   bash benchmarks/emergence_gpu.sh [emergence_gpu.py options]
 # On a GPU image without network, run `bash benchmarks/gpu_check.sh --fetch-wheels` on a
 # machine with PyPI first and carry .whl/ (pydantic is what such an image lacks).

@@ -8,7 +8,7 @@
 
 Only the tables are read on load (pandas, no torch); ``load_checkpoint`` imports torch and
 transformers when called. Metrics tables carry the public schema columns only (the
-README's ``source, model, step, ...`` list), in that order.
+``source, model, step, ...`` list of docs/probes.md#metrics-tables), in that order.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ the model's full context; plus permuted-sentence repeats (prefix matching and lo
    (every head with ``S >= 0.3`` and ``M >= 0.5``) mean-ablated together have ``K >= 0.3``
    (the group's ``K`` is reported with its top head): a layer can hold two content heads
    that share the copying, and ablating one then removes little because the other still
-   copies (seen on flat copies, issue 19);
+   copies (seen on flat copies, docs/findings.md);
 2. else, for the head with the highest ``S``: if ``S >= 0.2`` (a copy head: 20x the ~1/t
    of uniform attention) and ``M < 0.5`` (or M undefined): ``positional copy`` if ``P``
    is set or ``F >= 0.5 * S`` (its attention sits at one fixed offset), else
