@@ -7,12 +7,17 @@ Build (warnings are errors; the tutorials under tutorials/ are executed):
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
-sys.path.insert(0, str(DOCS.parent / "src"))
+SRC = DOCS.parent / "src"
+sys.path.insert(0, str(SRC))
 sys.path.insert(0, str(DOCS / "_ext"))
+# the notebook kernels import the same hierlab as autodoc: this checkout's, whatever the
+# environment has installed
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
 
 import hierlab  # noqa: E402
 
@@ -44,6 +49,7 @@ nb_execution_raise_on_error = True
 nb_execution_timeout = 240
 nb_execution_show_tb = True
 nb_merge_streams = True
+nb_output_stderr = "remove"  # progress bars and log lines; errors still fail the build
 
 autodoc_default_options = {"members": True, "show-inheritance": False}
 autodoc_member_order = "bysource"
