@@ -1,4 +1,4 @@
-"""Are the compiled kernels' gradients as exact as the uncompiled ones? (issue 19)
+"""Are the compiled kernels' gradients as exact as the uncompiled ones?
 
 On the flat-copy design the compiled run with eager attention (``attention: auto`` on CPU)
 sat on its no-context floor while the uncompiled runs and the compiled SDPA run left it.

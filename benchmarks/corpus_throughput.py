@@ -6,7 +6,7 @@ for n-gram generation with the reference process, each configuration in a fresh
 subprocess so peak RSS is clean. Peak memory is reported for two corpus sizes to show it
 is flat in corpus size (bounded by the shard size).
 
-Reference generator (compiled Rust, this 2-core machine type, whole process): PCFG
+Reference generator (compiled Rust, a 2-core AMD EPYC VM, whole process): PCFG
 7.65 M train tokens/s on 1 core (12.65 M on 2), n-gram 11.0 M tokens/s (19.5 M on 2),
 memory growing ~0.5-0.7 GiB per million PCFG training documents.
 
@@ -84,7 +84,7 @@ def main() -> None:
         print(f"{kind:6} {w:>7} {u:>10,} {r['tokens']:>12,} {r['tokens_per_s'] / 1e6:>8.2f} "
               f"{ratio:>6.2f} {r['peak_rss_gib']:>12.2f}", flush=True)
     print("pcfg: reference test split (100k base docs x 10) used for exact de-duplication; "
-          "'x ref' = tokens/s over the reference Rust generator's on this machine type.")
+          "'x ref' = tokens/s over the reference Rust generator's on that 2-core VM.")
 
 
 if __name__ == "__main__":

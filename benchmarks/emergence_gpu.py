@@ -1,4 +1,4 @@
-"""The content-induction search (issue 19) on one GPU, in one call of at most ~9 minutes.
+"""The content-induction search on one GPU, in one call of at most ~9 minutes.
 
 1. **Search**: ``hierlab sweep configs/emergence-gpu.yml`` with ``--parallel P`` (runs
    share the GPU, one CPU thread each), stopped at ``--search-until`` seconds; rows not

@@ -1,4 +1,4 @@
-"""Fault trials (issue 20): every fault hierlab promises to survive, on the real CLI.
+"""Fault trials: every fault hierlab promises to survive, on the real CLI.
 
 Each trial runs ``python -m hierlab ...`` in subprocesses on a tiny config, delivers the
 fault -- a real SIGTERM/SIGINT from outside at a moment read off the run's own outputs, a

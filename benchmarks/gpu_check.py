@@ -1,4 +1,4 @@
-"""GPU check (issue 11 item 4): one table of what hierlab does on one (or two) GPUs.
+"""GPU check: one table of what hierlab does on one (or two) GPUs.
 
 Rows, each section in its own subprocess with its own timeout (a hang or a crash is a row
 of the table, the other sections still run; all of it fits in ``--total`` seconds, 470 by

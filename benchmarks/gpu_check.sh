@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 11 item 4): one table, <= 8 minutes on one GPU. See benchmarks/gpu_check.py.
+# GPU check: one table, <= 8 minutes on one GPU. See benchmarks/gpu_check.py.
 #   bash benchmarks/gpu_check.sh [gpu_check.py options]   the check (table also in $OUT/gpu_check.md)
 #   bash benchmarks/gpu_check.sh --dry-run                 toy sizes on CPU, no GPU needed
 #   bash benchmarks/gpu_check.sh --fetch-wheels            on a machine with PyPI: wheels of what a

@@ -1,4 +1,4 @@
-"""The mechanism labels on models whose mechanism is known from their data (issue 18).
+"""The mechanism labels on models whose mechanism is known from their data.
 
 Trains a 2-layer Llama (HF ``LlamaForCausalLM``, 128 wide, 4 heads) on repeated random ids
 and labels its heads at log-spaced checkpoints with hierlab's mechanism probe

@@ -26,8 +26,7 @@ Contenders:
   included) -- against ``stage_serial``, the same call with ``parallel_corpora: 1``.
 
 Ratios are printed against ``plain``. HF Trainer needs ``accelerate`` (extra ``bench``;
-``interop`` pulls it in too). The quickstart (default config) on this project's
-2-core CPU::
+``interop`` pulls it in too). The quickstart (default config) on a 2-core CPU::
 
     python benchmarks/train_throughput.py --steps 60 --warmup 10 --repeats 2
     python benchmarks/train_throughput.py --config paper --device cuda --batch 256 --steps 30

@@ -101,7 +101,7 @@ def test_cross_field_errors_at_load_time(data, expected):
 
 
 def test_probe_lengths_are_checked_only_for_probes_that_run():
-    """Regression (issue 20 item 6): `probes.probes: [induction]` was refused because the
+    """Regression: `probes.probes: [induction]` was refused because the
     hydra section's standard_length (256) exceeds a 128-token context."""
     cfg = config_from_dict({"model": {"context_length": 128},
                             "probes": {"probes": ["induction"]}})

@@ -29,7 +29,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 class _Grammar:
     """Per-token probabilities of a fresh sentence given a document's latent, written from
-    the README's description of the grammar (not from the kernel)."""
+    the description of the grammar in docs/corpora.md (not from the kernel)."""
 
     def __init__(self, cfg: PcfgConfig, sampler: PcfgSampler, base: int) -> None:
         self.cfg, self.sampler, self.base = cfg, sampler, base

@@ -128,7 +128,7 @@ def test_dedup_removes_every_test_sentence_and_the_check_can_fail(tmp_path):
     assert s_on["train_test_overlap_sentences"] == 0
     assert s_on["splits"]["train"]["rejected_sentences"] > 0
     assert s_off["train_test_overlap_sentences"] > 100
-    # rejection removes short sentences: the mean length rises (SPEC §1.6)
+    # rejection removes short sentences: the mean length rises (docs/reference-study.md#the-grammar)
     assert (s_on["splits"]["train"]["mean_sentence_length"]
             > s_off["splits"]["train"]["mean_sentence_length"] + 0.1)
 

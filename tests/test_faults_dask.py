@@ -1,4 +1,4 @@
-"""A lost Dask worker (issue 20 item 3): killing one worker of a two-worker local cluster
+"""A lost Dask worker: killing one worker of a two-worker local cluster
 mid-shard still ends with a complete corpus, byte-identical to a one-worker run; a shard
 whose workers keep dying ends in one line, and a re-run completes it. No manifest ever
 lists a partial shard."""

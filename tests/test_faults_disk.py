@@ -1,4 +1,4 @@
-"""A full disk (issue 20 item 4): ENOSPC at each write site -- shard, checkpoint, metrics
+"""A full disk: ENOSPC at each write site -- shard, checkpoint, metrics
 table, figure -- is one DiskFullError naming the path; nothing partial is left where a later
 stage reads; a re-run after space is freed resumes. Once for real on a small tmpfs."""
 

@@ -1,4 +1,4 @@
-"""Hub revisions that fail (issue 20 item 5), offline, through the real ``snapshot_download``
+"""Hub revisions that fail, offline, through the real ``snapshot_download``
 on a local HF-cache layout (refs/, snapshots/, blobs/ named by their checksums): a missing
 revision, one removed mid-sweep, a truncated weights file and one that fails its checksum
 are recorded in the metrics folder with the reason; the sweep goes on; a re-run retries only

@@ -1,4 +1,4 @@
-"""One writer per run folder (issue 20 item 2): a second writer refuses at once naming the
+"""One writer per run folder: a second writer refuses at once naming the
 folder, the holder's pid, host and start time; a dead holder's lock is taken over with a
 warning; readers need no lock."""
 

@@ -1,4 +1,4 @@
-"""Preemption (issue 20 item 1): SIGTERM/SIGINT during train saves a resume point at the next
+"""Preemption: SIGTERM/SIGINT during train saves a resume point at the next
 step boundary, says where and how to resume, exits non-zero; the rerun is bitwise the
 uninterrupted run (weights, loss.csv, eval.csv). probe, corpus and sweep stop between units.
 torchrun ranks agree on the stop step."""

@@ -107,8 +107,9 @@ def test_old_hook_names_are_refused_with_the_new_name(checkpoint: Path) -> None:
 
 
 def _nnsight_reference_drop(path: Path, samples: torch.Tensor, ks) -> dict:
-    """SPEC §5.5 re-done in nnsight: zero block L-k's output, read block L through lm_head,
-    gold = the last input token; drop = clean - ablated, averaged over samples."""
+    """The reference Hydra drop (docs/reference-study.md#hydra-effect) re-done in nnsight:
+    zero block L-k's output, read block L through lm_head, gold = the last input token;
+    drop = clean - ablated, averaged over samples."""
     from nnsight import LanguageModel
 
     with warnings.catch_warnings():

@@ -161,7 +161,7 @@ def test_a_local_content_copier_is_not_induction() -> None:
 def test_a_content_head_beside_a_more_attending_one_labels_the_layer() -> None:
     """Two layer-1 heads copy by identity; mean-ablating the one that attends most removes
     little (the other carries the gain): the layer is content induction, with the head
-    that passes every condition (flat copies, issue 19: successor 0.81 / causal 0.03
+    that passes every condition (flat copies, docs/findings.md: successor 0.81 / causal 0.03
     beside 0.77 / 0.42)."""
     z = np.zeros((2, 3))
     s = HeadScores(successor=np.array([[0.1, 0.0, 0.0], [0.81, 0.77, 0.1]]),

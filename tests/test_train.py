@@ -38,7 +38,8 @@ def _split(
 
 # ----- model ---------------------------------------------------------------------------------
 def test_reference_parameter_count() -> None:
-    """SPEC §4.4: 17,299,200 parameters for V=1003, 17,298,688 for V=1002."""
+    """The reference model (docs/reference-study.md#model-and-training): 17,299,200
+    parameters for V=1003, 17,298,688 for V=1002."""
     model = build_model(ModelConfig(), 1003, seed=0)
     assert sum(p.numel() for p in model.parameters()) == 17_299_200
     cfg = model.config
@@ -103,7 +104,7 @@ def test_defaults_are_the_reference() -> None:
 
 # ----- schedules -----------------------------------------------------------------------------
 def test_linear_checkpoints_match_the_reference() -> None:
-    """SPEC §4.6/4.8: 38,589 steps -> every 386 steps plus the final one, 100 in all."""
+    """The reference PCFG run: 38,589 steps -> every 386 steps plus the final one, 100 in all."""
     steps = checkpoint_steps(CheckpointConfig(), 38_589)
     assert len(steps) == 100
     assert steps[:3] == [386, 772, 1158] and steps[-2:] == [38_214, 38_589]

@@ -97,7 +97,7 @@ def test_checkpoint_loads_with_auto_classes_and_generates(tmp_path: Path) -> Non
 
 
 def test_test_loss_is_measured_with_sdpa_whatever_the_training_kernel(tmp_path: Path) -> None:
-    """Regression (issue 11): eager attention is the training kernel when compiled on CPU;
+    """Regression: eager attention is the training kernel when compiled on CPU;
     the test loss must not depend on it. At step 0 (same weights) an eager-attention run and
     an SDPA run report the same test loss to the bit, and the kernel is restored after."""
     corpus = make_corpus(tmp_path)

@@ -61,7 +61,7 @@ def test_resume_after_a_kill_reproduces_the_run_exactly(tmp_path: Path, kill: in
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile (inductor) on CPU needs a C++ compiler")
 def test_compiled_run_resumes_bitwise_against_a_compiled_run(tmp_path: Path) -> None:
-    """Issue 11: a speed lever may not break resume. With ``training.compile`` a killed and
+    """A speed lever may not break resume. With ``training.compile`` a killed and
     resumed run equals the uninterrupted compiled run bit for bit (losses and weights)."""
     corpus = make_corpus(tmp_path)
     cfg = tcfg(precision="bf16", compile=True, checkpoints={"schedule": "list", "steps": [6]},
@@ -81,7 +81,7 @@ def test_compiled_run_resumes_bitwise_against_a_compiled_run(tmp_path: Path) -> 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile (inductor) on CPU needs a C++ compiler")
 def test_compiled_runs_are_deterministic_at_the_quickstart_shape(tmp_path: Path) -> None:
-    """Regression (issue 11): compiled on 2 CPU threads, two identical runs of the quickstart
+    """Regression: compiled on 2 CPU threads, two identical runs of the quickstart
     model drifted apart from step ~4 until training ran under deterministic algorithms. In a
     fresh process: once a process has been set to one thread (this file's fixture), the
     drift no longer shows, so the fixture's process cannot test it."""

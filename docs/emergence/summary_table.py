@@ -1,4 +1,4 @@
-"""The README's emergence table, built from a sweep's ``summary.csv`` (never typed by hand).
+"""An emergence table of docs/findings.md, from a sweep's ``summary.csv`` (never typed by hand).
 
     python docs/emergence/summary_table.py docs/emergence/cpu/summary.csv > table.md
 

@@ -4,11 +4,12 @@
 >>> run.config.training.lr                     # the typed config of RUN/config.yml
 >>> run.metrics["induction"].query("metric == 'prefix_matching_max'")
 >>> hm = run.load_checkpoint(1000, model="pcfg")   # a HookedModel at step 1000
->>> _, cache = hm.run_with_cache(ids, ["blocks.0.attn.hook_pattern"])
+>>> with hm.eager():                              # patterns need eager attention
+...     _, cache = hm.run_with_cache(ids, ["blocks.0.attn.hook_pattern"])
 
 Only the tables are read on load (pandas, no torch); ``load_checkpoint`` imports torch and
 transformers when called. Metrics tables carry the public schema columns only (the
-README's ``source, model, step, ...`` list), in that order.
+``source, model, step, ...`` list of docs/probes.md#metrics-tables), in that order.
 """
 
 from __future__ import annotations

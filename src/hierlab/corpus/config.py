@@ -1,8 +1,9 @@
 """Typed configuration of the corpus stage.
 
-Every constant that the reference generator hard-coded (SPEC Part B §1-2) is a field here,
-with the reference value as its default, so ``PcfgConfig()`` *is* the reference grammar and
-``NgramConfig()`` the reference n-gram process. Our fixes (test de-duplication done exactly,
+Every constant that the reference generator hard-coded (docs/reference-study.md#the-grammar,
+#the-n-gram-process) is a field here, with the reference value as its default, so
+``PcfgConfig()`` *is* the reference grammar and ``NgramConfig()`` the reference n-gram
+process. Our fixes (test de-duplication done exactly,
 an n-gram test split, honoured length settings) are on by default; each one that changes
 the data can be switched back.
 """
@@ -59,7 +60,7 @@ class PcfgConfig(BaseModel):
 
     model_config = _STRICT
 
-    kind: Literal["pcfg"] = "pcfg"
+    kind: Literal["pcfg"] = Field("pcfg", description="selects this generator: the PCFG")
     seed: int = Field(0, ge=0, description="root seed of every random draw of this corpus")
     lexicon: Lexicon = Field(default_factory=Lexicon)
     zipf_exponent: float = Field(
@@ -71,8 +72,8 @@ class PcfgConfig(BaseModel):
         description="P(m extra clauses) for m = 0, 1, 2, ... in the SVO branch",
     )
     sections: int = Field(2, ge=1, description="sections per document")
-    paragraphs_per_section: int = Field(4, ge=1)
-    sentences_per_paragraph: int = Field(2, ge=1)
+    paragraphs_per_section: int = Field(4, ge=1, description="paragraphs per section")
+    sentences_per_paragraph: int = Field(2, ge=1, description="sentences per paragraph")
     repetitions: int = Field(
         10, ge=1, description="realisations of each base document (same latent, new sentences)"
     )
@@ -85,7 +86,10 @@ class PcfgConfig(BaseModel):
         description="shuffled: realisations in a seeded global random order (reference train); "
         "contiguous: a latent's repetitions kept together (reference test)",
     )
-    test_order: Literal["shuffled", "contiguous"] = "contiguous"
+    test_order: Literal["shuffled", "contiguous"] = Field(
+        "contiguous", description="document order of the test split, as train_order "
+        "(reference: contiguous)"
+    )
     dedup: bool = Field(
         True, description="redraw train sentences that occur verbatim in the test split"
     )
@@ -225,11 +229,14 @@ class PcfgConfig(BaseModel):
 
 
 class NgramConfig(BaseModel):
-    """The hierarchy-free baseline: a mixed-order hashed-context n-gram process (SPEC §2)."""
+    """The hierarchy-free baseline: a mixed-order hashed-context n-gram process
+    (docs/reference-study.md#the-n-gram-process)."""
 
     model_config = _STRICT
 
-    kind: Literal["ngram"] = "ngram"
+    kind: Literal["ngram"] = Field(
+        "ngram", description="selects this generator: the n-gram process"
+    )
     seed: int = Field(0, ge=0, description="root seed of every random draw of this corpus")
     vocab_size: int = Field(
         1000, ge=3, le=65_535, description="regular tokens 0..V-2 plus EOS = V-1"
@@ -252,19 +259,23 @@ class NgramConfig(BaseModel):
     order_weights: list[float] | None = Field(
         None, description="P(order); null = i^-order_weight_exponent for i = 1..len(orders)"
     )
-    order_weight_exponent: float = Field(1.5, ge=0.0)
+    order_weight_exponent: float = Field(
+        1.5, ge=0.0, description="e in the default order weights i^-e"
+    )
     length_distribution: Literal["uniform", "zipf"] = Field(
         "uniform", description="sentence length law over [min_length, max_length]"
     )
     min_length: int = Field(10, ge=1, description="shortest sentence (regular tokens)")
     max_length: int = Field(109, ge=1, description="longest sentence (regular tokens)")
     length_zipf_exponent: float = Field(2.0, ge=0.0, description="used when length is zipf")
-    train_sentences: int = Field(5_000_000_000, ge=0)
+    train_sentences: int = Field(5_000_000_000, ge=0, description="sentences in the train split")
     test_sentences: int = Field(
         1_000_000, ge=0, description="held-out sentences (the reference wrote none)"
     )
     annotations: bool = Field(False, description="store per-token sentence index and role")
-    sentences_per_shard: int = Field(200_000, ge=1)
+    sentences_per_shard: int = Field(
+        200_000, ge=1, description="sentences per shard (bounds a worker's memory)"
+    )
     copy_probability: float = Field(
         0.0, ge=0.0, le=1.0,
         description="P(a sentence is followed at once by its verbatim copy; copies are never "

@@ -12,7 +12,7 @@ where a content word costs ``ln n_role`` for a model that knows the grammar but 
 document latent (every permutation equally likely, so the word is uniform over its role),
 and the Zipf rank entropy ``H(Zipf(n_role, s))`` when the latent is known. The gap is
 exactly what in-context inference of the latent can win. For the reference grammar:
-4.869 and 3.903 nats/token (SPEC Part C). The floors describe the process *before*
+4.869 and 3.903 nats/token (docs/corpora.md#loss-floors). The floors describe the process *before*
 test-set rejection, which only removes ~0.3 % of sentences at quickstart scale (measured by
 ``corpus-stats``).
 

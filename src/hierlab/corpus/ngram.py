@@ -1,4 +1,5 @@
-"""The n-gram baseline: a mixed-order, hashed-context process with no hierarchy (SPEC §2).
+"""The n-gram baseline: a mixed-order, hashed-context process with no hierarchy
+(docs/reference-study.md#the-n-gram-process).
 
 Before each token an order n is drawn from ``orders`` (weights ∝ i^-1.5 by default); the
 context is the last n tokens of the current sentence (fewer at its start), hashed to one
@@ -17,8 +18,9 @@ With ``emit_eos: false`` no EOS is written at all: sentences and copies run toge
 Differences from the reference, by design: every setting is honoured (the reference
 ignored ``order`` and the length law), a test split exists, and every sentence's stream
 derives from (seed, split, sentence index), so there are no seed collisions and the
-corpus does not depend on the thread count (SPEC §8.6-8.8). The context hash is a keyed
-SplitMix64 chain instead of SipHash; any fixed hash gives the same distribution.
+corpus does not depend on the thread count (docs/reference-study.md#known-defects). The
+context hash is a keyed SplitMix64 chain instead of SipHash; any fixed hash gives the same
+distribution.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The PCFG sampler: documents of sections of paragraphs of SVO/VSO sentences (SPEC §1).
+"""The PCFG sampler: documents of sections of paragraphs of SVO/VSO sentences
+(docs/reference-study.md#the-grammar).
 
 A *base document* ``d`` has a latent state: for each content role (subject, verb, object)
 a random permutation mapping a Zipf rank to a word, derived from ``(seed, d)`` alone.

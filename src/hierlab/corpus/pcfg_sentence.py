@@ -1,5 +1,5 @@
-"""One sentence of a PCFG document (SPEC §1): whether it copies an earlier sentence
-(repetition, permuted recall) and, if not, its fresh draw.
+"""One sentence of a PCFG document (docs/reference-study.md#the-grammar): whether it
+copies an earlier sentence (repetition, permuted recall) and, if not, its fresh draw.
 
 The document kernel in :mod:`~hierlab.corpus.pcfg` walks sections and paragraphs and
 calls these once per sentence; they make the same draws, in the same order, from the

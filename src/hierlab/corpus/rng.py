@@ -4,7 +4,7 @@ Why counter-based: every random draw of a corpus derives from ``(seed, stage, un
 a document's latent state from its document index, a sentence stream from its
 realisation index — so any shard can be generated alone, in any order, on any machine,
 with identical bytes. (The reference seeded per chunk and per thread, which made its
-n-gram corpus depend on the thread count and collide; SPEC §2, §8.7.)
+n-gram corpus depend on the thread count and collide; docs/reference-study.md#known-defects.)
 
 The generator is SplitMix64 (Steele, Lea & Flood 2014; the seeding generator of the
 xoshiro family; passes BigCrush). Bounded integers use Lemire's unbiased multiply-shift

@@ -2,8 +2,8 @@
 
 ``make_figures(run_dir)`` reads ``RUN/metrics/*.parquet`` and ``RUN/models/<c>/{loss.csv,
 eval.csv,run.json}`` (never a model) and writes ``RUN/figures/<name>.{png,svg,csv}``;
-``evaluate_claims`` checks SPEC §9's claims on the same tables and ``write_report`` bundles
-everything into ``RUN/report.html``.
+``evaluate_claims`` checks the reference study's claims on the same tables and
+``write_report`` bundles everything into ``RUN/report.html``.
 
 The heavy imports (matplotlib, pandas) are deferred: :mod:`hierlab.config` imports
 :mod:`hierlab.figures.config` on every command.

@@ -1,4 +1,4 @@
-"""Check SPEC §9's claims C1-C10 on a run's tables, for both metric variants.
+"""Check the reference study's claims C1-C10 on a run's tables, for both metric variants.
 
 The claims are hypotheses: every check returns the number behind it and PASS, FAIL or N/A
 (the data it needs are missing), and a FAIL is reported as plainly as a PASS. Thresholds
@@ -65,7 +65,8 @@ Check = Callable[[RunData, str, ClaimThresholds], Outcome]
 
 @dataclass(frozen=True)
 class Claim:
-    """A claim of SPEC §9: its id, the statement it tests and the check that tests it."""
+    """A claim of the reference study (docs/reference-study.md#claims): its id, the statement
+    it tests and the check that tests it."""
 
     id: str
     statement: str

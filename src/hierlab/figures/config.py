@@ -53,20 +53,62 @@ class ClaimThresholds(BaseModel):
 
     model_config = _STRICT
 
-    c1_early_fraction: float = Field(C1_EARLY_FRACTION, gt=0, lt=1)
-    c1_min_early_share: float = Field(C1_MIN_EARLY_SHARE, ge=0, le=1)
-    c2_min_late_share: float = Field(C2_MIN_LATE_SHARE, ge=0, le=1)
-    c3_min_score: float = Field(C3_MIN_SCORE, ge=0, le=1)
-    c4_max_score: float = Field(C4_MAX_SCORE, ge=0, le=1)
-    c5_min_score: float = Field(C5_MIN_SCORE, ge=0, le=1)
-    c5_max_rise_width: float = Field(C5_MAX_RISE_WIDTH, gt=0, le=1)
-    c6_min_score: float = Field(C6_MIN_SCORE, ge=0, le=1)
-    c6_early_fraction: float = Field(C6_EARLY_FRACTION, gt=0, le=1)
-    c6_min_persist: float = Field(C6_MIN_PERSIST, ge=0, le=1)
-    c7_min_fraction: float = Field(C7_MIN_FRACTION, ge=0, le=1)
-    c8_min_fraction: float = Field(C8_MIN_FRACTION, ge=0, le=1)
-    c9_late_layer_fraction: float = Field(C9_LATE_LAYER_FRACTION, ge=0, le=1)
-    c9_min_late_share: float = Field(C9_MIN_LATE_SHARE, ge=0, le=1)
+    c1_early_fraction: float = Field(
+        C1_EARLY_FRACTION, gt=0, lt=1,
+        description="C1: fraction of the final step at which convergence is judged",
+    )
+    c1_min_early_share: float = Field(
+        C1_MIN_EARLY_SHARE, ge=0, le=1,
+        description="C1: share of the loss decrease reached by c1_early_fraction",
+    )
+    c2_min_late_share: float = Field(
+        C2_MIN_LATE_SHARE, ge=0, le=1,
+        description="C2: share of the loss decrease that must come in the second half",
+    )
+    c3_min_score: float = Field(
+        C3_MIN_SCORE, ge=0, le=1,
+        description="C3: V->O and C->S class mass at the final checkpoint",
+    )
+    c4_max_score: float = Field(
+        C4_MAX_SCORE, ge=0, le=1,
+        description="C4: the n-gram induction score stays below this at every checkpoint",
+    )
+    c5_min_score: float = Field(
+        C5_MIN_SCORE, ge=0, le=1,
+        description="C5: the PCFG induction score reaches at least this",
+    )
+    c5_max_rise_width: float = Field(
+        C5_MAX_RISE_WIDTH, gt=0, le=1,
+        description="C5: widest 10 -> 90 % rise, as a fraction of the steps",
+    )
+    c6_min_score: float = Field(
+        C6_MIN_SCORE, ge=0, le=1,
+        description="C6: the external model's induction score reaches this ...",
+    )
+    c6_early_fraction: float = Field(
+        C6_EARLY_FRACTION, gt=0, le=1,
+        description="C6: ... within this fraction of its step range ...",
+    )
+    c6_min_persist: float = Field(
+        C6_MIN_PERSIST, ge=0, le=1,
+        description="C6: ... and ends at >= this fraction of its maximum",
+    )
+    c7_min_fraction: float = Field(
+        C7_MIN_FRACTION, ge=0, le=1,
+        description="C7: fraction of PCFG (layer, checkpoint) cells with compensation",
+    )
+    c8_min_fraction: float = Field(
+        C8_MIN_FRACTION, ge=0, le=1,
+        description="C8: fraction of n-gram cells without compensation",
+    )
+    c9_late_layer_fraction: float = Field(
+        C9_LATE_LAYER_FRACTION, ge=0, le=1,
+        description="C9: layers at or above this fraction of the depth are late",
+    )
+    c9_min_late_share: float = Field(
+        C9_MIN_LATE_SHARE, ge=0, le=1,
+        description="C9: share of the compensation mass in late layers",
+    )
 
 
 class FiguresConfig(BaseModel):
@@ -83,8 +125,8 @@ class FiguresConfig(BaseModel):
         default_factory=lambda: ["reference", "standard"],
         description="metric variants to draw; each gets its own file",
     )
-    width_in: float = Field(7.098, gt=0, description="figure width in inches (SPEC §5)")
-    aspect: float = Field(1.618, gt=0, description="width / height (golden ratio as in SPEC §5)")
+    width_in: float = Field(7.098, gt=0, description="figure width in inches (the study's 7.098)")
+    aspect: float = Field(1.618, gt=0, description="width / height (the study's golden ratio)")
     cmap: str = Field(
         "crest",
         description="sequential colormap: 'crest' (a built-in crest-like map) or a matplotlib name",

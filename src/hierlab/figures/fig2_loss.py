@@ -1,4 +1,5 @@
-"""Fig. 2 — training loss against step: N-gram | PCFG | OLMo-1B (SPEC §5.1).
+"""Fig. 2 — training loss against step: N-gram | PCFG | OLMo-1B
+(docs/reference-study.md#loss-curves).
 
 Beyond the reference figure we draw each corpus's exact loss floors (dashed, labelled) and
 the held-out test loss (markers), so a reader sees at once how much of the learnable gap a

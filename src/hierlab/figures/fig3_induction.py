@@ -1,4 +1,5 @@
-"""Fig. 3 — induction score against step: N-gram | PCFG | external model (SPEC §5.3).
+"""Fig. 3 — induction score against step: N-gram | PCFG | external model
+(docs/reference-study.md#induction-score).
 
 reference: the reference's score (attention from i to its own earlier copy, key i-n), one
 line per k = 1..10 (alpha 0.6), max over heads; the external panel uses the OLMo
@@ -21,7 +22,7 @@ from hierlab.figures.data import PANEL_KINDS, RunData
 NAME = "fig3_induction"
 COLUMNS = ["panel", "model", "series", "k", "step", "value"]
 HOW = {
-    "reference": "SPEC §5.3 score: attention to the earlier copy of the token (key i−n), "
+    "reference": "the study's score: attention to the earlier copy of the token (key i−n), "
     "max over heads, one line per k",
     "standard": "Olsson et al. prefix matching (key i−n+1), max over heads; "
     "duplicate-token (key i−n) for comparison",

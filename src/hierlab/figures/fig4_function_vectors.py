@@ -1,4 +1,4 @@
-"""Fig. 4 — function vectors in the PCFG model (SPEC §5.4).
+"""Fig. 4 — function vectors in the PCFG model (docs/reference-study.md#function-vectors).
 
 reference: layer x checkpoint heatmap of the reconstructed "FV improvement" (crest, origin
 lower), as the reference notebook drew it.
@@ -105,7 +105,7 @@ def draw(data: RunData, variant: str, out_dir: Path, cfg: FiguresConfig) -> list
                 fig,
                 "Function vector improvement",
                 variant,
-                "reconstructed SPEC §5.4 metric (see probes/fv_reference.py)",
+                "the study's lost metric, reconstructed (see probes/fv_reference.py)",
             )
         else:
             fig, axes = style.new_figure(cfg, 2)

@@ -1,4 +1,5 @@
-"""Fig. 5(a) — Hydra heatmaps, layers x checkpoints: N-gram | PCFG | external (SPEC §5.5).
+"""Fig. 5(a) — Hydra heatmaps, layers x checkpoints: N-gram | PCFG | external
+(docs/reference-study.md#hydra-effect).
 
 reference: the reference's k = 1 ``drop`` shown as max(0, -drop) (only "negative drop",
 i.e. compensation, is visible), crest, one shared scale from 0 and one colourbar; unlike the
@@ -24,7 +25,7 @@ COLUMNS = ["panel", "model", "step", "layer", "value", "plotted"]
 DIVERGING = "RdBu_r"
 CLIP_QUANTILE = 0.98
 HOW = {
-    "reference": "SPEC §5.5: max(0, −drop) for k=1 (drop = clean − ablated logit of the "
+    "reference": "the study's score: max(0, −drop) for k=1 (drop = clean − ablated logit of the "
     "current token); only compensation is visible",
     "standard": "McGrath et al.: compensation / direct effect of ablating the layer "
     "(>0: downstream layers restore part of the effect)",

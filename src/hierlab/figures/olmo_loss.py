@@ -1,7 +1,7 @@
 """``hierlab olmo-loss``: OLMo-1B's training loss from its public W&B project, for Fig. 2.
 
-What the reference's broken ``download_wandb_log.py`` meant to do (SPEC §5.1, §6): every
-run of ``ai2-llm/OLMo-1B`` whose name starts with ``"OLMo"``, read with ``scan_history``
+What the reference's broken ``download_wandb_log.py`` meant to do (docs/reference-study.md#olmo-1b):
+every run of ``ai2-llm/OLMo-1B`` whose name starts with ``"OLMo"``, read with ``scan_history``
 for the keys ``_step`` and ``train/CrossEntropyLoss``, concatenated, sorted by step and
 de-duplicated on step -- here *stably*, with a stated rule instead of the reference's
 unstable sort:

@@ -178,7 +178,7 @@ def write_report(
         f"<h1>hierlab report — {html.escape(run_dir.resolve().name)}</h1>",
         f"<p>run directory <code>{html.escape(str(run_dir.resolve()))}</code>; written "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}</p>",
-        "<h2>Claims (SPEC §9)</h2>",
+        "<h2>Claims (the reference study's C1–C10)</h2>",
         "<p>Each claim is a hypothesis checked on the tables, for the reference variant "
         "(the reference code's definitions) and the standard variant (the literature's). "
         "FAIL is a result, not an error; N/A means the data it needs are missing. The exact "

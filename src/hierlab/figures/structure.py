@@ -1,4 +1,5 @@
-"""Structure scores — next-token class mass against step for the PCFG model (SPEC §5.2).
+"""Structure scores — next-token class mass against step for the PCFG model
+(docs/reference-study.md#structure-scores).
 
 Three lines: verb mass after a subject, object mass after subject-verb, subject mass after
 subject-verb-object-connector. The y range is the reference's 0.7-1.0 when every value fits

@@ -1,4 +1,5 @@
-"""Shared look of every figure (SPEC §5): palette, size, crest-like colormap, step labels.
+"""Shared look of every figure: palette, size, crest-like colormap, step labels
+(docs/reference-study.md#figure-style).
 
 Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot), so drawing
 never touches global backend state; raster output is rendered by Agg.
@@ -26,7 +27,7 @@ from hierlab.io import atomic_path, atomic_write_text
 log = logging.getLogger(__name__)
 
 PALETTE = {"ngram": "#a6cee3", "pcfg": "#b2df8a", "external": "#7570b3"}
-"""SPEC §5 colours: n-gram, PCFG, OLMo (any external model)."""
+"""The study's colours: n-gram, PCFG, OLMo (any external model)."""
 
 # Sampled by eye from seaborn's "crest" (light green -> teal -> deep indigo).
 CREST = LinearSegmentedColormap.from_list(
@@ -86,7 +87,7 @@ def style() -> Iterator[None]:
 def new_figure(
     cfg: FiguresConfig, ncols: int, *, sharey: bool = False, height_scale: float = 1.0
 ) -> tuple[Figure, list[Axes]]:
-    """A figure of the SPEC size (width 7.098 in, height width/1.618) with ``ncols`` panels."""
+    """A figure of the study's size (width 7.098 in, height width/1.618) with ``ncols`` panels."""
     width = cfg.width_in
     fig = Figure(figsize=(width, width / cfg.aspect * height_scale), layout="constrained")
     axes = fig.subplots(1, ncols, sharey=sharey, squeeze=False)[0]

@@ -1,7 +1,7 @@
 """Probes: induction heads, function vectors, the Hydra effect and structure scores.
 
-Each probe has a ``reference`` variant (the reference study's definition, SPEC §5) and a
-``standard`` one (the literature's). :func:`hierlab.probes.runner.run_probes` runs them over
+Each probe has a ``reference`` variant (the reference study's definition, docs/reference-study.md)
+and a ``standard`` one (the literature's). :func:`hierlab.probes.runner.run_probes` runs them over
 checkpoints into tidy tables ``RUN/metrics/<probe>.parquet``; each probe module registers
 its variants in :mod:`hierlab.probes.registry`, and :mod:`hierlab.probes.hooks` is the one
 hook layer they share.

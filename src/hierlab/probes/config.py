@@ -1,9 +1,10 @@
 """Typed configuration of the probe stage.
 
-Defaults are the reference values (SPEC Part B §5) where the reference had one, and the
-literature's (Olsson et al. 2022; Todd et al. 2023; McGrath et al. 2023) otherwise; the
-quickstart preset sets small ones. Every random draw of a probe derives from its section's
-``seed`` so the same checkpoint and config always give the same numbers.
+Defaults are the reference values (docs/reference-study.md#what-the-study-computes) where
+the reference had one, and the literature's (Olsson et al. 2022; Todd et al. 2023; McGrath
+et al. 2023) otherwise; the quickstart preset sets small ones. Every random draw of a probe
+derives from its section's ``seed`` so the same checkpoint and config always give the same
+numbers.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ ALL_PROBES: tuple[str, ...] = PROBES
 
 
 class InductionConfig(BaseModel):
-    """Repeated random tokens (SPEC §5.3), in-distribution repeats, previous-token score,
-    loss by position and the in-context-learning score derived from it."""
+    """Repeated random tokens (docs/reference-study.md#induction-score), in-distribution repeats,
+    previous-token score, loss by position and the in-context-learning score derived from it."""
 
     model_config = _STRICT
 
@@ -41,7 +42,7 @@ class InductionConfig(BaseModel):
         description="[lo, hi): draw ids from this range instead (small vocabularies, where "
         "[100, V-100) is empty; e.g. the content words [0, eos_id))",
     )
-    batch_size: int = Field(20, ge=1)
+    batch_size: int = Field(20, ge=1, description="prompts per forward pass")
     indist_samples: int = Field(
         20, ge=1, description="in-distribution prompts: test-split spans (each from a "
         "document start) repeated twice"
@@ -78,7 +79,8 @@ class InductionConfig(BaseModel):
 
 
 class FunctionVectorConfig(BaseModel):
-    """Function vectors: the reconstructed reference (SPEC §5.4) and Todd et al. 2023."""
+    """Function vectors: the reconstructed reference (docs/reference-study.md#function-vectors) and
+    Todd et al. 2023."""
 
     model_config = _STRICT
 
@@ -108,11 +110,12 @@ class FunctionVectorConfig(BaseModel):
     top_k: int = Field(
         10, ge=1, description="heads summed into the function vector (one set for all tasks)"
     )
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="prompts per forward pass")
 
 
 class HydraConfig(BaseModel):
-    """Hydra effect: the reference (SPEC §5.5) and McGrath et al. 2023."""
+    """Hydra effect: the reference (docs/reference-study.md#hydra-effect) and McGrath et al.
+    2023."""
 
     model_config = _STRICT
 
@@ -125,7 +128,7 @@ class HydraConfig(BaseModel):
     random_samples: int = Field(10, ge=1, description="random-id sequences without a corpus")
     random_length: int = Field(2048, ge=2, description="their length (reference OLMo: 2048)")
     id_margin: int = Field(100, ge=0, description="random ids in [margin, V - margin)")
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, description="chunks per forward pass")
     standard_samples: int = Field(4, ge=1, description="sequences for the standard variant")
     standard_length: int | None = Field(
         256, ge=2, description="their length; null = the reference length"
@@ -149,11 +152,11 @@ class HydraConfig(BaseModel):
 
 
 class StructureConfig(BaseModel):
-    """Next-token class mass after grammar prefixes (SPEC §5.2)."""
+    """Next-token class mass after grammar prefixes (docs/reference-study.md#structure-scores)."""
 
     model_config = _STRICT
 
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seed of the prompts (reference: unseeded)")
     samples: int = Field(100, ge=1, description="prompts per prefix (reference: 100)")
 
 
@@ -185,7 +188,7 @@ class MechanismConfig(BaseModel):
         None, ge=1, description="heads ablated per layer for the causal share, the highest "
         "successor attention first; null = every head (large models: set a few)"
     )
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="windows per forward pass")
     successor_threshold: float = Field(
         0.3, ge=0.0, le=1.0, description="successor attention of a content induction head"
     )
@@ -252,7 +255,9 @@ class ProbesConfig(BaseModel):
         None, description="checkpoint source; null = every models/<corpus>/checkpoints of the run"
     )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype checkpoints are loaded in for probing"
+    )
     induction: InductionConfig = Field(default_factory=InductionConfig)
     fv: FunctionVectorConfig = Field(default_factory=FunctionVectorConfig)
     hydra: HydraConfig = Field(default_factory=HydraConfig)

@@ -20,11 +20,6 @@ token runs as one batch of ``n_heads`` copies per layer, copy ``h`` patching hea
 patch is at the last position, so the prefix is unaffected). Injection runs all layers
 as one batch of copies.
 
-The CIE is batched: the shuffled prompt's prefix runs once with a KV cache, then its last
-token runs as one batch of ``n_heads`` copies per layer, copy ``h`` patching head ``h`` (the
-patch is at the last position, so the prefix is unaffected). Injection runs all layers
-as one batch of copies.
-
 The tasks (what a prompt is) are in :mod:`hierlab.probes.fv_tasks`; the reference
 variant in :mod:`hierlab.probes.fv_reference`.
 """

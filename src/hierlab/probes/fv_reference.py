@@ -1,4 +1,4 @@
-"""Function vectors, reference variant: our reconstruction of SPEC §5.4's "FV improvement".
+"""Function vectors, reference variant: our reconstruction of the study's "FV improvement".
 
 Prompts exactly as the reference: 16 pairs from
 ``torch.Generator().manual_seed(42)``, drawing ``s1, v1, o1, s2, v2, o2`` in that order with

@@ -54,7 +54,7 @@ from hierlab.probes.interventions import Interventions
 Edit = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 # ARCHITECTURES, Architecture and register_architecture are re-exported: error messages
-# and the README name them here, beside the hook layer that reads them
+# and the docs name them here, beside the hook layer that reads them
 __all__ = [
     "ARCHITECTURES",
     "Architecture",

@@ -1,15 +1,16 @@
 """The Hydra effect: what happens downstream when one layer's output is removed.
 
-**reference** (SPEC §5.5, reproduced exactly, including its degeneracy): for ``k`` in
-``ks`` and each block ``L = k .. n_layers-1``, the clean logit-lens logit (``lm_head`` of
-the block-``L`` output, *no final norm*) of the gold token = the *last input token*, at the
-last position, minus the same quantity when the whole output of block ``L-k`` is
-overwritten with zeros (every position and dimension), averaged over samples (``drop``).
-Zeroing the residual stream makes every later Llama/OLMo block output exactly zero (no
-biases), so the ablated logits are 0 and ``drop`` equals the clean logit-lens logit of the
-current token, identically for every ``k``. The ablated forward is run for every sample
-(batched), as the study does, so any decoder -- with biases, or any architecture whose
-blocks see more than the residual stream -- is measured without assuming that.
+**reference** (docs/reference-study.md#hydra-effect, reproduced exactly, including its
+degeneracy): for ``k`` in ``ks`` and each block ``L = k .. n_layers-1``, the clean
+logit-lens logit (``lm_head`` of the block-``L`` output, *no final norm*) of the gold
+token = the *last input token*, at the last position, minus the same quantity when the
+whole output of block ``L-k`` is overwritten with zeros (every position and dimension),
+averaged over samples (``drop``). Zeroing the residual stream makes every later Llama/OLMo
+block output exactly zero (no biases), so the ablated logits are 0 and ``drop`` equals the
+clean logit-lens logit of the current token, identically for every ``k``. The ablated
+forward is run for every sample (batched), as the study does, so any decoder -- with
+biases, or any architecture whose blocks see more than the residual stream -- is measured
+without assuming that.
 
 **standard** (McGrath et al. 2023, "The Hydra Effect"): for each attention layer ``A``,
 ablate its output at every position. ``resample`` (the default, the paper's main method):
@@ -86,7 +87,7 @@ def hydra_reference(
     batch_size: int = 4,
     seed: int | None = None,
 ) -> list[Row]:
-    """SPEC §5.5 ``drop`` per (k, L): clean minus ablated logit-lens logit of the last token."""
+    """The reference ``drop`` per (k, L): clean minus ablated logit-lens logit of the last token."""
     nl = hm.n_layers
     s, t = samples.shape
     names = [f"blocks.{i}.hook_resid_post" for i in range(nl)]
@@ -290,7 +291,7 @@ def _samples(ctx: ProbeContext, n: int, length: int | None) -> torch.Tensor:
 
 @register("hydra", "reference")
 def measure_reference(ctx: ProbeContext) -> list[Row]:
-    """SPEC §5.5 on ``max_samples`` test chunks (random ids without a corpus)."""
+    """The reference drop on ``max_samples`` test chunks (random ids without a corpus)."""
     c = ctx.cfg.hydra
     n = c.max_samples if ctx.manifest is not None else c.random_samples
     length = c.length if ctx.manifest is not None else c.random_length

@@ -4,7 +4,7 @@ Prompts: ``n`` ids uniform in ``[margin, V - margin)`` repeated twice (length ``
 BOS), drawn from a seeded ``torch.Generator`` (the reference was unseeded).
 ``A[l, h, q, key]`` is the eager attention probability.
 
-* **reference** (SPEC §5.3, exactly): for ``k = 1..k_max``,
+* **reference** (docs/reference-study.md#induction-score, exactly): for ``k = 1..k_max``,
   ``head_score[k, l, h] = mean_{j=0..n-k-1} A[l, h, n+k+j, k+j]`` -- key ``q - n``, the
   *earlier copy of the query token itself* (a duplicate-token pattern). ``score[k]`` =
   max over (l, h) of the mean over samples (the notebook); ``score_max_then_mean[k]`` =
@@ -215,7 +215,7 @@ def _indist_scores(ctx: ProbeContext) -> dict[str, torch.Tensor] | None:
 
 @register("induction", "reference")
 def measure_reference(ctx: ProbeContext) -> list[Row]:
-    """SPEC §5.3 scores, beside them the same metrics on test-split repeats (``_indist``)."""
+    """The reference scores, beside them the same metrics on test-split repeats (``_indist``)."""
     seed = ctx.cfg.induction.seed
     scores = _random_scores(ctx)
     indist = _indist_scores(ctx)

@@ -1,10 +1,11 @@
 """Structure scores: how much next-token mass the model puts on the grammatical class.
 
-SPEC §5.2: the mean softmax mass over the verb class after ``[S]``, over the object class
-after ``[S, V]`` and over the subject class after ``[S, V, O, C]``, with S, V, O, C drawn
-independently and uniformly from their classes (no BOS, no mask). The classes are the
-corpus manifest's ``roles`` ranges (``[lo, hi)``); prompts come from a seeded generator
-(the reference was unseeded). Reference and standard variants are the same numbers.
+The reference's score (docs/reference-study.md#structure-scores): the mean softmax mass over
+the verb class after ``[S]``, over the object class after ``[S, V]`` and over the subject
+class after ``[S, V, O, C]``, with S, V, O, C drawn independently and uniformly from their
+classes (no BOS, no mask). The classes are the corpus manifest's ``roles`` ranges (``[lo,
+hi)``); prompts come from a seeded generator (the reference was unseeded). Reference and
+standard variants are the same numbers.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The emergence law, measured: emergence token count against sqrt(B*C) (issue 19).
+"""The emergence law, measured: emergence token count against sqrt(B*C) (docs/sweeps.md).
 
 For every summary row whose mechanism label first read ``content induction`` at some
 checkpoint, its token count against sqrt(B*C) (B*C = tokens per step), with the line

@@ -1,6 +1,6 @@
-"""Typed configuration of the model and training stages (issue #4).
+"""Typed configuration of the model and training stages.
 
-Defaults are the reference study's (SPEC §4.4 architecture, §4.5/§4.8 trainer): a 16-layer
+Defaults are the reference study's (docs/reference-study.md#model-and-training): a 16-layer
 width-256 Llama, global batch 3104 x 512 tokens, one epoch, AdamW lr 5e-5 decayed linearly
 to 0 without warmup, gradient clipping 1.0, fp32, 100 evenly spaced checkpoints.
 """
@@ -15,13 +15,13 @@ _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ModelConfig(BaseModel):
-    """A Llama-style decoder; defaults are the reference architecture (SPEC §4.4)."""
+    """A Llama-style decoder; defaults are the reference architecture."""
 
     model_config = _STRICT
 
-    hidden_size: int = Field(256, ge=1)
-    num_layers: int = Field(16, ge=1)
-    num_heads: int = Field(4, ge=1)
+    hidden_size: int = Field(256, ge=1, description="residual stream width d_model")
+    num_layers: int = Field(16, ge=1, description="decoder blocks")
+    num_heads: int = Field(4, ge=1, description="attention heads per block")
     num_kv_heads: int | None = Field(None, ge=1, description="null = num_heads (no GQA)")
     intermediate_size: int | None = Field(None, description="null = 4 x hidden_size")
     context_length: int = Field(512, ge=2, description="training window and max positions")
@@ -30,11 +30,15 @@ class ModelConfig(BaseModel):
         ge=2,
         description="null = the corpus manifest's vocab_size; if set it must equal it",
     )
-    rms_norm_eps: float = Field(1e-6, gt=0)
-    rope_theta: float = Field(10_000.0, gt=0)
+    rms_norm_eps: float = Field(1e-6, gt=0, description="epsilon of every RMSNorm")
+    rope_theta: float = Field(10_000.0, gt=0, description="RoPE base frequency")
     initializer_range: float = Field(0.02, gt=0, description="init std of every weight")
-    tie_word_embeddings: bool = False
-    attention_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    tie_word_embeddings: bool = Field(
+        False, description="share the input embedding and the unembedding"
+    )
+    attention_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="dropout on attention probabilities"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -58,14 +62,16 @@ class ModelConfig(BaseModel):
 class CheckpointConfig(BaseModel):
     """When checkpoints are written; the final step is always included.
 
-    ``linear``: every ceil(total/count) steps (count=100 is the reference, SPEC §4.6).
+    ``linear``: every ceil(total/count) steps (count=100 is the reference).
     ``log``: step 0 and powers of two below that interval, then the linear grid (Pythia).
     ``list``: exactly ``steps`` (steps past the end are dropped).
     """
 
     model_config = _STRICT
 
-    schedule: Literal["linear", "log", "list"] = "linear"
+    schedule: Literal["linear", "log", "list"] = Field(
+        "linear", description="linear, log or list (see above)"
+    )
     count: int = Field(100, ge=1, description="linear/log: number of evenly spaced checkpoints")
     every: int | None = Field(
         None, ge=1, description="linear/log: interval in steps (overrides count)"
@@ -100,13 +106,13 @@ class TrainingConfig(BaseModel):
         "or wsd (warmup-stable-decay: constant, then linear decay to min_lr over the last "
         "decay_fraction of the steps)"
     )
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="linear lr warm-up from 0 over this many steps")
     decay_fraction: float = Field(
         0.2, gt=0.0, le=1.0, description="wsd: share of the steps spent decaying"
     )
     min_lr: float = Field(0.0, ge=0.0, description="lr at the last step (linear/cosine)")
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW (beta1, beta2)")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW decay of matrices/embeddings")
     grad_clip: float | None = Field(1.0, description="max global grad norm; null/0 = off")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
@@ -114,23 +120,20 @@ class TrainingConfig(BaseModel):
     )
     compile: bool = Field(
         False,
-        description="torch.compile the model: with attention auto (eager) 1.5-1.8x the plain "
-        "loop per step on 2 CPU cores, deterministic (CPU runs use deterministic "
-        "algorithms); off by default because the first compile costs ~35 s and the "
-        "quickstart's documented results are uncompiled",
+        description="torch.compile the model; compiled CPU runs use deterministic algorithms. "
+        "The first compile of a process takes extra time (speed-ups: docs/performance.md); "
+        "the quickstart's documented results are uncompiled",
     )
     attention: Literal["auto", "sdpa", "eager"] = Field(
         "auto",
         description="attention kernel while training: auto = eager when compiled on CPU "
-        "(inductor fuses it), else sdpa (uncompiled, eager and sdpa were within noise); the "
-        "test loss is always measured with sdpa, and probes load checkpoints with HF's "
-        "default",
+        "(inductor fuses it), else sdpa; the test loss is always measured with sdpa, and "
+        "probes load checkpoints with HF's default",
     )
     adamw: Literal["auto", "fused", "foreach", "for-loop"] = Field(
         "auto",
         description="AdamW kernels: auto = fused on CUDA, for-loop on CPU (the same bits as "
-        "foreach there; fused differs in the last bits and saves ~1 ms a step on the "
-        "quickstart model, benchmarks/train_throughput.py)",
+        "foreach there; fused differs in the last bits)",
     )
     threads: int | None = Field(
         None,
@@ -142,8 +145,7 @@ class TrainingConfig(BaseModel):
         1,
         description="corpora trained at the same time, one process each, threads split "
         "between them; auto = as many as there are corpora and CPU threads on CPU, 1 on "
-        "CUDA and under torchrun. 1 by default: on 2 cores two quickstart models at once "
-        "were 0.94-0.97x one after the other (benchmarks/train_throughput.py stage)",
+        "CUDA and under torchrun; 1 = one corpus after the other (docs/performance.md)",
     )
     max_tokens: int | None = Field(
         None, ge=1, description="token budget; null = train for 'epochs' over the train split"

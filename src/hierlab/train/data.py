@@ -3,7 +3,8 @@
 Why this shape:
 
 * A window is ``context_length`` tokens; labels are the inputs (the HF model shifts them),
-  so each window gives ``context_length - 1`` predictions, as in the reference (SPEC §4.3).
+  so each window gives ``context_length - 1`` predictions, as in the reference
+  (docs/reference-study.md#model-and-training).
 * Window ``i`` starts at ``i * context_length`` (no state at all), or, with
   ``align_to_documents``, at a document start (greedy packing: the next window starts at
   the first document start at or after the previous window's end). Aligned starts cost

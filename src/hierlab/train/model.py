@@ -39,7 +39,8 @@ def llama_config(
     pad_id: int | None = None,
     bos_id: int | None = None,
 ) -> LlamaConfig:
-    """The HF config of the reference architecture (SPEC §4.4) with our vocabulary."""
+    """The HF config of the reference architecture with our vocabulary
+    (docs/reference-study.md#model-and-training)."""
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,

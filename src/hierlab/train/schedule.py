@@ -22,7 +22,8 @@ def checkpoint_steps(cfg: CheckpointConfig, total_steps: int) -> list[int]:
     """Sorted optimizer steps after which a checkpoint is written (final step included).
 
     ``linear`` with count=100 gives the reference's plan: every ceil(1% of steps) plus the
-    last step (SPEC §4.6: 386, 772, ..., 38214, 38589). Step 0 is the untrained model.
+    last step (the reference's PCFG run: 386, 772, ..., 38214, 38589). Step 0 is the
+    untrained model.
     """
     if total_steps < 1:
         raise ConfigError(f"training.checkpoints: the run has {total_steps} steps, needs >= 1")
