@@ -85,6 +85,24 @@ def test_eager_switch_for_patterns() -> None:
     assert hm.model.config._attn_implementation == "sdpa"
 
 
+@torch.no_grad()
+def test_eager_switch_goes_through_the_public_api(monkeypatch) -> None:
+    """transformers' set_attn_implementation, not a write of the private config field (it
+    also updates sub-configs and checks the implementation is available)."""
+    hm = HookedModel(tiny_model("llama", attn="sdpa"))
+    calls: list[str] = []
+    real = hm.model.set_attn_implementation
+    monkeypatch.setattr(hm.model, "set_attn_implementation",
+                        lambda impl, **kw: (calls.append(impl), real(impl, **kw))[1])
+    with hm.eager():
+        assert hm.model.config._attn_implementation == "eager"
+        hm.forward(IDS)
+    assert calls == ["eager", "sdpa"]
+    eager = HookedModel(tiny_model("llama"))
+    with eager.eager():  # already eager: left as it is
+        assert eager.model.config._attn_implementation == "eager"
+
+
 def test_unknown_architecture() -> None:
     with pytest.raises(ConfigError):
         HookedModel(torch.nn.Linear(2, 2))

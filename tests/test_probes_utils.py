@@ -21,7 +21,7 @@ def tiny_model(kind: str = "llama", seed: int = 0, layers: int = 2, vocab: int =
         m = LlamaForCausalLM(LlamaConfig(**common))
     else:
         m = OlmoForCausalLM(OlmoConfig(**common, pad_token_id=1002, eos_token_id=1000))
-    m.config._attn_implementation = attn
+    m.set_attn_implementation(attn)
     return m.eval()
 
 

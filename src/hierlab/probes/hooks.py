@@ -277,17 +277,20 @@ class HookedModel(Interventions):
 
     @contextlib.contextmanager
     def eager(self) -> Iterator[None]:
-        """Temporarily switch to eager attention (needed for ``hook_pattern``)."""
-        cfg = self.model.config
-        old = getattr(cfg, "_attn_implementation", None)
+        """Temporarily switch to eager attention (needed for ``hook_pattern``).
+
+        Through transformers' public ``set_attn_implementation``, which also reaches the
+        sub-configs of composite models; the previous implementation is restored on exit.
+        """
+        old = getattr(self.model.config, "_attn_implementation", None)
         if old in (None, "eager"):
             yield
             return
-        cfg._attn_implementation = "eager"
+        self.model.set_attn_implementation("eager")
         try:
             yield
         finally:
-            cfg._attn_implementation = old
+            self.model.set_attn_implementation(old)
 
     # ------------------------------------------------------ weights and the norm
     def head_out_proj(self, layer: int, z: torch.Tensor, head: int) -> torch.Tensor:
