@@ -8,7 +8,7 @@ from hierlab.probes.hooks import HookedModel, HookNotFiredError
 from test_probes_utils import tiny_model
 
 
-@pytest.fixture(params=["llama", "olmo"])
+@pytest.fixture(params=["llama", "olmo", "neox", "gpt2", "olmo2"])
 def hm(request) -> HookedModel:
     return HookedModel(tiny_model(request.param))
 
@@ -27,13 +27,16 @@ def test_parity_no_intervention(hm: HookedModel) -> None:
     pat = cache["blocks.1.attn.hook_pattern"]
     assert torch.allclose(pat.sum(-1), torch.ones_like(pat.sum(-1)), atol=1e-5)
     assert torch.equal(cache["unembed.hook_out"], plain)
-    # z through o_proj is the attention output
+    # z through o_proj (and OLMo-2's post-attention norm) is the attention output
     z = cache["blocks.0.attn.hook_z"].reshape(3, 12, -1)
-    assert torch.allclose(hm.o_proj(0)(z), cache["blocks.0.hook_attn_out"], atol=1e-6)
-    # per-head contributions sum to the attention output
+    post = hm.attn_out(0) if hm.attn_out(0) is not hm.attn(0) else torch.nn.Identity()
+    assert torch.allclose(post(hm.o_proj(0)(z)), cache["blocks.0.hook_attn_out"], atol=1e-6)
+    # per-head contributions plus the projection's bias sum to the attention output
     heads = sum(hm.head_out_proj(0, cache["blocks.0.attn.hook_z"][:, :, h], h)
                 for h in range(hm.n_heads))
-    assert torch.allclose(heads, cache["blocks.0.hook_attn_out"], atol=1e-5)
+    bias = hm.o_bias(0)
+    heads = heads + bias if bias is not None else heads
+    assert torch.allclose(post(heads), cache["blocks.0.hook_attn_out"], atol=1e-5)
 
 
 @torch.no_grad()
@@ -83,6 +86,24 @@ def test_eager_switch_for_patterns() -> None:
         hm.forward(IDS)
     assert c["blocks.0.attn.hook_pattern"].shape == (3, 4, 12, 12)
     assert hm.model.config._attn_implementation == "sdpa"
+
+
+@torch.no_grad()
+def test_eager_switch_goes_through_the_public_api(monkeypatch) -> None:
+    """transformers' set_attn_implementation, not a write of the private config field (it
+    also updates sub-configs and checks the implementation is available)."""
+    hm = HookedModel(tiny_model("llama", attn="sdpa"))
+    calls: list[str] = []
+    real = hm.model.set_attn_implementation
+    monkeypatch.setattr(hm.model, "set_attn_implementation",
+                        lambda impl, **kw: (calls.append(impl), real(impl, **kw))[1])
+    with hm.eager():
+        assert hm.model.config._attn_implementation == "eager"
+        hm.forward(IDS)
+    assert calls == ["eager", "sdpa"]
+    eager = HookedModel(tiny_model("llama"))
+    with eager.eager():  # already eager: left as it is
+        assert eager.model.config._attn_implementation == "eager"
 
 
 def test_unknown_architecture() -> None:

@@ -7,21 +7,66 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, OlmoConfig, OlmoForCausalLM
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
+    OlmoConfig,
+    OlmoForCausalLM,
+)
 
 ROLES = {"subject": [0, 300], "verb": [300, 600], "object": [600, 900], "connector": [900, 1000]}
 
+#: the decoder families of the public checkpoint suites, beside hierlab's own Llama
+SUITE_KINDS = ("neox", "gpt2", "olmo2")
+
 
 def tiny_model(kind: str = "llama", seed: int = 0, layers: int = 2, vocab: int = 1003,
-               attn: str = "eager") -> torch.nn.Module:
+               attn: str = "eager", parallel: bool = True) -> torch.nn.Module:
+    """A 2-layer, d=32, 4-head random model of one HF family.
+
+    ``neox``: GPT-NeoX as Pythia (fused qkv, rotary on a quarter of each head, parallel
+    attention + MLP unless ``parallel=False``); ``gpt2``: GPT-2 with the Stanford CRFM
+    runs' attention flags (its own upcast eager path); ``olmo2``: norms after each
+    sublayer, q/k norms. Their weights are drawn wider than HF's default (std 0.2, so
+    attention is far from uniform and ablations move the logits) and their biases and norm
+    gains at random (HF initialises them to 0 and 1), so every term of a decomposition is
+    exercised.
+    """
     torch.manual_seed(seed)
     common = dict(vocab_size=vocab, hidden_size=32, intermediate_size=64,
                   num_hidden_layers=layers, num_attention_heads=4, max_position_embeddings=256)
+    ids = dict(pad_token_id=1002, eos_token_id=1000, bos_token_id=1000, initializer_range=0.2)
     if kind == "llama":
         m = LlamaForCausalLM(LlamaConfig(**common))
-    else:
+    elif kind == "olmo":
         m = OlmoForCausalLM(OlmoConfig(**common, pad_token_id=1002, eos_token_id=1000))
-    m.config._attn_implementation = attn
+    elif kind == "olmo2":
+        m = Olmo2ForCausalLM(Olmo2Config(**common, **ids))
+    elif kind == "neox":
+        m = GPTNeoXForCausalLM(GPTNeoXConfig(**common, **ids, rotary_pct=0.25,
+                                             use_parallel_residual=parallel))
+    elif kind == "gpt2":
+        m = GPT2LMHeadModel(GPT2Config(
+            vocab_size=vocab, n_embd=32, n_layer=layers, n_head=4, n_inner=64,
+            n_positions=256, reorder_and_upcast_attn=True, initializer_range=0.2,
+            scale_attn_by_inverse_layer_idx=True, pad_token_id=1002, eos_token_id=1000,
+            bos_token_id=1000))
+    else:
+        raise ValueError(f"unknown tiny model kind {kind!r}")
+    if kind in SUITE_KINDS:
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if name.endswith("bias"):
+                    p.normal_(0.0, 0.1)
+                elif "norm" in name or ".ln_" in name:
+                    p.add_(0.1 * torch.randn_like(p))
+    m.set_attn_implementation(attn)
     return m.eval()
 
 

@@ -6,15 +6,24 @@ A source is named by a string (``--checkpoints``):
   or one ``RUN/models/<corpus>``: source ``"run"``, model = the corpus name, step and
   tokens seen from each checkpoint's ``state.json``;
 * any local folder of HF checkpoints (subfolders ``checkpoint-<N>``, ``step<N>-tokens<M>B``,
-  ``step-<N>``, ...; the step is parsed from the name), or one checkpoint folder:
-  source ``"local:<path>"``, model = the folder name;
+  ``step<N>``, ``stage1-step<N>-tokens<M>B``, ``step-<N>``, ...; the step is parsed from the
+  name), or one checkpoint folder: source ``"local:<path>"``, model = the folder name;
 * ``hub:<repo>`` (every revision), ``hub:<repo>@<rev>,<rev>`` (explicit revisions) or
   ``hub:<repo>@max=<m>`` (``m`` evenly spaced by step, indices ``floor(i(n-1)/(m-1))`` as the
-  reference's ``--max-checkpoints``): one revision per training step, e.g. OLMo-1B-hf
-  branches ``step<N>-tokens<M>B``. The hub is used only when named; listing revisions
-  needs the network (refused under ``HF_HUB_OFFLINE``), explicit revisions load from the
-  local cache when offline. With ``delete_after`` each revision is downloaded to a
-  temporary folder, probed and deleted, so disk use stays at one checkpoint.
+  reference's ``--max-checkpoints``): one revision per training step, named as each suite
+  publishes them -- OLMo-1B-hf ``step<N>-tokens<M>B``, OLMo-2 ``stage1-step<N>-tokens<M>B``
+  and ``stage2-ingredient<K>-step<N>-tokens<M>B``, Pythia ``step<N>``, the Stanford CRFM
+  GPT-2 runs ``checkpoint-<N>``. The hub is used only when named; listing revisions needs
+  the network (refused under ``HF_HUB_OFFLINE``), explicit revisions load from the local
+  cache when offline. With ``delete_after`` each revision is downloaded to a temporary
+  folder, probed and deleted, so disk use stays at one checkpoint.
+
+Tokens seen come from the name when it carries them (OLMo); otherwise step times the
+suite's tokens per step (``hub.tokens_per_step``, or :data:`SUITE_TOKENS_PER_STEP` for a
+known hub suite), else unknown. A later training stage restarts its step count and forks
+from the end of stage 1 (OLMo-2's stage-2 ingredients are separate runs, souped later), so
+its revisions form their own model, ``<repo>:stage2-ingredient<K>``, whose steps and tokens
+count from the start of that stage.
 
 Models load with ``from_pretrained(local_path)`` after ``snapshot_download(repo,
 revision=...)`` for hub sources. A checkpoint that fails to load is the runner's to log
@@ -44,17 +53,32 @@ from hierlab.probes.config import HubConfig
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "SUITE_TOKENS_PER_STEP",
     "Checkpoint",
     "discover_checkpoints",
     "evenly_spaced",
     "load_model",
     "materialize",
     "parse_step",
+    "suite_tokens_per_step",
+    "trajectory",
 ]
 
 _TOKENS_RE = re.compile(r"step[-_]?(\d+)[-_]tokens(\d+(?:\.\d+)?)([BMK]?)", re.IGNORECASE)
 _STEP_RE = re.compile(r"(?:global_step|checkpoint|ckpt|step|iter)[-_]?(\d+)", re.IGNORECASE)
+_STAGE_RE = re.compile(r"^(stage(\d+)(?:-ingredient\d+)?)-", re.IGNORECASE)
 _SCALE = {"B": 10**9, "M": 10**6, "K": 10**3, "": 1}
+
+#: tokens per optimizer step of the hub suites whose revision names carry no token count
+#: (repo pattern, tokens). Pythia: 1024 sequences x 2048 tokens, "143 checkpoints ... saved
+#: every 2,097,152,000 tokens" (github.com/EleutherAI/pythia README), for the eight sizes of
+#: the paper; the early ``-v0`` release used other batch sizes and is not listed. Stanford
+#: CRFM GPT-2 (Mistral): batch 512 x 1024 tokens (github.com/stanford-crfm/mistral,
+#: conf/mistral-{small,medium}.yaml ``effective_bsz: 512``, conf/models ``seq_len: 1024``).
+SUITE_TOKENS_PER_STEP: tuple[tuple[str, int], ...] = (
+    (r"^EleutherAI/pythia-(70m|160m|410m|1b|1\.4b|2\.8b|6\.9b|12b)(-deduped)?$", 2_097_152),
+    (r"^stanford-crfm/[a-z]+-gpt2-(small|medium)-x\d+$", 524_288),
+)
 HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.bin"]
 
 
@@ -89,6 +113,30 @@ def parse_step(name: str) -> tuple[int | None, int | None]:
     return None, None
 
 
+def trajectory(name: str) -> str | None:
+    """The later training stage a revision belongs to (``stage2-ingredient1``), or ``None``
+    for the main pretraining run (no stage, or stage 1)."""
+    m = _STAGE_RE.match(name)
+    return m.group(1).lower() if m and int(m.group(2)) > 1 else None
+
+
+def suite_tokens_per_step(repo: str) -> int | None:
+    """Tokens per step of a known hub suite (:data:`SUITE_TOKENS_PER_STEP`), else None."""
+    for pattern, tokens in SUITE_TOKENS_PER_STEP:
+        if re.match(pattern, repo):
+            return tokens
+    return None
+
+
+def _tokens(step: int, tokens: int | None, per_step: int | None) -> int | None:
+    return tokens if tokens is not None or per_step is None else step * per_step
+
+
+def _model(base: str, name: str) -> str:
+    stage = trajectory(name)
+    return base if stage is None else f"{base}:{stage}"
+
+
 def evenly_spaced(n: int, m: int | None) -> list[int]:
     """Indices ``floor(i(n-1)/(m-1))``, i = 0..m-1 (all when ``m`` is None or >= n)."""
     if m is None or m >= n:
@@ -111,14 +159,15 @@ def _run_checkpoints(model_dir: Path, run_dir: Path) -> list[Checkpoint]:
     return out
 
 
-def _local_checkpoints(folder: Path) -> list[Checkpoint]:
+def _local_checkpoints(folder: Path, per_step: int | None) -> list[Checkpoint]:
     source = f"local:{folder}"
     if (folder / "config.json").exists():
         step, tokens = parse_step(folder.name)
         if step is None:
             ts = read_json(folder / "trainer_state.json") or {}
             step = int(ts.get("global_step", 0))
-        return [Checkpoint(source, folder.parent.name, step, tokens, path=folder)]
+        return [Checkpoint(source, _model(folder.parent.name, folder.name), step,
+                           _tokens(step, tokens, per_step), path=folder)]
     out = []
     for d in sorted(p for p in folder.iterdir() if p.is_dir()):
         step, tokens = parse_step(d.name)
@@ -126,8 +175,8 @@ def _local_checkpoints(folder: Path) -> list[Checkpoint]:
             continue
         state = read_json(d / "state.json") or {}
         step = int(state.get("step", step))
-        tokens = state.get("tokens_seen", tokens)
-        out.append(Checkpoint(source, folder.name, step, tokens, path=d))
+        tokens = state.get("tokens_seen", _tokens(step, tokens, per_step))
+        out.append(Checkpoint(source, _model(folder.name, d.name), step, tokens, path=d))
     return out
 
 
@@ -150,16 +199,22 @@ def _hub_checkpoints(spec: str, hub: HubConfig) -> list[Checkpoint]:
         except Exception as err:  # network or auth failure: the user's to fix
             raise DataError(f"hub:{repo}: cannot list revisions ({err})") from None
         revisions = [b.name for b in refs.branches if b.name != "main"]
+        if hub.revision_pattern is not None:
+            keep = re.compile(hub.revision_pattern)
+            revisions = [r for r in revisions if keep.search(r)]
+    per_step = hub.tokens_per_step or suite_tokens_per_step(repo)
     parsed = []
     for rev in revisions:
         step, tokens = parse_step(rev)
         if step is None:
             log.warning("hub:%s: revision %s has no step in its name; skipped", repo, rev)
             continue
-        parsed.append((step, rev, tokens))
-    parsed.sort()
+        parsed.append((step, rev, _tokens(step, tokens, per_step)))
+    # by step; a later stage's steps restart, so its revisions are a model of their own
+    parsed.sort(key=lambda p: (p[0], trajectory(p[1]) or "", p[1]))
     chosen = [parsed[i] for i in evenly_spaced(len(parsed), max_m)]
-    return [Checkpoint(f"hub:{repo}", repo, s, t, repo=repo, revision=r) for s, r, t in chosen]
+    return [Checkpoint(f"hub:{repo}", _model(repo, r), s, t, repo=repo, revision=r)
+            for s, r, t in chosen]
 
 
 def discover_checkpoints(
@@ -181,7 +236,7 @@ def discover_checkpoints(
         return _run_checkpoints(path, path.parent.parent)
     if path.name == "checkpoints" and path.parent.parent.name == "models":
         return _run_checkpoints(path.parent, path.parent.parent.parent)
-    return sorted(_local_checkpoints(path), key=lambda c: c.step)
+    return sorted(_local_checkpoints(path, hub.tokens_per_step), key=lambda c: (c.model, c.step))
 
 
 @contextlib.contextmanager

@@ -9,9 +9,10 @@ numbers.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hierlab.contracts import PROBES
 
@@ -225,11 +226,22 @@ class MechanismConfig(BaseModel):
 
 
 class HubConfig(BaseModel):
-    """Hub repositories with one revision per training step (e.g. OLMo-1B-hf)."""
+    """Checkpoint suites: hub repositories with one revision per training step (OLMo-1B-hf,
+    OLMo-2, Pythia, the Stanford CRFM GPT-2 runs) and local folders of such checkpoints."""
 
     model_config = _STRICT
 
     revisions: list[str] | None = Field(None, description="explicit revisions; null = all")
+    revision_pattern: str | None = Field(
+        None, description="when every revision is listed, keep those whose name matches this "
+        "regular expression (e.g. '^stage1-' for OLMo-2's pretraining stage); explicit "
+        "revisions are kept as named"
+    )
+    tokens_per_step: int | None = Field(
+        None, ge=1, description="tokens per training step, for revision or folder names without "
+        "a token count (Pythia step<N>, CRFM checkpoint-<N>); null = the published value of a "
+        "known hub suite (Pythia 2,097,152; Stanford CRFM GPT-2 524,288), else unknown"
+    )
     max_checkpoints: int | None = Field(
         None, ge=1, description="m evenly spaced by step: indices floor(i(n-1)/(m-1))"
     )
@@ -237,6 +249,17 @@ class HubConfig(BaseModel):
         False, description="download -> probe -> delete each revision (caps disk use)"
     )
     cache_dir: str | None = Field(None, description="download folder; null = the HF cache")
+
+    @field_validator("revision_pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as err:
+                raise ValueError(f"hub.revision_pattern is not a regular expression ({err})"
+                                 ) from None
+        return value
 
 
 class ProbesConfig(BaseModel):

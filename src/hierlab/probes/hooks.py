@@ -15,8 +15,10 @@ TransformerLens cache reads the same keys (tested against ``TransformerBridge``)
 ``blocks.{l}.hook_resid_post``     residual stream after block ``l`` (the block output)
 ``blocks.{l}.attn.hook_z``         per-head attention output *before* ``o_proj`` ``[B, T, H, dh]``
 ``blocks.{l}.attn.hook_pattern``   attention probabilities ``[B, H, Tq, Tk]`` (eager attention)
-``blocks.{l}.hook_attn_out``       attention output after ``o_proj`` ``[B, T, d]``
-``blocks.{l}.hook_mlp_out``        MLP output ``[B, T, d]``
+``blocks.{l}.hook_attn_out``       what attention adds to the residual ``[B, T, d]``: its output
+                                   after ``o_proj`` (after the post-attention norm in OLMo-2)
+``blocks.{l}.hook_mlp_out``        what the MLP adds to the residual ``[B, T, d]`` (OLMo-2:
+                                   after the post-feedforward norm)
 ``ln_final.hook_out``              final-norm output ``[B, T, d]``
 ``unembed.hook_out``               logits ``[B, T, V]``
 =================================  ==========================================================
@@ -46,6 +48,7 @@ from hierlab.errors import ConfigError
 from hierlab.probes.architectures import (
     ARCHITECTURES,
     Architecture,
+    linear_weight,
     module_at,
     register_architecture,
 )
@@ -119,11 +122,47 @@ class HookedModel(Interventions):
     def attn(self, layer: int) -> nn.Module:
         return module_at(self.blocks[layer], self.arch.attn)
 
-    def o_proj(self, layer: int) -> nn.Linear:
-        return module_at(self.blocks[layer], self.arch.o_proj)  # type: ignore[return-value]
+    def o_proj(self, layer: int) -> nn.Module:
+        return module_at(self.blocks[layer], self.arch.o_proj)
 
     def mlp(self, layer: int) -> nn.Module:
         return module_at(self.blocks[layer], self.arch.mlp)
+
+    def attn_out(self, layer: int) -> nn.Module:
+        """The module whose output attention adds to the residual (``hook_attn_out``)."""
+        return module_at(self.blocks[layer], self.arch.attn_out or self.arch.attn)
+
+    def mlp_out(self, layer: int) -> nn.Module:
+        """The module whose output the MLP adds to the residual (``hook_mlp_out``)."""
+        return module_at(self.blocks[layer], self.arch.mlp_out or self.arch.mlp)
+
+    def input_norm(self, layer: int) -> nn.Module | None:
+        """The norm attention reads the residual through (``None``: the raw residual)."""
+        name = self.arch.input_norm
+        return None if name is None else module_at(self.blocks[layer], name)
+
+    def o_weight(self, layer: int) -> torch.Tensor:
+        """``W_O`` of ``layer`` as ``[d, H * dh]``, whatever the module stores."""
+        return linear_weight(self.o_proj(layer), self.arch.conv1d)
+
+    def o_bias(self, layer: int) -> torch.Tensor | None:
+        """``o_proj``'s bias ``[d]`` (added once, not per head), or ``None``."""
+        return getattr(self.o_proj(layer), "bias", None)
+
+    def v_weight(self, layer: int) -> torch.Tensor:
+        """``W_V`` of ``layer`` as ``[H_kv * dh, d]``, head ``h``'s rows at ``h * dh``.
+
+        Unpacks the fused projections: GPT-NeoX's ``query_key_value`` holds per head
+        ``[q; k; v]`` rows (HF views its output as ``[..., H, 3 * dh]`` and chunks), GPT-2's
+        ``c_attn`` holds ``[Q | K | V]`` (HF splits its output in three of ``d``).
+        """
+        w = linear_weight(module_at(self.blocks[layer], self.arch.v_proj), self.arch.conv1d)
+        dh, hkv, d = self.d_head, self.n_kv_heads, w.shape[-1]
+        if self.arch.qkv_layout == "per_head":
+            return w.reshape(hkv, 3, dh, d)[:, 2].reshape(hkv * dh, d)
+        if self.arch.qkv_layout == "blocks":
+            return w[2 * hkv * dh : 3 * hkv * dh]
+        return w
 
     def hook_names(self) -> list[str]:
         """Every hook point of this model."""
@@ -164,8 +203,8 @@ class HookedModel(Interventions):
                 "hook_resid_post": (self.blocks[layer], "out"),
                 "attn.hook_z": (self.o_proj(layer), "z"),
                 "attn.hook_pattern": (self.attn(layer), "pattern"),
-                "hook_attn_out": (self.attn(layer), "out"),
-                "hook_mlp_out": (self.mlp(layer), "out"),
+                "hook_attn_out": (self.attn_out(layer), "out"),
+                "hook_mlp_out": (self.mlp_out(layer), "out"),
             }
             if rest in table:
                 return table[rest]
@@ -277,22 +316,30 @@ class HookedModel(Interventions):
 
     @contextlib.contextmanager
     def eager(self) -> Iterator[None]:
-        """Temporarily switch to eager attention (needed for ``hook_pattern``)."""
-        cfg = self.model.config
-        old = getattr(cfg, "_attn_implementation", None)
+        """Temporarily switch to eager attention (needed for ``hook_pattern``).
+
+        Through transformers' public ``set_attn_implementation``, which also reaches the
+        sub-configs of composite models; the previous implementation is restored on exit.
+        """
+        old = getattr(self.model.config, "_attn_implementation", None)
         if old in (None, "eager"):
             yield
             return
-        cfg._attn_implementation = "eager"
+        self.model.set_attn_implementation("eager")
         try:
             yield
         finally:
-            cfg._attn_implementation = old
+            self.model.set_attn_implementation(old)
 
     # ------------------------------------------------------ weights and the norm
     def head_out_proj(self, layer: int, z: torch.Tensor, head: int) -> torch.Tensor:
-        """One head's contribution to the residual stream: ``W_O[:, head] @ z`` (``[..., d]``)."""
-        w = self.o_proj(layer).weight  # [d, H*dh]
+        """One head's share of ``o_proj``'s output: ``W_O[:, head] @ z`` (``[..., d]``).
+
+        The heads' shares plus :meth:`o_bias` sum to ``o_proj``'s output, which is what
+        attention adds to the residual -- except in a family that normalises it first
+        (OLMo-2), where the sum is the norm's input.
+        """
+        w = self.o_weight(layer)  # [d, H*dh]
         lo = head * self.d_head
         return z.to(w.dtype) @ w[:, lo : lo + self.d_head].T
 

@@ -144,7 +144,9 @@ def copying_scores(hm: HookedModel) -> torch.Tensor:
 
     The full OV circuit ``W_U G_f W_O^h W_V^h G_1 W_E`` (``V x V``) has the same non-zero
     eigenvalues as the ``dh x dh`` matrix ``W_V^h G_1 (W_E^T W_U G_f) W_O^h``, which is what
-    we diagonalise. +1 means the head copies the attended token to the output.
+    we diagonalise. +1 means the head copies the attended token to the output. ``G_1`` is
+    the gain of the norm attention reads through (none in OLMo-2); a family that normalises
+    the attention output (OLMo-2) has that norm's gain folded into ``W_O``.
     """
     we = hm.embed.weight.float()  # [V, d]
     wu = hm.lm_head.weight.float()  # [V, d]
@@ -154,11 +156,15 @@ def copying_scores(hm: HookedModel) -> torch.Tensor:
     out = torch.zeros(hm.n_layers, hm.n_heads)
     rep = hm.n_heads // hm.n_kv_heads
     for layer in range(hm.n_layers):
-        attn = hm.attn(layer)
-        wv = attn.v_proj.weight.float()  # [Hkv*dh, d]
-        wo = hm.o_proj(layer).weight.float()  # [d, H*dh]
-        g1 = getattr(hm.blocks[layer].input_layernorm, "weight", None)
+        wv = hm.v_weight(layer).float()  # [Hkv*dh, d]
+        wo = hm.o_weight(layer).float()  # [d, H*dh]
+        norm = hm.input_norm(layer)
+        g1 = getattr(norm, "weight", None) if norm is not None else None
         wv_eff = wv * g1.float() if g1 is not None else wv
+        post = hm.attn_out(layer)
+        g_post = getattr(post, "weight", None) if post is not hm.attn(layer) else None
+        if g_post is not None:
+            wo = wo * g_post.float()[:, None]
         for h in range(hm.n_heads):
             kv = h // rep
             wvh = wv_eff[kv * hm.d_head : (kv + 1) * hm.d_head]  # [dh, d]
