@@ -238,6 +238,8 @@ def _train(
     if finished:
         log.info("%s: finished model found in %s (config %s); skipping", name, out_dir,
                  plan.run_hash)
+        if dist.main:  # killed right after its last checkpoint: the older state goes now
+            ckpt.prune_resume_state(out_dir, plan.total_steps)
         return out_dir
     check_backends(backends_of(train_cfg))  # a missing tracking extra fails before any output
 
@@ -305,7 +307,7 @@ def _train(
                  fmt(test_loss))
 
     # --- the loop ------------------------------------------------------------------------------
-    if start_step == 0 and 0 in ckpt_set:
+    if resume is None and 0 in ckpt_set:  # resumed from step 0: it is saved and logged
         checkpoint(0, None, lr_at(0, train_cfg, plan.total_steps))
     raw_model.train()
     clip = train_cfg.grad_clip if train_cfg.grad_clip else float("inf")
