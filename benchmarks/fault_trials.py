@@ -159,11 +159,11 @@ class Trials:
                 row = self.row(f"SIGKILL right {when} `{ckpt}` is published")
                 d = self.fresh("corpus")
                 r = hierlab("train", str(self.cfg), "--out", str(d),
-                            env={"HIERLAB_FAULTS": f"{kind}@*/{ckpt}"})
+                            env={"HIERLAB_FAULTS": f"{kind}@*/{ckpt}"}, timeout=1800)
                 model = d / "models" / "ngram"
                 ok = r.returncode == -signal.SIGKILL
                 ok = ok and (model / ckpt).is_dir() == (when == "after")
-                again = hierlab("train", str(self.cfg), "--out", str(d))
+                again = hierlab("train", str(self.cfg), "--out", str(d), timeout=1800)
                 msg = message(again.stderr, "taking over the lock", "resuming from")
                 ok = ok and again.returncode == 0
                 row.add(ok, lost(self.fp, d, "models"), short(msg, d))
