@@ -164,7 +164,8 @@ class Trials:
                 ok = r.returncode == -signal.SIGKILL
                 ok = ok and (model / ckpt).is_dir() == (when == "after")
                 again = hierlab("train", str(self.cfg), "--out", str(d), timeout=1800)
-                msg = message(again.stderr, "taking over the lock", "resuming from")
+                msg = (message(again.stderr, "resuming from")
+                       or message(again.stderr, "taking over the lock"))
                 ok = ok and again.returncode == 0
                 row.add(ok, lost(self.fp, d, "models"), short(msg, d))
 
