@@ -2,7 +2,8 @@
 
 Each trial runs ``python -m hierlab ...`` in subprocesses on a tiny config, delivers the
 fault -- a real SIGTERM/SIGINT from outside at a moment read off the run's own outputs, a
-second writer, ``kill -9`` of a lock holder, a Dask worker SIGKILL-ed mid-shard, ENOSPC at
+SIGKILL right before and right after each of the first checkpoints is published, a second
+writer, ``kill -9`` of a lock holder, a Dask worker SIGKILL-ed mid-shard, ENOSPC at
 each write site (``HIERLAB_FAULTS``) and once on a real 192 KiB tmpfs, hub revisions that
 are missing, removed mid-sweep, truncated or corrupt (a local HF cache, offline) -- then
 re-runs the command and compares every artefact with an uninterrupted reference run:
@@ -36,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from fault_trials_common import (
+    CKPT_STEPS,
     CONFIG,
     TRAIN_STEPS,
     WORK,
@@ -146,6 +148,26 @@ class Trials:
         again = hierlab("sweep", str(sweep), "--out", str(d), timeout=900)
         ok = ok and again.returncode == 0 and (run / "report.html").exists()
         row.add(ok, lost(self.fp, run, "models"), short(msg, d))
+
+    def kill_at_checkpoints(self) -> None:
+        """SIGKILL (``HIERLAB_FAULTS``) right before and right after each of the first
+        checkpoints is published: the rerun must end with the uninterrupted run's weights,
+        loss.csv and eval.csv."""
+        for step in CKPT_STEPS[:3]:
+            for when, kind in (("before", "kill"), ("after", "killafter")):
+                ckpt = f"checkpoints/step-{step:08d}"
+                row = self.row(f"SIGKILL right {when} `{ckpt}` is published")
+                d = self.fresh("corpus")
+                r = hierlab("train", str(self.cfg), "--out", str(d),
+                            env={"HIERLAB_FAULTS": f"{kind}@*/{ckpt}"}, timeout=1800)
+                model = d / "models" / "ngram"
+                ok = r.returncode == -signal.SIGKILL
+                ok = ok and (model / ckpt).is_dir() == (when == "after")
+                again = hierlab("train", str(self.cfg), "--out", str(d), timeout=1800)
+                msg = (message(again.stderr, "resuming from")
+                       or message(again.stderr, "taking over the lock"))
+                ok = ok and again.returncode == 0
+                row.add(ok, lost(self.fp, d, "models"), short(msg, d))
 
     # --- 2. one writer per run folder
     def second_writer(self) -> None:
@@ -306,24 +328,29 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="SIGTERM-during-train trials")
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", default="", help="comma list of trial methods")
+    ap.add_argument("--only", default="", help="comma list of trials to run (default: all; "
+                    "an unknown name lists them), e.g. kill_at_checkpoints")
     a = ap.parse_args()
     random.seed(a.seed)
     root = a.keep or Path(tempfile.mkdtemp(prefix="hierlab-faults-"))
     root.mkdir(parents=True, exist_ok=True)
     WORK.append(root)
     t = Trials(root, a.repeats)
-    t0 = time.time()
-    t.reference()
     plan: list[tuple[str, Callable[[], None]]] = [
         ("signal_train", lambda: t.signal_train(signal.SIGTERM, a.repeats)),
         ("sigint_train", lambda: t.signal_train(signal.SIGINT, 1)),
+        ("kill_at_checkpoints", t.kill_at_checkpoints),
         ("signal_probe", t.signal_probe), ("signal_corpus", t.signal_corpus),
         ("signal_sweep", t.signal_sweep), ("second_writer", t.second_writer),
         ("stale_lock", t.stale_lock), ("dask_worker", t.dask_worker), ("enospc", t.enospc),
         ("real_full_disk", t.real_full_disk), ("hub", t.hub),
     ]
     only = {s for s in a.only.split(",") if s}
+    if only - {name for name, _ in plan}:
+        ap.error(f"--only: unknown trial(s) {sorted(only - {n for n, _ in plan})} "
+                 f"(trials: {', '.join(n for n, _ in plan)})")
+    t0 = time.time()
+    t.reference()
     for name, fn in plan:
         if not only or name in only:
             fn()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TRAIN_STEPS = 150
+CKPT_STEPS = [0, 20, 60, 100]  # and the last step; 0 is the untrained model
 CONFIG = {
     "name": "trials",
     "corpora": {"ngram": {"kind": "ngram", "vocab_size": 260, "num_contexts": 50,
@@ -28,7 +29,7 @@ CONFIG = {
     "training": {"batch_size": 8, "micro_batch_size": 4, "lr": 3e-3, "schedule": "cosine",
                  "warmup_steps": 3, "eval_tokens": 1024, "log_every": 3, "threads": 1,
                  "precision": "bf16", "max_tokens": 8 * 32 * TRAIN_STEPS,
-                 "checkpoints": {"schedule": "list", "steps": [20, 60, 100]}},
+                 "checkpoints": {"schedule": "list", "steps": CKPT_STEPS}},
     "probes": {"device": "cpu", "probes": ["induction", "hydra"], "variants": ["reference"],
                "induction": {"samples": 3, "n": 8, "k_max": 3, "position_windows": 2,
                              "indist_samples": 2, "icl_length": 32, "icl_early_band": [2, 5],

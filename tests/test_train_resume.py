@@ -56,6 +56,48 @@ def test_resume_after_a_kill_reproduces_the_run_exactly(tmp_path: Path, kill: in
     assert not list((run / "checkpoints").glob(".tmp-*"))
 
 
+# ----- kills at checkpoint boundaries ----------------------------------------------------------
+def _csv_without_speed(path: Path) -> list[dict[str, str]]:
+    """A run's CSV rows without the wall-clock ``tokens_per_s`` column."""
+    return [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in read_csv(path)]
+
+
+@pytest.mark.parametrize(("when", "step"), [("after", 0), ("before", 5), ("after", 5),
+                                            ("before", 12), ("after", 12), ("after", 20)])
+def test_kill_at_a_checkpoint_boundary_resumes_to_the_same_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str, step: int
+) -> None:
+    """Killed right before or right after checkpoint ``step`` is published (the SIGKILL of
+    ``HIERLAB_FAULTS`` kill@ / killafter@, simulated by an exception), the rerun ends with
+    the uninterrupted run's eval.csv, loss.csv (minus tokens/s) and weights. Regression: a
+    run resumed from the step-0 checkpoint evaluated and logged step 0 a second time."""
+    import hierlab.faults as faults
+
+    corpus = make_corpus(tmp_path)
+    cfg = tcfg(precision="bf16", checkpoints={"schedule": "list", "steps": [0, 5, 12]})
+    ref = train_model(TINY, cfg, corpus, tmp_path / "ref")
+
+    def kill(pid: int, sig: int) -> None:
+        raise Killed(step)
+
+    monkeypatch.setattr(faults.os, "kill", kill)
+    monkeypatch.setenv(faults.ENV, f"{'kill' if when == 'before' else 'killafter'}@"
+                                   f"*/checkpoints/step-{step:08d}")
+    with pytest.raises(Killed):
+        train_model(TINY, cfg, corpus, tmp_path / "run")
+    published = (tmp_path / "run" / "checkpoints" / f"step-{step:08d}").is_dir()
+    assert published == (when == "after")
+    monkeypatch.delenv(faults.ENV)
+    run = train_model(TINY, cfg, corpus, tmp_path / "run")
+    assert _csv_without_speed(run / "eval.csv") == _csv_without_speed(ref / "eval.csv")
+    assert [r["step"] for r in read_csv(run / "eval.csv")] == ["0", "5", "12", "20"]
+    assert _csv_without_speed(run / "loss.csv") == _csv_without_speed(ref / "loss.csv")
+    a, b = snapshot(ref / "checkpoints"), snapshot(run / "checkpoints")
+    assert sorted(a) == sorted(b)
+    for name in a:
+        if name.endswith("model.safetensors"):
+            assert a[name] == b[name], name
+
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,

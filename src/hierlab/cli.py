@@ -23,10 +23,13 @@ from hierlab.cli_options import (
     ConfigArg,
     Engine,
     OutOpt,
+    RegistryHelp,
+    SetOpt,
     VariantChoice,
     check_device,
     comma_choice,
     friendly,
+    overrides_of,
     run_dir_of,
 )
 
@@ -57,11 +60,12 @@ def _main(
     """Options before the command (the app's help text is set on ``app``)."""
 
 
-@app.command()
+@app.command(cls=RegistryHelp)
 @friendly
 def corpus(
     config: ConfigArg = None,
     out: OutOpt = None,
+    set_: SetOpt = None,
     workers: Annotated[int, typer.Option(help="local worker processes", min=1)] = 1,
     only: Annotated[
         str | None, typer.Option(help="generate only this corpus (a name under 'corpora')")
@@ -83,7 +87,7 @@ def corpus(
     from hierlab.config import load_config
     from hierlab.corpus.generate import generate_corpora
 
-    cfg = load_config(config)
+    cfg = load_config(config, overrides_of(set_))
     run_dir = run_dir_of(cfg, out)
     paths = generate_corpora(
         cfg.corpora, run_dir, only=only, workers=workers, engine=engine.value, scheduler=scheduler
@@ -112,25 +116,27 @@ def corpus_stats_cmd(
     typer.echo(f"saved {corpus_dir / 'stats.json'}")
 
 
-@app.command()
+@app.command(cls=RegistryHelp)
 @friendly
 def config(
     config: ConfigArg = None,
+    set_: SetOpt = None,
 ) -> None:
     """Validate a config and print it with every default filled in (YAML)."""
     import yaml
 
     from hierlab.config import load_config
 
-    cfg = load_config(config)
+    cfg = load_config(config, overrides_of(set_))
     yaml.safe_dump(cfg.model_dump(mode="json"), sys.stdout, sort_keys=False)
 
 
-@app.command()
+@app.command(cls=RegistryHelp)
 @friendly
 def train(
     config: ConfigArg = None,
     out: OutOpt = None,
+    set_: SetOpt = None,
     corpus: Annotated[
         str | None, typer.Option("--corpus", help="train only this corpus (a name under 'corpora')")
     ] = None,
@@ -148,7 +154,7 @@ def train(
     from hierlab.config import load_config
     from hierlab.train.loop import train_corpora
 
-    cfg = load_config(config)
+    cfg = load_config(config, overrides_of(set_))
     run_dir = run_dir_of(cfg, out)
     paths = train_corpora(cfg.model, cfg.training, cfg.corpora, run_dir, only=corpus,
                           device=device)
@@ -222,7 +228,7 @@ def olmo_loss_cmd(
     typer.echo(f"olmo loss: {export_olmo_loss(out, project=project)}")
 
 
-@app.command()
+@app.command(cls=RegistryHelp)
 @friendly
 def probe(
     config: ConfigArg = None,
@@ -237,12 +243,13 @@ def probe(
     ] = None,
     probes: Annotated[
         str | None,
-        typer.Option("--probes", help="comma list of induction,fv,hydra,structure",
+        typer.Option("--probes", help="comma list of the probes to run, from {probes} "
+                     "(default: the config's probes.probes)",
                      show_default=False, callback=comma_choice(PROBES, "probe")),
     ] = None,
     variant: Annotated[
         VariantChoice | None,
-        typer.Option("--variant", help="reference | standard | both (default: the config's)",
+        typer.Option("--variant", help="{variants}, or both (default: the config's)",
                      show_default=False),
     ] = None,
     out: OutOpt = None,
@@ -251,6 +258,7 @@ def probe(
         typer.Option("--device", help="cpu | cuda | cuda:N (default: the config's)",
                      show_default=False, callback=check_device),
     ] = None,
+    set_: SetOpt = None,
 ) -> None:
     """Run the probes over checkpoints into OUT/metrics/<probe>.parquet.
 
@@ -261,7 +269,7 @@ def probe(
     from hierlab.config import load_config
     from hierlab.probes.runner import run_probes
 
-    cfg = load_config(config)
+    cfg = load_config(config, overrides_of(set_))
     run_dir = run_dir_of(cfg, out)
     paths = run_probes(
         cfg.probes, run_dir, checkpoints=checkpoints, probes=probes,
@@ -271,7 +279,7 @@ def probe(
         typer.echo(f"{name}: {path}")
 
 
-@app.command("run")
+@app.command("run", cls=RegistryHelp)
 @friendly
 def run_cmd(
     config: ConfigArg = None,
@@ -288,9 +296,10 @@ def run_cmd(
     ] = None,
     stages: Annotated[
         str,
-        typer.Option(help="comma-separated subset of corpus,train,probe,figures",
+        typer.Option(help=f"comma-separated subset of {','.join(STAGES)}",
                      callback=comma_choice(STAGES, "stage")),
-    ] = "corpus,train,probe,figures",
+    ] = ",".join(STAGES),
+    set_: SetOpt = None,
 ) -> None:
     """Run the whole study: corpus -> train -> probe -> figures -> report.
 
@@ -303,7 +312,7 @@ def run_cmd(
     from hierlab.pipeline import run
 
     chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
-    cfg = load_config(config)
+    cfg = load_config(config, overrides_of(set_))
     run_dir = run_dir_of(cfg, out)
     console = Console(stderr=True)
     result = run(
@@ -335,10 +344,12 @@ def sweep_cmd(
     summary_only: Annotated[
         bool, typer.Option("--summary-only", help="only rewrite the summary table and figure")
     ] = False,
+    set_: SetOpt = None,
 ) -> None:
     """Run a sweep: one ordinary run directory per grid point or listed run, in parallel.
 
-    Every run's config is validated before any work. Finished runs (report written, same
+    --set overrides every run last (a key the grid varies is refused). Every run's config
+    is validated before any work. Finished runs (report written, same
     config) are skipped, killed ones resume, a run dir holding another config is refused.
     Each run logs to runs/<name>/log.txt; the sweep writes summary.parquet/.csv and
     summary_figure.png/.svg/.csv; runs that name an arm and a seed add emergence.csv,
@@ -349,7 +360,7 @@ def sweep_cmd(
 
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     table, results = run_sweep(sweep_file, out, parallel=parallel, only=names,
-                               summary_only=summary_only)
+                               summary_only=summary_only, overrides=overrides_of(set_))
     failed = [r for r in results if r.status == "failed"]
     for r in results:
         typer.echo(f"{r.status:8s} {r.name}" + (f": {r.error} ({r.run_dir / 'log.txt'})"

@@ -2,7 +2,8 @@
 
 Every check here runs before any work, so a bad option costs nothing and exits with status
 2 naming the option; :func:`friendly` turns errors met while working into one line and
-status 1. Nothing here imports torch unless ``--device cuda`` asks for it.
+status 1. Nothing here imports torch unless ``--device cuda`` asks for it, or ``--help``
+lists the probe registry (:class:`RegistryHelp`).
 """
 
 from __future__ import annotations
@@ -11,28 +12,94 @@ import functools
 import logging
 import os
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperCommand
 
-from hierlab.contracts import PROBES, STAGES
+from hierlab.contracts import PROBES, STAGES, VARIANTS
 from hierlab.errors import HierlabError, Preempted
 
 __all__ = [
-    "PROBES", "STAGES", "ConfigArg", "Engine", "OutOpt", "VariantChoice", "check_device",
-    "comma_choice", "friendly", "run_dir_of",
+    "PROBES", "STAGES", "ConfigArg", "Engine", "OutOpt", "RegistryHelp", "SetOpt",
+    "VariantChoice", "check_device", "comma_choice", "friendly", "overrides_of", "run_dir_of",
 ]
 
 ConfigArg = Annotated[
     str | None,
     typer.Argument(
-        help="experiment config: a YAML path or a shipped preset name (quickstart, paper, ...); "
+        help="experiment config: a YAML path or a shipped preset name ({presets}); "
         "default: the shipped quickstart",
         show_default=False,
     ),
 ]
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="set one config field by its dotted key, e.g. training.lr=1e-3 or "
+        "training.checkpoints.steps=[0, 60, 97]; the value is YAML (null = the default); "
+        "repeatable, the last one of a key wins",
+        show_default=False,
+    ),
+]
+
+
+def overrides_of(items: list[str] | None) -> dict[str, Any]:
+    """The ``--set KEY=VALUE`` items as dotted-key overrides (a malformed item or value is a
+    one-line :class:`~hierlab.errors.ConfigError`; the keys are checked with the config)."""
+    from hierlab.overrides import parse_assignments
+
+    return parse_assignments(items or [])
+
+
+def _presets() -> str:
+    from hierlab.config import preset_names
+
+    return ", ".join(preset_names())
+
+
+def _probes() -> str:
+    from hierlab.probes.registry import probe_names
+
+    return ", ".join(probe_names())
+
+
+def _variants() -> str:
+    from hierlab.probes.registry import registered
+
+    return ", ".join(dict.fromkeys(v for _, v in registered()))
+
+
+#: help-text placeholders, filled from the registries when help is shown
+_REGISTRIES: dict[str, Callable[[], str]] = {
+    "{presets}": _presets, "{probes}": _probes, "{variants}": _variants,
+}
+
+
+class RegistryHelp(TyperCommand):
+    """A command whose help lists what the registries hold (presets, probes, variants).
+
+    The texts hold placeholders (``{probes}``) filled when help is shown, so the lists are
+    always the registries' own and only ``--help`` pays for importing them (the probe
+    registry imports every probe module, torch included).
+    """
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        for obj in [self, *self.params]:
+            text = getattr(obj, "help", None)
+            if text and "{" in text:
+                for key, names in _REGISTRIES.items():
+                    if key in text:
+                        text = text.replace(key, names())
+                obj.help = text
+        super().format_help(ctx, formatter)
 
 
 DEVICE_RE = re.compile(r"cpu|cuda(:\d+)?")
@@ -69,10 +136,8 @@ class Engine(StrEnum):
     dask = "dask"
 
 
-class VariantChoice(StrEnum):
-    reference = "reference"
-    standard = "standard"
-    both = "both"
+#: --variant: one of the contract's variants, or both
+VariantChoice = StrEnum("VariantChoice", {v: v for v in (*VARIANTS, "both")})
 
 
 OutOpt = Annotated[

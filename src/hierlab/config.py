@@ -7,9 +7,10 @@
 
 from __future__ import annotations
 
+import types
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from hierlab.corpus.config import CorpusConfig, NgramConfig, PcfgConfig
 from hierlab.errors import ConfigError
 from hierlab.figures.config import FiguresConfig
+from hierlab.overrides import apply_overrides
 from hierlab.probes.config import ProbesConfig
 from hierlab.train.config import ModelConfig, TrainingConfig
 
@@ -89,6 +91,41 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".yml"))
 
 
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _step(tp: Any, part: str) -> Any:
+    """The type one error-location part below ``tp``: a model's field, a mapping's value
+    (a corpus name), a tagged union's member (``kind``), an optional's model."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if _is_model(tp):
+        field = tp.model_fields.get(part)
+        return None if field is None else field.annotation
+    if get_origin(tp) is dict:
+        return get_args(tp)[1]
+    if get_origin(tp) in (Union, types.UnionType):
+        models = [a for a in get_args(tp) if _is_model(a)]
+        for m in models:
+            kind = m.model_fields.get("kind")
+            if kind is not None and kind.default == part:
+                return m
+        if len(models) == 1:
+            return _step(models[0], part)
+    return None
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
+    """The field names of the config section at ``loc``, or None if it is not a section."""
+    tp: Any = ExperimentConfig
+    for part in loc:
+        tp = _step(tp, str(part))
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return list(tp.model_fields) if _is_model(tp) else None
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(x) for x in first["loc"] if not str(x).startswith("function-"))
@@ -97,7 +134,9 @@ def _format_error(err: ValidationError, source: str) -> str:
         msg = "unknown field"
         parent = first["loc"][:-1]
         where = ".".join(map(str, parent)) or "top level"
-        msg += f" (check the spelling; see the config reference for the fields of '{where}')"
+        fields = _fields_at(tuple(parent))
+        msg += (f" (the fields of '{where}': {', '.join(fields)})" if fields else
+                f" (check the spelling; see the config reference for the fields of '{where}')")
     elif first["type"] == "union_tag_invalid":
         msg = "'kind' must be 'pcfg' or 'ngram'"
     elif first["type"] == "union_tag_not_found":
@@ -121,8 +160,19 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Experime
         raise ConfigError(_format_error(err, source)) from None
 
 
-def load_config(path: str | Path | None = None) -> ExperimentConfig:
-    """Load a YAML config; ``None`` or a preset name loads a config shipped with hierlab."""
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """Load a YAML config, with dotted-key overrides.
+
+    Args:
+        path: a YAML file, or a preset name (``None``: the shipped quickstart).
+        overrides: dotted key -> value set on top of the file's config (the commands'
+            ``--set``; see :func:`hierlab.overrides.apply_overrides`), then validated.
+
+    Returns:
+        The validated config.
+    """
     if path is None:
         path = "quickstart"
     p = Path(path)
@@ -140,4 +190,8 @@ def load_config(path: str | Path | None = None) -> ExperimentConfig:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{source}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if overrides:
+        data = apply_overrides(config_from_dict(data, source).model_dump(mode="json"),
+                               overrides, "--set")
+        source = f"{source} with --set"
     return config_from_dict(data, source)

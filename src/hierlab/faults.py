@@ -9,6 +9,8 @@ then does what the real fault would do at that moment:
   temporary file, as a disk filling up mid-write;
 * ``kill@GLOB`` -- the process writing that path is ``SIGKILL``-ed mid-write (a lost Dask
   worker, an OOM kill);
+* ``killafter@GLOB`` -- the process is ``SIGKILL``-ed right after that path is published
+  (renamed into place), before it does anything else (a checkpoint boundary);
 * ``sigterm@train:STEP[:RANK]`` -- the process (rank ``RANK`` only, under torchrun) sends
   itself ``SIGTERM`` after optimizer step ``STEP`` (a scheduler's preemption, on one rank);
 * a ``#N`` suffix lets a fault fire ``N`` times (default once); ``#0`` = every time.
@@ -70,18 +72,20 @@ def _items() -> list[tuple[str, str, int, str]]:
 
 def hit(point: str, path: str | Path | None = None, *, step: int | None = None,
         rank: int = 0) -> None:
-    """Called by the real code at ``point`` (``write`` with the final ``path``, or
-    ``train`` after ``step``); fires a configured fault that matches. No-op by default."""
+    """Called by the real code at ``point`` (``write`` with the final ``path`` about to be
+    published, ``published`` right after it was, or ``train`` after ``step``); fires a
+    configured fault that matches. No-op by default."""
     if ENV not in os.environ:
         return
     for kind, target, times, raw in _items():
-        if point == "write" and kind in ("enospc", "kill") and path is not None:
+        at_write = point == "write" and kind in ("enospc", "kill")
+        if (at_write or (point == "published" and kind == "killafter")) and path is not None:
             p = str(path)
             if not (fnmatch.fnmatch(p, target) or fnmatch.fnmatch(Path(p).name, target)):
                 continue
             if not _claim(raw, times):
                 continue
-            if kind == "kill":
+            if kind in ("kill", "killafter"):
                 os.kill(os.getpid(), signal.SIGKILL)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), p)
         if point == "train" and kind == "sigterm" and step is not None:

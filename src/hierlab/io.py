@@ -135,6 +135,7 @@ def atomic_path(path: str | Path, *, size: int | None = None) -> Iterator[Path]:
         if full:
             raise disk_full_error(path, needed=size, written=written) from None
         raise
+    faults.hit("published", path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -251,7 +252,8 @@ def atomic_dir(
         if full:
             raise disk_full_error(final, written=written) from None
         raise
-    publish_dir(tmp, final, overwrite=overwrite)
+    if publish_dir(tmp, final, overwrite=overwrite):
+        faults.hit("published", final)
 
 
 # ----- checkpoint folders: ``checkpoints/step-XXXXXXXX/`` written by train, read by probes

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 from pydantic import TypeAdapter
-from tqdm.auto import tqdm
 
 from hierlab import __version__, preempt
 from hierlab.contracts import section_hash
@@ -53,6 +52,7 @@ from hierlab.corpus.shards import (
 from hierlab.errors import ConfigError, DataError
 from hierlab.io import atomic_dir, atomic_write_json
 from hierlab.lock import writes
+from hierlab.progress import progress_bar
 
 log = logging.getLogger(__name__)
 SPLITS = ("test", "train")  # test first: train de-duplication reads it
@@ -192,7 +192,7 @@ def _split_fields(name: str, cfg: PcfgConfig | NgramConfig, split: str,
 def _run_jobs(jobs: list[tuple], workers: int, engine: str, scheduler: str | None,
               desc: str) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
-    bar = tqdm(total=len(jobs), desc=desc, unit="shard", disable=not jobs)
+    bar = progress_bar(total=len(jobs), desc=desc, unit="shard", enabled=None if jobs else False)
     if engine == "dask":
         results = dask_map(build_shard, jobs, workers, scheduler, bar)
     elif engine != "local":

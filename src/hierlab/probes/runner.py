@@ -33,7 +33,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from tqdm.auto import tqdm
 
 from hierlab import preempt
 from hierlab.contracts import METRICS_SCHEMA, VARIANTS, section_hash
@@ -46,6 +45,7 @@ from hierlab.probes.context import ProbeContext, corpus_data
 from hierlab.probes.failures import FailureLog, verify_files
 from hierlab.probes.hooks import HookedModel
 from hierlab.probes.registry import lookup
+from hierlab.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,8 @@ def run_probes(
         log.warning("no checkpoints found in %s", checkpoints or run_dir)
     mine = [c for i, c in enumerate(ckpts) if i % world == rank]
     failures = FailureLog(metrics, rank, world)  # metrics/failed_checkpoints.json
-    for ck in tqdm(mine, desc=f"probes (rank {rank})" if world > 1 else "probes",
-                   unit="ckpt", disable=None):
+    for ck in progress_bar(mine, desc=f"probes (rank {rank})" if world > 1 else "probes",
+                           unit="ckpt"):
         todo = [(p, v) for p in probe_list for v in variants
                 if not _part_path(parts, pc, p, v, ck).exists()]
         if not todo:

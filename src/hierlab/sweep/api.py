@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hierlab.errors import ConfigError
 from hierlab.sweep.execute import RunResult, execute
@@ -23,15 +23,18 @@ def run_sweep(
     only: list[str] | None = None,
     summary_only: bool = False,
     cores: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, list[RunResult]]:
     """Load, run (unless ``summary_only``) and summarise a sweep; return the summary table
     and each run's result. ``only`` restricts the runs executed (the summary keeps all);
     runs that name an arm and a seed also get the emergence statistics
-    (``emergence.csv``, ``emergence_stats.csv``, ``kaplan_meier.png``)."""
+    (``emergence.csv``, ``emergence_stats.csv``, ``kaplan_meier.png``);
+    ``progress``: a progress bar (None: when output is a terminal); ``overrides``: dotted
+    keys set on every run last (the command's ``--set``)."""
     from hierlab.sweep.summary import summarize  # pandas and matplotlib: on use only
 
-    sweep, runs = load_sweep(path)
+    sweep, runs = load_sweep(path, overrides)
     out = Path(out) if out is not None else Path("sweeps") / sweep.name
     chosen = runs
     if only:

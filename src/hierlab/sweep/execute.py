@@ -23,6 +23,7 @@ from hierlab import preempt
 from hierlab.config import config_from_dict
 from hierlab.errors import ConfigError, Preempted
 from hierlab.lock import writes
+from hierlab.progress import progress_bar
 from hierlab.sweep.spec import PlannedRun
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def execute(
     *,
     parallel: int = 1,
     cores: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> list[RunResult]:
     """Run every unfinished run (skipping finished ones); failures are reported, not raised."""
     out = Path(out)
@@ -138,11 +139,8 @@ def execute(
             todo.append(run)
     parallel = max(1, min(parallel, len(todo) or 1))
     threads = max(1, cores // parallel)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(runs), initial=len(results), desc="sweep runs", unit="run")
+    bar = progress_bar(total=len(runs), initial=len(results), desc="sweep runs", unit="run",
+                       enabled=progress)
     if todo:
         ctx = mp.get_context("spawn")
         with (ProcessPoolExecutor(max_workers=parallel, mp_context=ctx) as pool,
@@ -165,11 +163,9 @@ def execute(
                 results[r.name] = RunResult(r.name, status, d, error)
                 if status == "failed":
                     log.error("run %s failed: %s (see %s)", r.name, error, d / "log.txt")
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(f"{r.name}: {status}")
-    if bar is not None:
-        bar.close()
+                bar.update(1)
+                bar.set_postfix_str(f"{r.name}: {status}")
+    bar.close()
     n_done = sum(r.status in ("done", "skipped") for r in results.values())
     preempt.stop(f"sweep: {n_done} of {len(runs)} runs finished (the others stopped at their "
                  "safe points and keep their resume points)")

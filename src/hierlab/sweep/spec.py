@@ -8,7 +8,6 @@ the seeds they share (``emergence`` section; :mod:`hierlab.sweep.emergence`).
 
 from __future__ import annotations
 
-import copy
 import itertools
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hierlab.config import ExperimentConfig, config_from_dict, load_config
 from hierlab.contracts import MECHANISM_LABELS
 from hierlab.errors import ConfigError
+from hierlab.overrides import apply_overrides
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
@@ -102,34 +102,6 @@ class PlannedRun:
     seed: int | None = None
 
 
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
-    """Return a copy of ``data`` with dotted keys set; a ``None`` value deletes the key
-    (a corpus, or a field, which then takes its default)."""
-    out = copy.deepcopy(data)
-    for key, value in overrides.items():
-        parts = str(key).split(".")
-        if not all(parts):
-            raise ConfigError(f"{where}: '{key}': empty part in dotted key")
-        node: Any = out
-        for i, part in enumerate(parts[:-1]):
-            nxt = node.get(part) if isinstance(node, dict) else None
-            if nxt is None and isinstance(node, dict) and value is not None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                if value is None:
-                    break  # deleting below something absent: nothing to do
-                raise ConfigError(
-                    f"{where}: '{key}': {'.'.join(parts[: i + 1])} is not a section"
-                )
-            node = nxt
-        else:
-            if value is None:
-                node.pop(parts[-1], None)
-            else:
-                node[parts[-1]] = copy.deepcopy(value)
-    return out
-
-
 def _fmt(value: Any) -> str:
     text = "none" if value is None else (str(value).lower() if isinstance(value, bool) else
                                           str(value))
@@ -160,9 +132,17 @@ def _base_dict(base: str, sweep_file: Path | None) -> dict[str, Any]:
     return load_config(base).model_dump(mode="json")
 
 
-def plan_runs(sweep: SweepConfig, sweep_file: Path | None = None) -> list[PlannedRun]:
-    """Every run's name, overrides and validated config (errors name the run and field)."""
+def plan_runs(sweep: SweepConfig, sweep_file: Path | None = None,
+              cli: dict[str, Any] | None = None) -> list[PlannedRun]:
+    """Every run's name, overrides and validated config (errors name the run and field).
+    ``cli`` (the command's ``--set``) overrides every run last; a key the grid varies is
+    refused, since it would make every grid point the same run."""
     where = f"sweep '{sweep.name}'"
+    cli = cli or {}
+    clash = sorted(set(cli) & set(sweep.grid))
+    if clash:
+        raise ConfigError(f"--set {clash[0]}: the sweep's grid varies this key; set it in the "
+                          "grid, or leave it out of --set")
     base = _base_dict(sweep.base, sweep_file)
     specs: list[tuple[str, dict[str, Any], str | None, int | None]] = []
     if sweep.grid:
@@ -181,7 +161,7 @@ def plan_runs(sweep: SweepConfig, sweep_file: Path | None = None) -> list[Planne
             raise ConfigError(f"{where}: run '{name}': name must be filesystem-safe "
                               "(letters, digits, . _ = + -)")
         seen.add(name)
-        overrides = {**sweep.set, **own}
+        overrides = {**sweep.set, **own, **cli}
         src = f"{where}: run '{name}'"
         data = apply_overrides({**base, "name": name}, overrides, src)
         runs.append(PlannedRun(name, overrides, config_from_dict(data, src), arm, seed))
@@ -223,8 +203,18 @@ def check_arms(runs: list[PlannedRun], settings: EmergenceSettings, where: str) 
                           f"label (allowed: {', '.join(MECHANISM_LABELS)})")
 
 
-def load_sweep(path: str | Path) -> tuple[SweepConfig, list[PlannedRun]]:
-    """Read and validate a sweep file and every run it defines."""
+def load_sweep(
+    path: str | Path, cli: dict[str, Any] | None = None
+) -> tuple[SweepConfig, list[PlannedRun]]:
+    """Read and validate a sweep file and every run it defines.
+
+    Args:
+        path: the sweep YAML file.
+        cli: dotted-key overrides for every run, applied last (the command's ``--set``).
+
+    Returns:
+        The sweep's settings and its planned runs, each with its validated config.
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such sweep file")
@@ -240,4 +230,4 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, list[PlannedRun]]:
         first = err.errors()[0]
         loc = ".".join(map(str, first["loc"]))
         raise ConfigError(f"{p}: {loc}: {first['msg']}") from None
-    return sweep, plan_runs(sweep, p)
+    return sweep, plan_runs(sweep, p, cli)

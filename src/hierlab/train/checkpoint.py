@@ -23,8 +23,8 @@ from hierlab.errors import ConfigError, DataError
 from hierlab.io import atomic_dir, list_step_dirs, read_json, step_dir
 from hierlab.train.plan import TrainPlan
 
-__all__ = ["TRAINER_STATE", "find_run_state", "load_resume", "quiet_save", "save_checkpoint",
-           "sweep_torn"]
+__all__ = ["TRAINER_STATE", "find_run_state", "load_resume", "prune_resume_state", "quiet_save",
+           "save_checkpoint", "sweep_torn"]
 
 TRAINER_STATE = "trainer_state.pt"
 RESUME_DIR = "resume"  # models/<c>/resume/step-N/: a preemption's resume point, not a checkpoint
@@ -136,17 +136,27 @@ def save_checkpoint(
                          model=model, optimizer=optimizer, scaler=scaler, dev=dev, acc=acc,
                          train_loss=train_loss, test_loss=test_loss, lr=lr,
                          resume_point=resume_point)
-    for s, p in list_step_dirs(ckpt_root):  # resume state: latest checkpoint only
-        if s != step and resume_point:  # one resume point at a time
-            shutil.rmtree(p, ignore_errors=True)
-        elif s != step:
+    if resume_point:  # one resume point at a time
+        for s, p in list_step_dirs(ckpt_root):
+            if s != step:
+                shutil.rmtree(p, ignore_errors=True)
+    else:
+        prune_resume_state(ckpt_root.parent, step)
+
+
+def prune_resume_state(out_dir: Path, step: int) -> None:
+    """Keep the resume state of checkpoint ``step`` only: drop the trainer state of every
+    other checkpoint and the resume points up to ``step``. A kill between a checkpoint's
+    publish and this leaves both; the next save, or the finished run's check, prunes them."""
+    for s, p in list_step_dirs(Path(out_dir) / "checkpoints"):
+        if s != step:
             (p / TRAINER_STATE).unlink(missing_ok=True)
-    if not resume_point and resume_root(ckpt_root.parent).is_dir():
-        for s, p in list_step_dirs(resume_root(ckpt_root.parent)):
+    if resume_root(out_dir).is_dir():
+        for s, p in list_step_dirs(resume_root(out_dir)):
             if s <= step:
                 shutil.rmtree(p, ignore_errors=True)
         with contextlib.suppress(OSError):  # gone once empty
-            resume_root(ckpt_root.parent).rmdir()
+            resume_root(out_dir).rmdir()
 
 
 def _fill_checkpoint(

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from hierlab import faults, preempt
 from hierlab.errors import ConfigError
 from hierlab.io import atomic_write_json, step_dir
 from hierlab.lock import writes
+from hierlab.progress import progress_bar
 from hierlab.train import checkpoint as ckpt
 from hierlab.train.config import ModelConfig, TrainingConfig
 from hierlab.train.data import TokenWindows, WindowOrder, batch_positions, eval_window_indices
@@ -238,6 +238,8 @@ def _train(
     if finished:
         log.info("%s: finished model found in %s (config %s); skipping", name, out_dir,
                  plan.run_hash)
+        if dist.main:  # killed right after its last checkpoint: the older state goes now
+            ckpt.prune_resume_state(out_dir, plan.total_steps)
         return out_dir
     check_backends(backends_of(train_cfg))  # a missing tracking extra fails before any output
 
@@ -305,15 +307,15 @@ def _train(
                  fmt(test_loss))
 
     # --- the loop ------------------------------------------------------------------------------
-    if start_step == 0 and 0 in ckpt_set:
+    if resume is None and 0 in ckpt_set:  # resumed from step 0: it is saved and logged
         checkpoint(0, None, lr_at(0, train_cfg, plan.total_steps))
     raw_model.train()
     clip = train_cfg.grad_clip if train_cfg.grad_clip else float("inf")
     loss_sum = torch.tensor(rank_share(acc, dist), dtype=torch.float64, device=dev)
     loss_n, tokens_since = int(acc["loss_n"]), int(acc["tokens_since"])
     t_last = time.perf_counter()
-    bar = tqdm(total=plan.total_steps, initial=start_step, desc=f"train {name}", unit="step",
-               disable=None if dist.main else True, position=bar_position)
+    bar = progress_bar(total=plan.total_steps, initial=start_step, desc=f"train {name}",
+                       unit="step", enabled=None if dist.main else False, position=bar_position)
     for step in range(start_step, plan.total_steps):
         lr = lr_at(step, train_cfg, plan.total_steps)
         for group in optimizer.param_groups:
