@@ -182,8 +182,10 @@ def _cli_overrides(cfg: ExperimentConfig, corpus: Path, a: argparse.Namespace,
         full = int(t.epochs * TokenWindows(corpus / "train", ctx).n_windows) // a.batch
     total = a.warmup + a.steps
     sets["training.max_tokens"] = total * a.batch * ctx
-    sets["training.checkpoints"] = {"schedule": "list", "steps": [
-        s for s in checkpoint_steps(t.checkpoints, max(full, total)) if s < total]}
+    # the config's plan; steps past the shortened run are dropped by the trainer (cutting
+    # them here would leave an empty list, which the config refuses, on a short run)
+    sets["training.checkpoints"] = {"schedule": "list", "steps": list(
+        checkpoint_steps(t.checkpoints, max(full, total)))}
     sets.update({f"training.{k}": v for k, v in kw.items()})
     return sets
 
