@@ -10,7 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("corpus", "train", "probes", "figures")
-MAX_LINES = 400
 
 
 def _imports(path: Path) -> list[tuple[str, list[str]]]:
@@ -47,10 +46,3 @@ def test_benchmarks_import_only_public_names() -> None:
                 bad += [f"{path.name}: {node.module}.{p}" for p in parts
                         if p.startswith("_") and p != "__version__"]
     assert not bad, bad
-
-
-def test_no_python_file_is_over_the_limit() -> None:
-    files = [p for d in ("src", "tests", "benchmarks") for p in (ROOT / d).rglob("*.py")]
-    long = {str(p.relative_to(ROOT)): n for p in files
-            if (n := len(p.read_text().splitlines())) > MAX_LINES}
-    assert not long, f"split by concept (DESIGN.md: about {MAX_LINES} lines at most): {long}"
