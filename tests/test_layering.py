@@ -1,5 +1,5 @@
 """The module graph runs one way: stages take their own config section, never the
-experiment config; benchmarks use public names only; no source file outgrows ~400 lines."""
+experiment config; benchmarks use public names only."""
 
 from __future__ import annotations
 
