@@ -277,7 +277,11 @@ def test_a_trained_positional_head_is_labelled_positional(tmp_path) -> None:
     final = json.loads(out.read_text())["summary"]["final"]
     assert final["label"] == "positional copy", final
     pm = final["prefix_matching"]
-    assert pm["64"] > 0.9 and pm["32"] < 0.1 and pm["61"] < 0.1, pm
+    # keyed on the distance: full at n = C/2, nothing 3 tokens off it. At n = C/4 the key
+    # (C/2 - 1 back) falls before the prompt, so what the head does there is not its key:
+    # < 0.1 under the packages of 2026-12-04, 0.34 under the lock of 2026-12-06
+    # (transformers 5.25, pandas 2.3); it must stay well below the keyed length
+    assert pm["64"] > 0.9 and pm["61"] < 0.1 and pm["32"] < 0.5 * pm["64"], pm
     assert abs(final["content_share"]) < 0.1 and final["successor"] >= 0.3
 
 
