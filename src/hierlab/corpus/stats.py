@@ -43,7 +43,8 @@ def _find_copies(tokens, min_len, max_dist):
     """Greedy scan for verbatim copies: a run of >= ``min_len`` tokens equal to the run
     ``d`` back (``min_len <= d <= max_dist``, smallest ``d`` first). Returns the distance
     of every copied token (0 where none): chance runs of ``min_len`` equal tokens are
-    negligible for the copy designs (< 1e-6 per position for 96 words under Zipf(1))."""
+    negligible for the copy designs (~2e-6 per position over 40 distances for 96 words
+    under Zipf(1), where two words match with probability 0.06)."""
     n = tokens.shape[0]
     dist = np.zeros(n, dtype=np.int64)
     t = 0
