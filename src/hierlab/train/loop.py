@@ -36,6 +36,7 @@ from hierlab.io import atomic_write_json, step_dir
 from hierlab.lock import writes
 from hierlab.progress import progress_bar
 from hierlab.train import checkpoint as ckpt
+from hierlab.train.allocator import keep_freed_memory
 from hierlab.train.config import ModelConfig, TrainingConfig
 from hierlab.train.data import TokenWindows, WindowOrder, batch_positions, eval_window_indices
 from hierlab.train.dist import (
@@ -171,6 +172,7 @@ def train_model(
     """
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     name = corpus_name or corpus_dir.name
+    keep_freed_memory()  # a fresh process re-faulted its activations' pages every step
     dev = resolve_device(device or train_cfg.device)
     dist, owns_group = dist_setup(dev.type)
     if dev.type == "cuda" and dist.world > 1:
