@@ -186,8 +186,8 @@ def _cli_overrides(cfg: ExperimentConfig, corpus: Path, a: argparse.Namespace,
         full = int(t.epochs * TokenWindows(corpus / "train", ctx).n_windows) // a.batch
     total = a.warmup + a.steps
     sets["training.max_tokens"] = total * a.batch * ctx
-    planned = [s for s in checkpoint_steps(t.checkpoints, max(full, total)) if s < total]
-    sets["training.checkpoints"] = {"schedule": "list", "steps": planned + [total]}
+    sets["training.checkpoints"] = {"schedule": "list", "steps": [
+        s for s in checkpoint_steps(t.checkpoints, max(full, total)) if s < total]}
     sets.update({f"training.{k}": v for k, v in kw.items()})
     return sets
 
