@@ -2,11 +2,14 @@
 
 Same model (the config's HF Llama, same seed), same data (the config's own corpora,
 generated into a temp folder), same batch, same precision (the config's; bf16 autocast on
-CPU in the presets). The plain loop and HF Trainer run in this process; every hierlab
-contender is ``hierlab train`` in a subprocess, as a user runs it: the config's own
-settings (evaluation, checkpoint plan, ``log_every``, threads) over the first
-``warmup + steps`` steps of its run, with ``--set`` for what the contender changes, and
-tokens/s read from that run's ``loss.csv`` (which leaves out checkpoints and evaluation).
+CPU in the presets). The plain loop and HF Trainer run in this process, after the corpus
+stage has freed its large arrays, so glibc keeps their freed heap pages as ``hierlab train``
+does (:mod:`hierlab.train.allocator`; without that, a fresh process re-faults its
+activations every step). Every hierlab contender is ``hierlab train`` in a subprocess,
+as a user runs it: the config's own settings (evaluation, checkpoint plan, ``log_every``,
+threads) over the first ``warmup + steps`` steps of its run, with ``--set`` for what the
+contender changes, and tokens/s read from that run's ``loss.csv`` (which leaves out
+checkpoints and evaluation).
 So what this script reports is what a user's ``loss.csv`` shows. The warm-up (compile
 included) is ``--warmup`` steps rounded up to whole ``log_every`` intervals, untimed for
 every contender alike; runs are interleaved over ``--repeats`` so background load hits all
