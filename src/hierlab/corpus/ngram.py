@@ -158,8 +158,9 @@ def _sample_sentences(
             _latent_permutation(seed, sub, idx, latent, doc_n, sec_n, par_n, fraction, perm,
                                 work)
         for pos in range(length):
-            if latent > 0:
-                t = perm[alias_draw(state, lat_p, lat_a)]
+            if latent > 0:  # the same context-free draw as a gap word
+                t = _free_word(state, latent, perm, lat_p, lat_a, probs, aliases, rankings,
+                               permuted, eos)
                 sent[pos] = t
                 out[n_out + pos] = t
                 continue
