@@ -1,25 +1,10 @@
-"""The PCFG sampler: documents of sections of paragraphs of SVO/VSO sentences
-(docs/reference-study.md#the-grammar).
-
-A *base document* ``d`` has a latent state: for each content role (subject, verb, object)
-a random permutation mapping a Zipf rank to a word, derived from ``(seed, d)`` alone.
-Optionally each section and paragraph re-permutes a fraction of those ranks (our
-extension: latent state at every level, so users can ablate which level matters). A base
-document is realised ``repetitions`` times with fresh sentence draws.
-
-Sentence grammar (draw order does not matter for the distribution):
-``s v o (c s v o){m} EOS`` with probability ``svo_probability`` and m drawn from
-``extra_clause_probs``; otherwise ``v s o EOS``. Connectors are uniform, not permuted.
-
-Why numba: the sampler is a tight per-token loop with data-dependent branching (clauses,
-rejection against the test set) that vectorises poorly; compiled it runs at the speed of
-the reference's Rust generator per core, and it is a pure function of (config, shard), so
-shards parallelise across processes or machines with identical bytes.
-
-The pieces live apart: the latent state in :mod:`~hierlab.corpus.pcfg_latent`, each
-sentence's source and fresh draw in :mod:`~hierlab.corpus.pcfg_sentence`, the exact
-conditionals of the loss floor in :mod:`~hierlab.corpus.pcfg_nll`, de-duplication against
-the test split in :mod:`~hierlab.corpus.dedup`; this module walks the documents.
+"""The PCFG document sampler (docs/reference-study.md#the-grammar): sections of paragraphs
+of SVO/VSO sentences. A base document's latent (:mod:`~hierlab.corpus.pcfg_latent`: rank->word
+permutations from ``(seed, d)`` alone, re-permuted per section and paragraph so the level that
+matters can be ablated) is realised ``repetitions`` times with fresh sentence draws; ``score``
+adds the loss floor's exact conditionals (:mod:`~hierlab.corpus.pcfg_nll`). Why numba: the
+per-token loop branches on data (clauses, copies, test-set rejection) and vectorises poorly;
+compiled, it is a pure function of (config, shard), so shards parallelise with identical bytes.
 """
 
 from __future__ import annotations
@@ -32,6 +17,7 @@ from hierlab.corpus.jit import njit
 from hierlab.corpus.pcfg_latent import (
     active_sub,
     binding_sub,
+    bound_or_law,
     doc_latent,
     draw_active,
     draw_bindings,
@@ -39,7 +25,6 @@ from hierlab.corpus.pcfg_latent import (
     level_latent,
 )
 from hierlab.corpus.pcfg_nll import sentence_nll
-from hierlab.corpus.pcfg_sentence import choose_source, draw_sentence
 from hierlab.corpus.rng import (
     STAGE_FLOOR,
     STAGE_ORDER,
@@ -47,12 +32,22 @@ from hierlab.corpus.rng import (
     STAGE_SECTION,
     STAGE_SENT_TEST,
     STAGE_SENT_TRAIN,
+    alias_draw,
     alias_table,
     feistel_index,
+    next_below,
+    next_float,
     unit_seed,
     zipf_probs,
 )
-from hierlab.corpus.sampler import ROLE_SPECIAL, ShardOutput
+from hierlab.corpus.sampler import (
+    ROLE_CONNECTOR,
+    ROLE_OBJECT,
+    ROLE_SPECIAL,
+    ROLE_SUBJECT,
+    ROLE_VERB,
+    ShardOutput,
+)
 
 __all__ = ["PcfgSampler"]
 
@@ -74,6 +69,130 @@ def _document_bases(seed, sent_stage, positions, n_real, reps, base_offset, shuf
     for i in range(positions.shape[0]):
         out[i] = _document_base(positions[i], n_real, reps, base_offset, shuffled, order_key)[1]
     return out
+
+
+@njit(cache=True)
+def _choose_source(state, t, sents_pp, sent_in_doc, scope_first, recall, rho, rep_min_d,
+                  rep_fresh, sent_copy, recalled, alive, score):
+    """(index of the earlier sentence that sentence ``t`` of its paragraph copies, or -1
+    for a fresh one; prior weight of "fresh"). With ``score`` the prior weight of a copy
+    of each earlier sentence of the scope goes into ``alive`` (the exact conditionals)."""
+    n_prev = sent_in_doc - scope_first
+    half = sents_pp // 2
+    copied = -1
+    w_fresh = 1.0
+    if score:
+        alive[:n_prev] = 0.0
+    if recall:  # second half: the first half's sentences, in random order
+        if t >= half:
+            n_left = sents_pp - t  # first-half sentences not yet recalled
+            k = next_below(state, n_left)
+            for i in range(scope_first, scope_first + half):
+                if not recalled[i]:
+                    if score:
+                        alive[i - scope_first] = 1.0 / n_left
+                    if k == 0:
+                        copied = i
+                    k -= 1
+            recalled[copied] = True
+            w_fresh = 0.0
+        else:
+            recalled[sent_in_doc] = False
+    elif rho > 0.0:
+        # eligible sources: at least rep_min_d back, only fresh ones if asked
+        last = sent_in_doc - rep_min_d
+        n_elig = 0
+        for i in range(scope_first, last + 1):
+            if not (rep_fresh and sent_copy[i]):
+                n_elig += 1
+        if n_elig > 0:  # else the sentence is fresh (no draw)
+            w_fresh = 1.0 - rho
+            if next_float(state) < rho:
+                k = next_below(state, n_elig)
+            else:
+                k = -1
+            for i in range(scope_first, last + 1):
+                if not (rep_fresh and sent_copy[i]):
+                    if score:
+                        alive[i - scope_first] = rho / n_elig
+                    if k == 0:
+                        copied = i
+                    k -= 1
+    return copied, w_fresh
+
+
+@njit(cache=True)
+def _draw_sentence(state, buf, roles, cs, cv, co, zs_p, zs_a, zv_p, zv_a, zo_p, zo_a,
+                  svo_p, die_p, die_a, n_c, off_v, off_c, eos, beta, bind,
+                  b_sv, b_vo, b_vs, b_so, act, n_active):
+    """A fresh sentence (tokens into ``buf``, roles into ``roles``) under the current
+    permutations ``cs, cv, co``, bindings and active set; returns its length.
+
+    The grammar: ``s v o (c s v o){m} EOS`` with probability ``svo_p`` and m drawn from
+    the extra-clause law ``die``, otherwise ``v s o EOS``; connectors are uniform, not
+    permuted. The draw order is part of the corpus bytes, so it is kept per case (the
+    reference order when nothing is bound), even where the distribution would allow another.
+    """
+    mqar = n_active > 0
+    if mqar:  # subjects uniform over the active set, keyed S->V, S->O
+        svo = next_float(state) < svo_p
+        if svo:
+            s = act[next_below(state, n_active)]
+            v = bound_or_law(state, beta, b_sv[s], cv, zv_p, zv_a)
+        else:
+            v = cv[alias_draw(state, zv_p, zv_a)]
+            s = act[next_below(state, n_active)]
+        o = bound_or_law(state, beta, b_so[s], co, zo_p, zo_a)
+    elif not bind:  # the reference draw order (bytes kept for beta = 0)
+        s = cs[alias_draw(state, zs_p, zs_a)]
+        v = cv[alias_draw(state, zv_p, zv_a)]
+        o = co[alias_draw(state, zo_p, zo_a)]
+        svo = next_float(state) < svo_p
+    else:
+        svo = next_float(state) < svo_p
+        if svo:
+            s = cs[alias_draw(state, zs_p, zs_a)]
+            v = bound_or_law(state, beta, b_sv[s], cv, zv_p, zv_a)
+            o = bound_or_law(state, beta, b_vo[v - off_v], co, zo_p, zo_a)
+        else:
+            v = cv[alias_draw(state, zv_p, zv_a)]
+            s = bound_or_law(state, beta, b_vs[v - off_v], cs, zs_p, zs_a)
+            o = bound_or_law(state, beta, b_so[s], co, zo_p, zo_a)
+    if svo:
+        buf[0], buf[1], buf[2] = s, v, o
+        roles[0], roles[1], roles[2] = ROLE_SUBJECT, ROLE_VERB, ROLE_OBJECT
+        length = 3
+        m = alias_draw(state, die_p, die_a)
+        for _c in range(m):
+            buf[length] = off_c + next_below(state, n_c)
+            if mqar:
+                s2 = act[next_below(state, n_active)]
+                v2 = bound_or_law(state, beta, b_sv[s2], cv, zv_p, zv_a)
+                o2 = bound_or_law(state, beta, b_so[s2], co, zo_p, zo_a)
+            elif bind:
+                s2 = cs[alias_draw(state, zs_p, zs_a)]
+                v2 = bound_or_law(state, beta, b_sv[s2], cv, zv_p, zv_a)
+                o2 = bound_or_law(state, beta, b_vo[v2 - off_v], co, zo_p, zo_a)
+            else:
+                s2 = cs[alias_draw(state, zs_p, zs_a)]
+                v2 = cv[alias_draw(state, zv_p, zv_a)]
+                o2 = co[alias_draw(state, zo_p, zo_a)]
+            buf[length + 1] = s2
+            buf[length + 2] = v2
+            buf[length + 3] = o2
+            roles[length] = ROLE_CONNECTOR
+            roles[length + 1] = ROLE_SUBJECT
+            roles[length + 2] = ROLE_VERB
+            roles[length + 3] = ROLE_OBJECT
+            length += 4
+    else:
+        buf[0], buf[1], buf[2] = v, s, o
+        roles[0], roles[1], roles[2] = ROLE_VERB, ROLE_SUBJECT, ROLE_OBJECT
+        length = 3
+    buf[length] = eos
+    roles[length] = ROLE_SPECIAL
+    length += 1
+    return length
 
 
 @njit(cache=True)
@@ -178,7 +297,7 @@ def _sample_docs(
                     scope_first = para_first if (rep_scope == 1 or recall) else 0
                     n_prev = sent_in_doc - scope_first
                     # prior of the exact conditionals: fresh w_fresh, copy of i alive[i]
-                    copied, w_fresh = choose_source(
+                    copied, w_fresh = _choose_source(
                         state, t, sents_pp, sent_in_doc, scope_first, recall, rho, rep_min_d,
                         rep_fresh, sent_copy, recalled, alive, score)
                     if copied >= 0:
@@ -189,7 +308,7 @@ def _sample_docs(
                             roles[q] = a_role[src + q] if annotate else 0
                         copies += 1
                     while copied < 0:
-                        length = draw_sentence(
+                        length = _draw_sentence(
                             state, buf, roles, cs, cv, co, zs_p, zs_a, zv_p, zv_a, zo_p, zo_a,
                             svo_p, die_p, die_a, n_c, off_v, off_c, eos, beta, bind,
                             b_sv, b_vo, b_vs, b_so, act, n_active)
