@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _driver():
     spec = importlib.util.spec_from_file_location(
-        "emergence_gpu", ROOT / "benchmarks" / "emergence_gpu.py")
+        "emergence_gpu", ROOT / "experiments" / "emergence_gpu.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["emergence_gpu"] = mod
     spec.loader.exec_module(mod)

@@ -1,6 +1,6 @@
 """The emergence law on one design: the fit and figure from a sweep's ``summary.csv``.
 
-    python docs/emergence/law_fit.py docs/emergence/flat/summary.csv \
+    python experiments/law_fit.py docs/emergence/flat/summary.csv \
         --runs flat,law-b8c32,law-b16c32,law-b8c64,law-b16c128 --out docs/emergence/flat
 
 Keeps only the named rows (one design over B*C: the sweep's own ``law_figure`` fits every

@@ -1,6 +1,6 @@
 """An emergence table of docs/findings.md, from a sweep's ``summary.csv`` (never typed by hand).
 
-    python docs/emergence/summary_table.py docs/emergence/cpu/summary.csv > table.md
+    python experiments/summary_table.py docs/emergence/cpu/summary.csv > table.md
 
 Columns: final test loss and the two floors, the in-context gap recovered, the mechanism
 label at the final checkpoint, the successor attention of the best layer >= 1 head (max

@@ -136,7 +136,7 @@ class Row:
                   flush=True)
 
 
-WORK: list[Path] = []  # the benchmark's work folder, shown as WORK in messages
+WORK: list[Path] = []  # the trials' work folder, shown as WORK in messages
 
 
 def short(msg: str, root: Path) -> str:

@@ -13,8 +13,8 @@ and labels its heads at log-spaced checkpoints with hierlab's mechanism probe
 
 Usage::
 
-    python benchmarks/mechanism_check.py fixed --tokens 1e5
-    python benchmarks/mechanism_check.py random --tokens 3e7 --device cuda --batch 32
+    python experiments/mechanism_check.py fixed --tokens 1e5
+    python experiments/mechanism_check.py random --tokens 3e7 --device cuda --batch 32
 
 Prints one JSON line per checkpoint (tokens, loss, label, scores of the labelled head) and
 a final ``SUMMARY`` line; ``--out FILE`` writes them as JSON.

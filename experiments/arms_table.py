@@ -1,6 +1,6 @@
 """Markdown tables of a matched-arms sweep, built from its emergence files.
 
-    python docs/emergence/arms_table.py docs/emergence/arms
+    python experiments/arms_table.py docs/emergence/arms
 
 reads ``emergence.csv`` and ``emergence_stats.csv`` (written by ``hierlab sweep``) and
 prints, per criterion, t* for every arm and seed (M = million tokens; ``>`` marks a run
@@ -10,8 +10,8 @@ with its bootstrap CI, and the log-rank p.
 
 from __future__ import annotations
 
+import argparse
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -65,5 +65,12 @@ def tables(folder: Path) -> str:
     return "\n".join(out)
 
 
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path, help="a matched-arms sweep's folder (its emergence "
+                    "files), e.g. docs/emergence/arms")
+    print(tables(ap.parse_args().folder))
+
+
 if __name__ == "__main__":
-    print(tables(Path(sys.argv[1])))
+    main()

@@ -1,6 +1,6 @@
 """Re-derive the mechanism labels of finished runs from their stored per-head scores.
 
-    python docs/emergence/relabel_check.py runs/emergence-cpu/runs/*
+    python experiments/relabel_check.py runs/emergence-cpu/runs/*
 
 After a change of the labelling rules (not of the scores), this says which checkpoints'
 ``label_model`` the current rules would give differently, without rerunning any model:
@@ -14,7 +14,7 @@ thresholds; runs probed before that score existed read as having none).
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +59,10 @@ def relabel(run: Path) -> list[tuple[str, int, str, str]]:
 
 
 def main() -> None:
-    for arg in sys.argv[1:]:
-        run = Path(arg)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="*", type=Path, help="run folders (those without "
+                    "metrics/mechanism.parquet are skipped)")
+    for run in ap.parse_args().runs:
         if not (run / "metrics" / "mechanism.parquet").is_file():
             continue
         changed = relabel(run)

@@ -14,11 +14,11 @@ A sweep file whose runs name an ``arm`` (``configs/emergence-arms-gpu.yml``, the
 arms) skips step 2: its seeds are its own rows, and the sweep's emergence statistics
 (``emergence.csv``, ``emergence_stats.csv``, ``kaplan_meier.png``) are packed too.
 
-Usage (the wrapper ``benchmarks/emergence_gpu.sh`` adds the offline wheels)::
+Usage (the wrapper ``experiments/emergence_gpu.sh`` adds the offline wheels)::
 
-    python benchmarks/emergence_gpu.py configs/emergence-gpu.yml --out /tmp/em --results $OUT
-    python benchmarks/emergence_gpu.py configs/emergence-gpu.yml --dry-run --out /tmp/em-dry
-    python benchmarks/emergence_gpu.py configs/emergence-arms-gpu.yml --dry-run --out /tmp/ea
+    python experiments/emergence_gpu.py configs/emergence-gpu.yml --out /tmp/em --results $OUT
+    python experiments/emergence_gpu.py configs/emergence-gpu.yml --dry-run --out /tmp/em-dry
+    python experiments/emergence_gpu.py configs/emergence-arms-gpu.yml --dry-run --out /tmp/ea
 
 ``--dry-run`` runs three rows and the control at toy size on the CPU (checks the plumbing).
 """

@@ -8,7 +8,7 @@ content-based induction head scores the same for every n. This script scores eve
 of a checkpoint on repeated random content ids for several n, with hierlab's own probe
 functions (``attention_scores``), and prints the per-n maxima.
 
-    python docs/emergence/period_check.py runs/quickstart [--model pcfg] [--step -1]
+    python experiments/period_check.py runs/quickstart [--model pcfg] [--step -1]
 """
 
 from __future__ import annotations
