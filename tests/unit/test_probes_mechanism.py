@@ -269,7 +269,7 @@ def test_a_trained_positional_head_is_labelled_positional(tmp_path) -> None:
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "mechanism_check.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "mechanism_check.py"
     out = tmp_path / "fixed.json"
     subprocess.run([sys.executable, str(script), "fixed", "--tokens", "1e5", "--context",
                     "128", "--checkpoints", "2", "--windows", "12", "--out", str(out)],
