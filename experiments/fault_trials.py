@@ -369,7 +369,8 @@ class Trials:
     # --- 5. hub revisions that fail
     def hub(self) -> None:
         row = self.row("hub revisions: missing, removed mid-sweep, truncated, corrupt")
-        sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+        tests = Path(__file__).parents[1] / "tests"
+        sys.path[:0] = [str(tests / "integration"), str(tests)]  # the test, its helpers
         from test_faults_hub import make_hub_cache
 
         repo = "allenai/OLMo-tiny-hf"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hierlab.sweep.spec import load_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _driver():

@@ -133,7 +133,7 @@ def test_signal_during_probe_finishes_the_unit_and_stops(tmp_path, monkeypatch):
     import pandas as pd
 
     from hierlab.probes import runner as rmod
-    from test_probes_utils import make_run, tiny_probes_config
+    from probes_helpers import make_run, tiny_probes_config
 
     run = make_run(tmp_path, corrupt=None)
     cfg, kw = tiny_probes_config(), dict(probes="hydra,structure", variant="both")

@@ -21,7 +21,7 @@ from hierlab.probes import in_context as ic
 from hierlab.probes import induction as ind
 from hierlab.probes.config import InductionConfig
 from hierlab.probes.hooks import HookedModel
-from test_probes_utils import make_run, tiny_model, tiny_probes_config
+from probes_helpers import make_run, tiny_model, tiny_probes_config
 
 N = 8
 

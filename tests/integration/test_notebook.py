@@ -15,7 +15,7 @@ from figures_fixtures import make_synthetic_run
 from hierlab.errors import DataError
 from hierlab.notebook import METRIC_COLUMNS
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def test_load_run_tables_and_config(tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_load_run_tables_and_config(tmp_path: Path) -> None:
 
 
 def test_load_checkpoint_as_hooked_model(tmp_path: Path) -> None:
-    from test_probes_utils import make_run
+    from probes_helpers import make_run
 
     run = hierlab.load_run(make_run(tmp_path, corrupt=None))
     assert run.models == ["pcfg"] and run.steps() == [10, 20]

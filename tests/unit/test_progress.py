@@ -13,7 +13,7 @@ from hierlab.cli import app
 from hierlab.progress import bars_enabled, progress_bar
 from tiny import write_tiny_config
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "hierlab"
+SRC = Path(__file__).resolve().parents[2] / "src" / "hierlab"
 
 
 class _Terminal(io.StringIO):

@@ -31,7 +31,7 @@ from hierlab.probes import checkpoints as ckmod
 from hierlab.probes import hydra as hy
 from hierlab.probes.hooks import HookedModel
 from hierlab.probes.runner import run_probes
-from test_probes_utils import make_run, tiny_model, tiny_probes_config
+from probes_helpers import make_run, tiny_model, tiny_probes_config
 from tiny import write_tiny_config
 
 #: (tiny_model kind, parallel attention + MLP)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-PYPROJECT = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+PYPROJECT = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
 CORE = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]
 EXTRAS = {name: [Requirement(r) for r in reqs]
           for name, reqs in PYPROJECT["project"]["optional-dependencies"].items()}

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "torch_choice.py"
 _spec = importlib.util.spec_from_file_location("torch_choice", SCRIPT)
 tc = importlib.util.module_from_spec(_spec)

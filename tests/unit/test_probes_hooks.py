@@ -5,7 +5,7 @@ import torch
 
 from hierlab.errors import ConfigError
 from hierlab.probes.hooks import HookedModel, HookNotFiredError
-from test_probes_utils import tiny_model
+from probes_helpers import tiny_model
 
 
 @pytest.fixture(params=["llama", "olmo", "neox", "gpt2", "olmo2"])

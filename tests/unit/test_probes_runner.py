@@ -13,7 +13,7 @@ from hierlab.errors import DataError
 from hierlab.probes import checkpoints as ckmod
 from hierlab.probes import runner as rmod
 from hierlab.probes.runner import run_probes
-from test_probes_utils import make_run, tiny_model, tiny_probes_config
+from probes_helpers import make_run, tiny_model, tiny_probes_config
 
 
 class SimulatedKill(BaseException):

@@ -17,7 +17,7 @@ import pytest
 
 from hierlab.probes import runner as rmod
 from hierlab.probes.failures import FAILED, verify_files
-from test_probes_utils import tiny_model, tiny_probes_config
+from probes_helpers import tiny_model, tiny_probes_config
 
 REPO = "allenai/OLMo-tiny-hf"
 REVS = ["step1000-tokens4B", "step2000-tokens8B", "step3000-tokens12B", "step4000-tokens16B"]

@@ -124,7 +124,7 @@ def test_sweep_runs_in_parallel_resumes_and_summarises(tmp_path, monkeypatch):
 def test_shipped_example_sweep_loads():
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "sweep-example.yml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "sweep-example.yml"
     sweep, runs = load_sweep(path)
     assert sweep.parallel == 2 and runs[-1].name == "ngram-control"
     assert "pcfg" not in runs[-1].config.corpora

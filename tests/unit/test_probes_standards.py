@@ -10,7 +10,7 @@ from hierlab.probes import function_vectors as fv
 from hierlab.probes import fv_tasks
 from hierlab.probes import hydra as hy
 from hierlab.probes.hooks import HookedModel
-from test_probes_utils import ROLES, tiny_model
+from probes_helpers import ROLES, tiny_model
 
 
 # ------------------------------------------------------------------ function vectors

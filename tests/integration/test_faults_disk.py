@@ -98,7 +98,7 @@ def test_enospc_while_a_metrics_table_is_written(tmp_path: Path, monkeypatch, ta
     import pandas as pd
 
     from hierlab.probes.runner import run_probes
-    from test_probes_utils import make_run, tiny_probes_config
+    from probes_helpers import make_run, tiny_probes_config
 
     run = make_run(tmp_path, corrupt=None)
     cfg = tiny_probes_config()

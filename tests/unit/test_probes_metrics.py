@@ -10,7 +10,7 @@ from hierlab.probes import hydra as hy
 from hierlab.probes import induction as ind
 from hierlab.probes.hooks import HookedModel
 from hierlab.probes.structure import structure_scores
-from test_probes_utils import ROLES, tiny_model
+from probes_helpers import ROLES, tiny_model
 
 N = 8
 

@@ -131,7 +131,7 @@ def test_top_level_configs_are_sweeps_or_bases_not_preset_copies():
 
     from hierlab.sweep import load_sweep
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[2] / "configs"
     files = sorted(root.glob("*.yml"))
     assert files
     assert not {p.stem for p in files} & set(preset_names())

@@ -262,14 +262,14 @@ def test_mechanism_rows_on_a_model() -> None:
 
 @pytest.mark.slow
 def test_a_trained_positional_head_is_labelled_positional(tmp_path) -> None:
-    """benchmarks/mechanism_check.py: a segment of fixed length C/2 repeated grows, within
+    """experiments/mechanism_check.py: a segment of fixed length C/2 repeated grows, within
     0.1 M tokens, a head that attends exactly C/2 - 1 back; it must read positional copy."""
     import json
     import subprocess
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "experiments" / "mechanism_check.py"
+    script = Path(__file__).resolve().parents[2] / "experiments" / "mechanism_check.py"
     out = tmp_path / "fixed.json"
     subprocess.run([sys.executable, str(script), "fixed", "--tokens", "1e5", "--context",
                     "128", "--checkpoints", "2", "--windows", "12", "--out", str(out)],
