@@ -135,7 +135,7 @@ def test_nnsight_reference_hydra_equals_hierlabs(which: str, request) -> None:
     path = request.getfixturevalue(which)
     ks = (1, 2)
     want = _nnsight_reference_drop(path, IDS, ks)
-    rows = hy.hydra_reference(_hooked(path), IDS, ks=ks, batch_size=2)
+    rows = hy.hydra_reference(_hooked(path), IDS, offsets=ks, batch_size=2)
     got = {(r["k"], r["layer"]): r["value"] for r in rows}
     assert set(got) == set(want)
     for key, value in want.items():

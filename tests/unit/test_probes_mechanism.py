@@ -93,10 +93,11 @@ def _scores(kind: str, causal: float) -> HeadScores:
     w = _windows()
     pat = _pattern(kind)
     ev = ms.find_events(w, ROLE_OF, 4)
-    succ = ms.gather_attention(pat, w, ev.b, ev.t, ev.p + 1, 4).mean(0)
+    succ = ms.gather_attention(pat, w, ev.window, ev.query, ev.earlier + 1, 4).mean(0)
     clean, broken, chosen = ms.break_matches(w, ev, ROLE_OF, seed=0)
-    a = ms.gather_attention(pat, clean, chosen.b, chosen.t, chosen.p + 1, 4).mean(0)
-    a_b = ms.gather_attention(pat, broken, chosen.b, chosen.t, chosen.p + 1, 4).mean(0)
+    a = ms.gather_attention(pat, clean, chosen.window, chosen.query, chosen.earlier + 1, 4).mean(0)
+    a_b = ms.gather_attention(pat, broken, chosen.window, chosen.query, chosen.earlier + 1,
+                              4).mean(0)
     content = torch.where(a > 1e-9, 1 - a_b / a.clamp_min(1e-9), torch.nan)
     prof = ms.fixed_offset_attention(pat, w, C // 2, 4)
     content_ids = np.nonzero(ROLE_OF != ms.NOT_CONTENT)[0]
@@ -218,13 +219,13 @@ def test_events_and_roles() -> None:
     w = torch.tensor([[0, 16, 32, EOS, 1, 17, 33, EOS, 0, 16, 40, EOS, 5, 6, 7, EOS]])
     ev = ms.find_events(w, ROLE_OF, 4)
     # token 0 at t=8 (p=0) and 16 at t=9 (p=1): both 8 back; EOS never counts
-    assert list(zip(ev.t.tolist(), ev.p.tolist(), strict=True)) == [(8, 0), (9, 1)]
+    assert list(zip(ev.query.tolist(), ev.earlier.tolist(), strict=True)) == [(8, 0), (9, 1)]
     assert ev.role.tolist() == [ROLE_CODES["subject"], ROLE_CODES["verb"]]
-    assert EOS not in w[0, ev.ft].tolist() and len(ev.ft) == 10
+    assert EOS not in w[0, ev.first_query].tolist() and len(ev.first_query) == 10
     ng = ms.token_roles(10, None, [9])
     assert (ng[:9] == ROLE_CODES["word"]).all() and ng[9] == ms.NOT_CONTENT
     clean, broken, chosen = ms.break_matches(w, ev, ROLE_OF, seed=3)
-    p = int(chosen.p[0])
+    p = int(chosen.earlier[0])
     assert broken[0, p] != clean[0, p] and ROLE_OF[int(broken[0, p])] == ROLE_OF[int(clean[0, p])]
     assert (broken[0, :p] == clean[0, :p]).all() and (broken[0, p + 1:] == clean[0, p + 1:]).all()
 
@@ -232,12 +233,12 @@ def test_events_and_roles() -> None:
 def test_permuted_prompts_move_every_sentence() -> None:
     w = torch.tensor([[0, 16, 32, EOS, 1, 17, 33, EOS, 2, 18, 34, EOS, 3, 19, 35, EOS] * 2])
     pp = ms.permuted_sentence_prompts(w, EOS, ROLE_OF, 16, 4, 0, PAD)
-    assert pp is not None and pp.half.tolist() == [16]
+    assert pp is not None and pp.half_length.tolist() == [16]
     first, second = pp.ids[0, :16].tolist(), pp.ids[0, 16:32].tolist()
     assert sorted(first) == sorted(second) and first != second
     # every query's source holds the same token, at another distance than one half
-    assert (pp.ids[pp.b, pp.t] == pp.ids[pp.b, pp.src]).all()
-    assert ((pp.t - pp.src) != 16).all()
+    assert (pp.ids[pp.window, pp.query] == pp.ids[pp.window, pp.source]).all()
+    assert ((pp.query - pp.source) != 16).all()
 
 
 def test_mechanism_rows_on_a_model() -> None:

@@ -75,7 +75,7 @@ def test_copying_and_phase_change() -> None:
 def test_hydra_reference_is_logit_lens(kind: str) -> None:
     hm = HookedModel(tiny_model(kind, layers=3))
     samples = torch.randint(0, 1000, (3, 16), generator=torch.Generator().manual_seed(0))
-    rows = hy.hydra_reference(hm, samples, ks=(1, 2))
+    rows = hy.hydra_reference(hm, samples, offsets=(1, 2))
     outs: dict[int, torch.Tensor] = {}
     handles = [blk.register_forward_hook(lambda m, a, o, i=i: outs.__setitem__(i, o))
                for i, blk in enumerate(hm.model.model.layers)]  # plain torch, not hierlab

@@ -220,7 +220,7 @@ def test_hydra_reference_equals_a_plain_torch_logit_lens(family: str) -> None:
     (no final norm), gold = the last input token; with biases the ablated logits are not 0."""
     model = _model(family)
     samples = torch.randint(0, 1000, (2, 10), generator=torch.Generator().manual_seed(5))
-    rows = hy.hydra_reference(HookedModel(model), samples, ks=(1,), batch_size=2)
+    rows = hy.hydra_reference(HookedModel(model), samples, offsets=(1,), batch_size=2)
     got = {(r["k"], r["layer"]): r["value"] for r in rows}
     blocks = _blocks(model, family)
     w_u = model.get_output_embeddings().weight[samples[:, -1]]

@@ -20,7 +20,15 @@ __all__ = ["ARCHITECTURES", "Architecture", "linear_weight", "module_at",
 
 
 def module_at(root: nn.Module, dotted: str) -> nn.Module:
-    """The submodule at a dotted attribute path of an :class:`Architecture` entry."""
+    """The submodule at a dotted attribute path of an :class:`Architecture` entry.
+
+    Args:
+        root: the module the path starts from (the causal-LM model or one block).
+        dotted: attribute names joined by dots, e.g. ``"self_attn.o_proj"``.
+
+    Returns:
+        The module at the end of the path.
+    """
     mod = root
     for part in dotted.split("."):
         mod = getattr(mod, part)
@@ -32,6 +40,13 @@ def linear_weight(module: nn.Module, conv1d: bool) -> torch.Tensor:
 
     GPT-2's ``Conv1D`` stores ``[in, out]`` (``y = x @ W + b``), so it is transposed; the
     view shares storage with the parameter.
+
+    Args:
+        module: the projection (``nn.Linear`` or GPT-2's ``Conv1D``).
+        conv1d: whether it stores its weight as ``[in, out]``.
+
+    Returns:
+        The weight as ``[out, in]``, a view of the parameter.
     """
     w = module.weight
     return w.T if conv1d else w
@@ -41,20 +56,32 @@ def linear_weight(module: nn.Module, conv1d: bool) -> torch.Tensor:
 class Architecture:
     """Where the parts of one HF decoder family live (dotted attribute paths).
 
-    ``layers``, ``final_norm``, ``lm_head`` and ``embed`` are relative to the causal-LM
-    model; the others relative to one decoder block. ``norm`` is the final norm's kind:
-    ``rms`` (``x / rms(x) * g``) or ``layer`` (``(x - mean) / std * g + b``, with ``g``,
-    ``b`` optional as in OLMo's parameter-free LayerNorm).
+    The hook layer reads only this record, so a family's quirks (fused projections,
+    post-sublayer norms) are stated once, here, and never tested for by name.
 
-    ``attn_out`` and ``mlp_out`` name the module whose output a sublayer adds to the
-    residual stream when that is not the sublayer itself (OLMo-2 normalises each sublayer's
-    output: ``post_attention_layernorm``, ``post_feedforward_layernorm``); ``None`` means
-    ``attn`` and ``mlp``. ``input_norm`` is the norm the attention reads through (``None``:
-    the raw residual, as in OLMo-2). ``v_proj`` holds the value projection, laid out as
-    ``qkv_layout``: ``split`` (its own ``[H_kv * dh, d]`` matrix), ``per_head`` (GPT-NeoX's
-    fused ``query_key_value``: per head ``[q; k; v]`` rows of ``dh`` each) or ``blocks``
-    (GPT-2's fused ``c_attn``: ``[Q | K | V]`` of ``d`` each). ``conv1d``: projections store
-    their weight as ``[in, out]`` (GPT-2's ``Conv1D``).
+    Attributes:
+        layers: the list of decoder blocks, relative to the causal-LM model.
+        attn: the attention module, relative to one block.
+        o_proj: attention's output projection, relative to one block.
+        mlp: the MLP, relative to one block.
+        final_norm: the norm before the unembedding, relative to the model.
+        lm_head: the unembedding, relative to the model.
+        embed: the token embedding, relative to the model.
+        norm: the final norm's kind: ``rms`` (``x / rms(x) * g``) or ``layer``
+            (``(x - mean) / std * g + b``, with ``g``, ``b`` optional as in OLMo's
+            parameter-free LayerNorm).
+        attn_out: the module whose output attention adds to the residual stream when
+            that is not ``attn`` itself (OLMo-2 normalises each sublayer's output:
+            ``post_attention_layernorm``); ``None`` means ``attn``.
+        mlp_out: the same for the MLP (OLMo-2: ``post_feedforward_layernorm``); ``None``
+            means ``mlp``.
+        input_norm: the norm the attention reads through (``None``: the raw residual, as
+            in OLMo-2).
+        v_proj: the module holding the value projection, laid out as ``qkv_layout``.
+        qkv_layout: ``split`` (its own ``[H_kv * dh, d]`` matrix), ``per_head``
+            (GPT-NeoX's fused ``query_key_value``: per head ``[q; k; v]`` rows of ``dh``
+            each) or ``blocks`` (GPT-2's fused ``c_attn``: ``[Q | K | V]`` of ``d`` each).
+        conv1d: projections store their weight as ``[in, out]`` (GPT-2's ``Conv1D``).
     """
 
     layers: str = "model.layers"
@@ -100,6 +127,11 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
-def register_architecture(class_name: str, arch: Architecture) -> None:
-    """Teach the hook layer a new HF decoder class (e.g. ``Qwen2ForCausalLM``)."""
-    ARCHITECTURES[class_name] = arch
+def register_architecture(class_name: str, architecture: Architecture) -> None:
+    """Teach the hook layer a new HF decoder class (e.g. ``Qwen2ForCausalLM``).
+
+    Args:
+        class_name: the model class's ``__name__``, as ``from_pretrained`` builds it.
+        architecture: where that family's parts live; replaces an earlier entry.
+    """
+    ARCHITECTURES[class_name] = architecture

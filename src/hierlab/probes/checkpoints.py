@@ -1,33 +1,10 @@
 """Checkpoint sources behind one interface: hierlab runs, local HF folders, hub revisions.
 
-A source is named by a string (``--checkpoints``):
-
-* a hierlab run dir ``RUN`` (every ``RUN/models/<corpus>/checkpoints/step-XXXXXXXX/``),
-  or one ``RUN/models/<corpus>``: source ``"run"``, model = the corpus name, step and
-  tokens seen from each checkpoint's ``state.json``;
-* any local folder of HF checkpoints (subfolders ``checkpoint-<N>``, ``step<N>-tokens<M>B``,
-  ``step<N>``, ``stage1-step<N>-tokens<M>B``, ``step-<N>``, ...; the step is parsed from the
-  name), or one checkpoint folder: source ``"local:<path>"``, model = the folder name;
-* ``hub:<repo>`` (every revision), ``hub:<repo>@<rev>,<rev>`` (explicit revisions) or
-  ``hub:<repo>@max=<m>`` (``m`` evenly spaced by step, indices ``floor(i(n-1)/(m-1))`` as the
-  reference's ``--max-checkpoints``): one revision per training step, named as each suite
-  publishes them -- OLMo-1B-hf ``step<N>-tokens<M>B``, OLMo-2 ``stage1-step<N>-tokens<M>B``
-  and ``stage2-ingredient<K>-step<N>-tokens<M>B``, Pythia ``step<N>``, the Stanford CRFM
-  GPT-2 runs ``checkpoint-<N>``. The hub is used only when named; listing revisions needs
-  the network (refused under ``HF_HUB_OFFLINE``), explicit revisions load from the local
-  cache when offline. With ``delete_after`` each revision is downloaded to a temporary
-  folder, probed and deleted, so disk use stays at one checkpoint.
-
-Tokens seen come from the name when it carries them (OLMo); otherwise step times the
-suite's tokens per step (``hub.tokens_per_step``, or :data:`SUITE_TOKENS_PER_STEP` for a
-known hub suite), else unknown. A later training stage restarts its step count and forks
-from the end of stage 1 (OLMo-2's stage-2 ingredients are separate runs, souped later), so
-its revisions form their own model, ``<repo>:stage2-ingredient<K>``, whose steps and tokens
-count from the start of that stage.
-
-Models load with ``from_pretrained(local_path)`` after ``snapshot_download(repo,
-revision=...)`` for hub sources. A checkpoint that fails to load is the runner's to log
-and skip.
+A source is one string (``--checkpoints``): a run folder, a folder of HF checkpoints, or
+``hub:<repo>[@<revisions>|@max=<m>]``. :func:`discover_checkpoints` turns it into
+:class:`Checkpoint` records with step and tokens seen, so every probe sees one kind of
+input whatever trained the model. The forms and how steps and tokens are read:
+docs/design-probes.md#checkpoint-sources and docs/checkpoint-suites.md.
 """
 
 from __future__ import annotations
@@ -84,7 +61,20 @@ HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.bin"]
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One checkpoint of one model; ``path`` for local ones, ``repo``/``revision`` for hub."""
+    """One checkpoint of one model.
+
+    Attributes:
+        source: ``run``, ``local:<folder>`` or ``hub:<repo>`` (the metrics tables' column).
+        model: the model it belongs to: a corpus name, a folder name or a repository,
+            suffixed ``:<stage>`` for a later training stage.
+        step: the training step.
+        tokens_seen: tokens trained on, or ``None`` when unknown.
+        path: the local folder (local and run checkpoints).
+        repo: the hub repository (hub checkpoints).
+        revision: the hub revision (hub checkpoints).
+        run_dir: the hierlab run folder (run checkpoints), for the corpus.
+        corpus: the corpus the model was trained on (run checkpoints).
+    """
 
     source: str
     model: str
@@ -103,7 +93,16 @@ class Checkpoint:
 
 
 def parse_step(name: str) -> tuple[int | None, int | None]:
-    """(step, tokens seen) from a folder or branch name; ``(None, None)`` if none."""
+    """Read the step, and the tokens seen where named, from a folder or branch name.
+
+    Args:
+        name: e.g. ``step1000-tokens4B``, ``stage1-step140000-tokens294B``,
+            ``checkpoint-300``, ``step-00001000``.
+
+    Returns:
+        ``(step, tokens seen)``; tokens ``None`` if the name has none, ``(None, None)``
+        for a name without a step.
+    """
     m = _TOKENS_RE.search(name)
     if m:
         return int(m.group(1)), int(float(m.group(2)) * _SCALE[m.group(3).upper()])
@@ -114,14 +113,31 @@ def parse_step(name: str) -> tuple[int | None, int | None]:
 
 
 def trajectory(name: str) -> str | None:
-    """The later training stage a revision belongs to (``stage2-ingredient1``), or ``None``
-    for the main pretraining run (no stage, or stage 1)."""
+    """The later training stage a revision belongs to.
+
+    A later stage restarts its step count, so its revisions must form a model of their
+    own rather than interleave with the main run's.
+
+    Args:
+        name: a revision or folder name.
+
+    Returns:
+        The stage (e.g. ``stage2-ingredient1``), or ``None`` for the main pretraining
+        run (no stage, or stage 1).
+    """
     m = _STAGE_RE.match(name)
     return m.group(1).lower() if m and int(m.group(2)) > 1 else None
 
 
 def suite_tokens_per_step(repo: str) -> int | None:
-    """Tokens per step of a known hub suite (:data:`SUITE_TOKENS_PER_STEP`), else None."""
+    """Tokens per step of a known hub suite, for revision names without a token count.
+
+    Args:
+        repo: the hub repository, e.g. ``EleutherAI/pythia-160m``.
+
+    Returns:
+        Its published tokens per step (:data:`SUITE_TOKENS_PER_STEP`), else ``None``.
+    """
     for pattern, tokens in SUITE_TOKENS_PER_STEP:
         if re.match(pattern, repo):
             return tokens
@@ -137,13 +153,22 @@ def _model(base: str, name: str) -> str:
     return base if stage is None else f"{base}:{stage}"
 
 
-def evenly_spaced(n: int, m: int | None) -> list[int]:
-    """Indices ``floor(i(n-1)/(m-1))``, i = 0..m-1 (all when ``m`` is None or >= n)."""
-    if m is None or m >= n:
-        return list(range(n))
-    if m <= 1:
-        return [0] if n else []
-    return sorted({(i * (n - 1)) // (m - 1) for i in range(m)})
+def evenly_spaced(count: int, keep: int | None) -> list[int]:
+    """Indices of ``keep`` items spread evenly over ``count`` (the reference's rule).
+
+    Args:
+        count: how many items there are.
+        keep: how many to keep; ``None`` keeps all.
+
+    Returns:
+        Sorted indices ``floor(i (count - 1) / (keep - 1))``, ``i = 0..keep-1`` (first
+        and last included); every index when ``keep`` is ``None`` or ``>= count``.
+    """
+    if keep is None or keep >= count:
+        return list(range(count))
+    if keep <= 1:
+        return [0] if count else []
+    return sorted({(i * (count - 1)) // (keep - 1) for i in range(keep)})
 
 
 def _run_checkpoints(model_dir: Path, run_dir: Path) -> list[Checkpoint]:
@@ -220,7 +245,21 @@ def _hub_checkpoints(spec: str, hub: HubConfig) -> list[Checkpoint]:
 def discover_checkpoints(
     spec: str | Path | None, run_dir: Path, hub: HubConfig | None = None
 ) -> list[Checkpoint]:
-    """Every checkpoint named by ``spec`` (None: every model of ``run_dir``), sorted."""
+    """Every checkpoint a source names.
+
+    Args:
+        spec: the source: a hierlab run folder (or one ``RUN/models/<corpus>``), a folder
+            of HF checkpoints or one checkpoint folder, or ``hub:<repo>``,
+            ``hub:<repo>@<rev>,<rev>``, ``hub:<repo>@max=<m>``; ``None``: ``run_dir``.
+        run_dir: the run folder used when ``spec`` is ``None``.
+        hub: the ``probes.hub`` settings (revisions, pattern, tokens per step, ...).
+
+    Returns:
+        The checkpoints, sorted by model then step.
+
+    Raises:
+        DataError: a path that does not exist, or hub revisions that cannot be listed.
+    """
     hub = hub or HubConfig()
     if spec is not None and str(spec).startswith("hub:"):
         return _hub_checkpoints(str(spec)[4:], hub)
@@ -240,14 +279,25 @@ def discover_checkpoints(
 
 
 @contextlib.contextmanager
-def materialize(ckpt: Checkpoint, hub: HubConfig | None = None,
+def materialize(checkpoint: Checkpoint, hub: HubConfig | None = None,
                 fresh: bool = False) -> Iterator[Path]:
-    """A local folder holding the checkpoint (downloaded for hub ones; deleted after if
-    ``hub.delete_after``; ``fresh``: downloaded again even if cached, for a revision whose
-    earlier copy failed)."""
+    """A local folder holding the checkpoint, downloading a hub one.
+
+    Args:
+        checkpoint: the checkpoint; a local one is yielded as is.
+        hub: the ``probes.hub`` settings; with ``delete_after`` the download goes to a
+            temporary folder removed on exit, so a sweep holds one revision on disk.
+        fresh: download again even if cached, for a revision whose earlier copy failed.
+
+    Yields:
+        The folder to load from.
+
+    Raises:
+        DataError: the download failed (offline, missing revision, network).
+    """
     hub = hub or HubConfig()
-    if ckpt.path is not None:
-        yield ckpt.path
+    if checkpoint.path is not None:
+        yield checkpoint.path
         return
     tmp: str | None = None
     cache_dir = hub.cache_dir
@@ -259,7 +309,7 @@ def materialize(ckpt: Checkpoint, hub: HubConfig | None = None,
     try:
         try:
             again = {"force_download": True} if fresh else {}
-            local = snapshot_download(repo_id=ckpt.repo, revision=ckpt.revision,
+            local = snapshot_download(repo_id=checkpoint.repo, revision=checkpoint.revision,
                                       cache_dir=cache_dir, allow_patterns=HUB_FILES, **again)
         except Exception as err:  # offline, missing revision, network: skip this one
             raise DataError(f"download failed ({str(err).splitlines()[0] if str(err) else err!r})"
@@ -276,9 +326,21 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 def load_model(
     path: Path, device: str = "cpu", dtype: str = "float32", tokenizer_dir: Path | None = None
 ) -> tuple[torch.nn.Module, Any]:
-    """(model in eval mode on ``device``, tokenizer or None) from a local folder.
+    """Load a causal LM, and its tokenizer if there is one, from a local folder.
 
-    Raises whatever ``from_pretrained`` raises for a missing or corrupt checkpoint.
+    Args:
+        path: the checkpoint folder.
+        device: where the model goes (``cpu``, ``cuda``, ``cuda:N``).
+        dtype: ``float32``, ``bfloat16`` or ``float16``.
+        tokenizer_dir: a second place to look for the tokenizer (a hierlab run keeps it
+            beside the corpus, not in each checkpoint).
+
+    Returns:
+        ``(model in eval mode, tokenizer or None)``; a tokenizer that fails to load only
+        disables the word-list tasks, so it is logged, not raised.
+
+    Raises:
+        Exception: whatever ``from_pretrained`` raises for a missing or corrupt model.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

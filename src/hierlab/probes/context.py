@@ -26,7 +26,17 @@ __all__ = ["ProbeContext", "corpus_data"]
 
 @dataclass
 class ProbeContext:
-    """What the probes of one checkpoint share: model, tokenizer, corpus data."""
+    """What the probes of one checkpoint share: model, tokenizer, corpus data.
+
+    Attributes:
+        cfg: the experiment's ``probes`` section.
+        ckpt: the checkpoint being probed.
+        hm: the hooked model loaded from it.
+        tokenizer: its tokenizer, or ``None`` (the word-list tasks then do not apply).
+        manifest: the corpus manifest of a hierlab run (``None`` for other models).
+        reader: the corpus's test-split reader, or ``None`` without a readable split.
+        memo: work shared between the variants of one probe, keyed by the probe.
+    """
 
     cfg: ProbesConfig
     ckpt: Checkpoint
@@ -38,6 +48,7 @@ class ProbeContext:
 
     @property
     def roles(self) -> dict[str, list[int]] | None:
+        """The corpus's ``{role: [lo, hi)}`` id ranges (pcfg corpora), else ``None``."""
         return (self.manifest or {}).get("roles") or None
 
     @property
@@ -58,34 +69,57 @@ class ProbeContext:
 
     @property
     def context(self) -> int:
+        """The model's context length (``max_position_embeddings``, 512 if unset)."""
         return int(getattr(self.hm.config, "max_position_embeddings", 512) or 512)
 
-    def windows(self, n: int, length: int) -> torch.Tensor:
-        """The first ``n`` consecutive ``length``-token chunks of the test split."""
+    def windows(self, count: int, length: int) -> torch.Tensor:
+        """The first consecutive chunks of the test split.
+
+        Args:
+            count: how many chunks (fewer if the split is shorter).
+            length: tokens per chunk.
+
+        Returns:
+            ``[min(count, available), length]`` token ids.
+
+        Raises:
+            DataError: no test split, or one shorter than one chunk.
+        """
         if self.reader is None:
             raise DataError(f"{self.ckpt.name}: no test split to read (run hierlab corpus)")
         avail = int(self.reader.total_tokens) // length
-        n = min(n, avail)
+        n = min(count, avail)
         if n == 0:
             raise DataError(f"{self.ckpt.name}: test split shorter than one {length}-token chunk")
         arr = np.stack([self.reader.read(i * length, length) for i in range(n)]).astype(np.int64)
         return torch.from_numpy(arr)
 
 
-def corpus_data(ckpt: Checkpoint) -> tuple[dict | None, Any]:
-    """(manifest, test-split reader) of a hierlab run checkpoint's corpus; without a
-    readable test split the manifest fields that ``run.json`` records, reader None."""
-    if ckpt.run_dir is None or ckpt.corpus is None:
+def corpus_data(checkpoint: Checkpoint) -> tuple[dict | None, Any]:
+    """The corpus a hierlab run's checkpoint was trained on, as far as it can be read.
+
+    Without a readable test split the model's ``run.json`` still records the manifest
+    fields the probes need (kind, vocabulary, roles), so the probes that need no test
+    data still apply.
+
+    Args:
+        checkpoint: a checkpoint; only ones from a hierlab run have a corpus.
+
+    Returns:
+        ``(manifest, test-split reader)``; ``(fields from run.json, None)`` without a
+        readable split; ``(None, None)`` for a checkpoint outside a hierlab run.
+    """
+    if checkpoint.run_dir is None or checkpoint.corpus is None:
         return None, None
-    split = ckpt.run_dir / "corpus" / ckpt.corpus / "test"
+    split = checkpoint.run_dir / "corpus" / checkpoint.corpus / "test"
     try:
         from hierlab.corpus.shards import SplitReader
 
         reader = SplitReader(split)
         return reader.manifest, reader
     except (DataError, ImportError, OSError) as err:
-        log.warning("%s: test split unavailable (%s)", ckpt.name, err)
-    run_json = ckpt.run_dir / "models" / ckpt.corpus / "run.json"
+        log.warning("%s: test split unavailable (%s)", checkpoint.name, err)
+    run_json = checkpoint.run_dir / "models" / checkpoint.corpus / "run.json"
     if run_json.exists():
         import json
 

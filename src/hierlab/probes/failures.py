@@ -1,18 +1,9 @@
 """Checkpoints that fail: verified before loading, recorded in the metrics folder, retried.
 
-A long hub sweep (OLMo-1B: 351 revisions, a day) meets revisions that are missing, removed
-while the sweep runs, or downloaded truncated or corrupt. None of them stops the sweep:
-each is recorded in ``RUN/metrics/failed_checkpoints.json`` (source, model, step,
-revision or path, the stage that failed -- ``download``, ``verify`` or ``load`` -- and the
-reason) and the sweep goes on. A re-run retries exactly those: finished units are kept as
-part files and skipped, and a checkpoint recorded as failed is downloaded afresh
-(``force_download``), so a corrupt copy in the cache is replaced. A checkpoint that then
-succeeds leaves the record.
-
-:func:`verify_files` checks a checkpoint folder before it is loaded: every safetensors file
-must be as long as its header says (a truncated download), and every file of an HF cache
-snapshot must hash to its blob's name (sha256 for LFS files, the git blob sha1 for the
-others) -- the checksums the hub itself publishes, checked offline.
+A long hub sweep meets revisions that are missing, removed mid-sweep, truncated or
+corrupt; none of them may stop it. :func:`verify_files` catches a bad download before it
+is loaded, and :class:`FailureLog` records each failure so that a re-run retries exactly
+those. What is checked and recorded: docs/design-probes.md#failed-checkpoints.
 """
 
 from __future__ import annotations
@@ -39,28 +30,56 @@ def _key(ck: Checkpoint) -> str:
 
 
 class FailureLog:
-    """The failed checkpoints of one run's metrics folder (per rank under torchrun)."""
+    """The failed checkpoints of one run's metrics folder (per rank under torchrun).
 
-    def __init__(self, metrics_dir: Path, rank: int = 0, world: int = 1) -> None:
-        name = FAILED if world == 1 else FAILED.replace(".json", f"-rank{rank}.json")
+    Args:
+        metrics_dir: the run's ``metrics`` folder.
+        rank: this process's rank under torchrun.
+        world_size: the number of ranks; with more than one, each rank keeps its own file
+            so that no two processes write one.
+    """
+
+    def __init__(self, metrics_dir: Path, rank: int = 0, world_size: int = 1) -> None:
+        name = FAILED if world_size == 1 else FAILED.replace(".json", f"-rank{rank}.json")
         self.path = Path(metrics_dir) / name
         data = read_json(self.path) or {}
         self.entries: dict[str, dict[str, Any]] = {
             e["key"]: e for e in data.get("checkpoints", []) if "key" in e}
 
-    def was_failed(self, ck: Checkpoint) -> bool:
-        return _key(ck) in self.entries
+    def was_failed(self, checkpoint: Checkpoint) -> bool:
+        """Whether an earlier run recorded ``checkpoint`` as failed.
 
-    def failed(self, ck: Checkpoint, stage: str, reason: str) -> None:
-        self.entries[_key(ck)] = {
-            "key": _key(ck), "source": ck.source, "model": ck.model, "step": ck.step,
-            "revision": ck.revision, "path": None if ck.path is None else str(ck.path),
+        Args:
+            checkpoint: the checkpoint about to be probed.
+
+        Returns:
+            True if it is recorded (its cached copy should be downloaded afresh).
+        """
+        return _key(checkpoint) in self.entries
+
+    def failed(self, checkpoint: Checkpoint, stage: str, reason: str) -> None:
+        """Record a failure and write the file at once (a killed sweep keeps it).
+
+        Args:
+            checkpoint: the checkpoint that failed.
+            stage: where: ``download``, ``verify``, ``load`` or ``probe``.
+            reason: the one-line reason shown to the user.
+        """
+        self.entries[_key(checkpoint)] = {
+            "key": _key(checkpoint), "source": checkpoint.source, "model": checkpoint.model,
+            "step": checkpoint.step, "revision": checkpoint.revision,
+            "path": None if checkpoint.path is None else str(checkpoint.path),
             "stage": stage, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         self._write()
 
-    def succeeded(self, ck: Checkpoint) -> None:
-        if self.entries.pop(_key(ck), None) is not None:
+    def succeeded(self, checkpoint: Checkpoint) -> None:
+        """Drop the record of a checkpoint that has now been probed.
+
+        Args:
+            checkpoint: the checkpoint that succeeded.
+        """
+        if self.entries.pop(_key(checkpoint), None) is not None:
             self._write()
 
     def _write(self) -> None:
@@ -103,7 +122,18 @@ def _digest(path: Path, kind: str) -> str:
 
 
 def verify_files(folder: Path) -> str | None:
-    """The first problem of checkpoint ``folder`` (None: sound); see the module doc."""
+    """Check a checkpoint folder before loading it, offline.
+
+    Every safetensors file must be as long as its header says (a truncated download), and
+    every file of an HF cache snapshot must hash to its blob's name (sha256 for LFS files,
+    the git blob sha1 for the others): the checksums the hub itself publishes.
+
+    Args:
+        folder: the checkpoint folder (a snapshot of the HF cache or a plain folder).
+
+    Returns:
+        The first problem found, as one line, or ``None`` if the folder is sound.
+    """
     folder = Path(folder)
     for f in sorted(folder.rglob("*")):
         if not f.exists():

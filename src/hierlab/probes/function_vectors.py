@@ -1,27 +1,9 @@
 """Function vectors, standard variant: the Todd et al. (2023) pipeline.
 
-**standard** (Todd et al. 2023, "Function Vectors in Large Language Models"):
-
-1. mean activation ``a_bar[l, h]`` of every head (its output before ``o_proj``) at the last
-   position over ``mean_prompts`` clean ``n_shots``-shot prompts;
-2. causal indirect effect ``CIE[l, h] = mean_prompts [P(y | shuffled, a[l,h] := a_bar[l,h]) -
-   P(y | shuffled)]`` on ``cie_prompts`` prompts per task whose demonstration labels are
-   deranged (no demonstration keeps its own label);
-3. one head set per checkpoint: the top-k heads by the CIE *averaged over the tasks*
-   (Todd et al.'s mean indirect effect across tasks), and per task the function vector
-   ``v_t = sum_{shared top-k heads} W_O^h a_bar_t[l, h]``;
-4. zero-shot accuracy with ``v_t`` added to the residual stream after block ``l`` at the
-   last position, for every ``l``, against the unpatched zero-shot accuracy, the
-   ``n_shots``-shot accuracy and chance. A zero-shot prompt is the ICL prompt without its
-   demonstrations, ``sep x_q``: the query follows the same separator as in the ICL prompt.
-
-The CIE is batched: the shuffled prompt's prefix runs once with a KV cache, then its last
-token runs as one batch of ``n_heads`` copies per layer, copy ``h`` patching head ``h`` (the
-patch is at the last position, so the prefix is unaffected). Injection runs all layers
-as one batch of copies.
-
-The tasks (what a prompt is) are in :mod:`hierlab.probes.fv_tasks`; the reference
-variant in :mod:`hierlab.probes.fv_reference`.
+Mean head activations, their causal indirect effect on shuffled-label prompts, one head
+set per checkpoint, and the zero-shot accuracy of each task's function vector injected at
+every layer. The tasks are in :mod:`hierlab.probes.fv_tasks`; the steps and how they are
+batched: docs/design-probes.md#function-vectors-standard.
 """
 
 from __future__ import annotations
@@ -84,15 +66,24 @@ def _last_logits(
 
 @torch.no_grad()
 def mean_head_activations(
-    hm: HookedModel, prompts: Sequence[list[int]], batch_size: int
+    model: HookedModel, prompts: Sequence[list[int]], batch_size: int
 ) -> torch.Tensor:
-    """``[L, H, dh]`` mean of every head's output (before ``o_proj``) at the last position."""
-    names = [f"blocks.{i}.attn.hook_z" for i in range(hm.n_layers)]
-    total = torch.zeros(hm.n_layers, hm.n_heads, hm.d_head, dtype=torch.float64)
+    """Every head's mean output at the last position: what a function vector is made of.
+
+    Args:
+        model: the hooked model.
+        prompts: clean ICL prompts (token id lists; equal lengths share a batch).
+        batch_size: prompts per forward.
+
+    Returns:
+        ``[L, H, dh]``: the mean of each head's output before ``o_proj`` (``hook_z``).
+    """
+    names = [f"blocks.{i}.attn.hook_z" for i in range(model.n_layers)]
+    total = torch.zeros(model.n_layers, model.n_heads, model.d_head, dtype=torch.float64)
     for _, idx in _by_length(prompts).items():
         for b in range(0, len(idx), batch_size):
             ids = torch.tensor([prompts[i] for i in idx[b : b + batch_size]])
-            _, cache = hm.run_with_cache(ids, names, logits_to_keep=1)
+            _, cache = model.run_with_cache(ids, names, logits_to_keep=1)
             for li, n in enumerate(names):
                 total[li] += cache[n][:, -1].double().sum(0).cpu()
     return (total / len(prompts)).float()
@@ -100,24 +91,35 @@ def mean_head_activations(
 
 @torch.no_grad()
 def causal_indirect_effect(
-    hm: HookedModel,
+    model: HookedModel,
     prompts: Sequence[list[int]],
     answers: Sequence[int],
-    mean_z: torch.Tensor,
+    mean_activations: torch.Tensor,
     max_copies: int = 256,
 ) -> torch.Tensor:
-    """``[L, H]`` CIE: gain in P(answer) when a head's last-position output := its mean.
+    """Causal indirect effect: how much each head's mean output restores the answer.
 
     Prompts of equal length share a batch: their prefixes run once (KV cache), then the
     last token runs as ``L * H`` copies per prompt, copy ``(l, h)`` patching head ``h`` of
-    layer ``l`` (at most ``max_copies`` copies per forward).
+    layer ``l``, so the cost is one short forward per head rather than a full one.
+
+    Args:
+        model: the hooked model.
+        prompts: shuffled-label ICL prompts.
+        answers: each prompt's answer id.
+        mean_activations: ``[L, H, dh]`` from :func:`mean_head_activations`.
+        max_copies: at most this many copies per forward.
+
+    Returns:
+        ``[L, H]``: the mean gain in ``P(answer)`` when the head's last-position output is
+        set to its mean.
     """
-    nl, nh = hm.n_layers, hm.n_heads
-    dev = hm.device
-    kw = _cache_kwarg(hm.model)
+    nl, nh = model.n_layers, model.n_heads
+    dev = model.device
+    kw = _cache_kwarg(model.model)
     per = nl * nh
     cie = torch.zeros(nl, nh, dtype=torch.float64)
-    mz = mean_z.to(dev)
+    mz = mean_activations.to(dev)
     ans_all = torch.tensor(list(answers), device=dev)
     chunk = max(1, max_copies // per)
     heads = torch.arange(nh, device=dev)
@@ -127,9 +129,10 @@ def causal_indirect_effect(
             p = len(sel)
             ids = torch.tensor([prompts[i] for i in sel], device=dev)
             ans = ans_all[sel]
-            out = hm.model(input_ids=ids[:, :-1], use_cache=True)
+            out = model.model(input_ids=ids[:, :-1], use_cache=True)
             prefix = getattr(out, "cache", None) or out.past_key_values
-            base = hm.model(input_ids=ids[:, -1:], use_cache=True, **{kw: copy.deepcopy(prefix)})
+            base = model.model(input_ids=ids[:, -1:], use_cache=True,
+                               **{kw: copy.deepcopy(prefix)})
             p0 = base.logits[:, -1].float().softmax(-1)[torch.arange(p, device=dev), ans]
             prefix.batch_repeat_interleave(per)
             last = ids[:, -1:].repeat_interleave(per, 0)  # copy = i * L*H + l * H + h
@@ -146,37 +149,62 @@ def causal_indirect_effect(
                 return fn
 
             names = [f"blocks.{i}.attn.hook_z" for i in range(nl)]
-            with hm.edit(*[(names[i], make(i)) for i in range(nl)]):
-                lg = hm.model(input_ids=last, use_cache=True, **{kw: prefix}).logits[:, -1]
+            with model.edit(*[(names[i], make(i)) for i in range(nl)]):
+                lg = model.model(input_ids=last, use_cache=True, **{kw: prefix}).logits[:, -1]
             pp = lg.float().softmax(-1)[torch.arange(p * per, device=dev),
                                         ans.repeat_interleave(per)].view(p, nl, nh)
             cie += (pp - p0[:, None, None]).sum(0).double().cpu()
     return (cie / len(prompts)).float()
 
 
-def function_vector(hm: HookedModel, mean_z: torch.Tensor, cie: torch.Tensor, top_k: int
-                    ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """``sum_{top-k (l,h) by CIE} W_O^h mean_z[l,h]`` and the chosen heads."""
-    k = min(top_k, cie.numel())
-    flat = torch.topk(cie.flatten(), k).indices.tolist()
-    heads = [(i // hm.n_heads, i % hm.n_heads) for i in flat]
-    v = torch.zeros(hm.d_model, device=hm.device)
+def function_vector(
+    model: HookedModel, mean_activations: torch.Tensor, indirect_effects: torch.Tensor,
+    top_k: int,
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """The sum of the top heads' mean outputs, projected into the residual stream.
+
+    Args:
+        model: the hooked model.
+        mean_activations: ``[L, H, dh]`` mean head outputs of one task.
+        indirect_effects: ``[L, H]`` scores that rank the heads (the CIE, or its mean
+            over tasks).
+        top_k: how many heads to sum.
+
+    Returns:
+        ``(vector [d], chosen heads as (layer, head))``, the vector being
+        ``sum_{chosen (l, h)} W_O^h mean_activations[l, h]``.
+    """
+    k = min(top_k, indirect_effects.numel())
+    flat = torch.topk(indirect_effects.flatten(), k).indices.tolist()
+    heads = [(i // model.n_heads, i % model.n_heads) for i in flat]
+    v = torch.zeros(model.d_model, device=model.device)
     for layer, h in heads:
-        v += hm.head_out_proj(layer, mean_z[layer, h].to(hm.device), h).float()
+        v += model.head_out_proj(layer, mean_activations[layer, h].to(model.device), h).float()
     return v, heads
 
 
 @torch.no_grad()
 def injection_accuracy(
-    hm: HookedModel,
+    model: HookedModel,
     prompts: Sequence[list[int]],
     answers: Sequence[int],
     vector: torch.Tensor,
     batch_size: int = 32,
 ) -> torch.Tensor:
-    """``[L]`` accuracy (argmax == answer) with ``vector`` added after block ``l`` at the
-    last position; all layers as one batch of copies per prompt group."""
-    nl = hm.n_layers
+    """Accuracy with a vector added to the residual stream, at every layer in turn.
+
+    Args:
+        model: the hooked model.
+        prompts: the (zero-shot) prompts.
+        answers: each prompt's answer id.
+        vector: ``[d]``, added after block ``l`` at the last position.
+        batch_size: copies per forward; all layers run as one batch of copies per prompt
+            group.
+
+    Returns:
+        ``[L]``: the share of prompts whose argmax is the answer, per layer ``l``.
+    """
+    nl = model.n_layers
     names = [f"blocks.{i}.hook_resid_post" for i in range(nl)]
     correct = torch.zeros(nl)
     ans_all = torch.tensor(list(answers))
@@ -195,8 +223,8 @@ def injection_accuracy(
 
                 return fn
 
-            with hm.edit(*[(names[i], make(i)) for i in range(nl)]):
-                pred = hm.forward(ids, logits_to_keep=1)[:, -1].argmax(-1).cpu().view(nl, p)
+            with model.edit(*[(names[i], make(i)) for i in range(nl)]):
+                pred = model.forward(ids, logits_to_keep=1)[:, -1].argmax(-1).cpu().view(nl, p)
             correct += (pred == ans_all[sel][None]).float().sum(1)
     return correct / len(prompts)
 
@@ -206,7 +234,7 @@ def _acc(logits: torch.Tensor, answers: Sequence[int]) -> float:
 
 
 def fv_standard(
-    hm: HookedModel,
+    model: HookedModel,
     tasks: Task | Sequence[Task],
     *,
     n_shots: int = 10,
@@ -217,23 +245,39 @@ def fv_standard(
     batch_size: int = 32,
     seed: int = 0,
 ) -> list[Row]:
-    """Todd et al. 2023 on one checkpoint over ``tasks`` (one head set for all of them).
+    """Todd et al. 2023 on one checkpoint, one head set for all the tasks.
 
-    Per task ``t`` (prompts drawn from seed ``seed + i`` for the i-th task): mean head
-    activations and the CIE on ``cie_prompts`` shuffled-label prompts. The heads are then
-    ranked once by the CIE averaged over the tasks (Todd et al. rank by the mean indirect
-    effect across tasks, so the choice rests on ``len(tasks) * cie_prompts`` prompts), and
-    each task's function vector sums *its own* mean activations over those shared heads.
+    Per task (prompts drawn from seed ``seed + i`` for the i-th task): mean head
+    activations and the CIE on shuffled-label prompts. The heads are then ranked once by
+    the CIE averaged over the tasks (Todd et al. rank by the mean indirect effect across
+    tasks, so the choice rests on ``len(tasks) * cie_prompts`` prompts), and each task's
+    function vector sums *its own* mean activations over those shared heads.
 
-    Rows per task (metric names suffixed ``:<task>``): ``zero_shot_accuracy``,
-    ``icl_accuracy``, ``chance``, ``fv_accuracy`` (per layer), ``cie`` (per head). Shared
-    rows: ``cie_mean`` (per head, the ranking score) and ``fv_head`` (the chosen heads;
-    ``k`` = rank 1..top_k, value = their mean CIE).
+    Args:
+        model: the hooked model.
+        tasks: one task or several.
+        n_shots: demonstrations per ICL prompt.
+        mean_prompts: clean prompts per task for the mean activations.
+        cie_prompts: shuffled-label prompts per task for the CIE.
+        eval_prompts: prompts per task for the accuracies.
+        top_k: heads summed into each function vector.
+        batch_size: prompts per forward.
+        seed: the first task's seed.
+
+    Returns:
+        Rows per task (metric names suffixed ``:<task>``): ``zero_shot_accuracy``,
+        ``icl_accuracy``, ``chance``, ``fv_accuracy`` (per layer), ``cie`` (per head).
+        Shared rows: ``cie_mean`` (per head, the ranking score) and ``fv_head`` (the
+        chosen heads; ``k`` = rank 1..top_k, value = their mean CIE). ``[]`` without
+        tasks.
+
+    Raises:
+        DataError: a task's prompts use ids beyond the model's vocabulary.
     """
     task_list = [tasks] if isinstance(tasks, Task) else list(tasks)
     if not task_list:
         return []
-    nl, nh = hm.n_layers, hm.n_heads
+    nl, nh = model.n_layers, model.n_heads
     per_task = []
     for i, task in enumerate(task_list):
         g = torch.Generator().manual_seed(seed + i)
@@ -241,13 +285,13 @@ def fv_standard(
         shuffled = [task.prompt(g, n_shots, shuffle=True) for _ in range(cie_prompts)]
         evals = [task.prompt(g, n_shots) for _ in range(eval_prompts)]
         for seq in clean[:1] + [s[0] for s in shuffled[:1]]:
-            if max(seq) >= hm.vocab_size:
+            if max(seq) >= model.vocab_size:
                 raise DataError(
-                    f"task {task.name}: ids exceed the model vocabulary ({hm.vocab_size})"
+                    f"task {task.name}: ids exceed the model vocabulary ({model.vocab_size})"
                 )
-        mean_z = mean_head_activations(hm, clean, batch_size)
+        mean_z = mean_head_activations(model, clean, batch_size)
         cie = causal_indirect_effect(
-            hm, [s[0] for s in shuffled], [s[1] for s in shuffled], mean_z
+            model, [s[0] for s in shuffled], [s[1] for s in shuffled], mean_z
         )
         per_task.append((task, seed + i, mean_z, cie, evals))
     cie_mean = torch.stack([t[3] for t in per_task]).mean(0)
@@ -262,12 +306,12 @@ def fv_standard(
     rows: list[Row] = []
     for task, tseed, mean_z, cie, evals in per_task:
         # the shared ranking picks the heads; this task's mean activations fill them
-        vec, _ = function_vector(hm, mean_z, cie_mean, top_k)
+        vec, _ = function_vector(model, mean_z, cie_mean, top_k)
         zs = [e[2] for e in evals]
         ans = [e[1] for e in evals]
-        fv_acc = injection_accuracy(hm, zs, ans, vec, batch_size)
-        zero = _acc(_last_logits(hm, zs, batch_size), ans)
-        icl = _acc(_last_logits(hm, [e[0] for e in evals], batch_size), ans)
+        fv_acc = injection_accuracy(model, zs, ans, vec, batch_size)
+        zero = _acc(_last_logits(model, zs, batch_size), ans)
+        icl = _acc(_last_logits(model, [e[0] for e in evals], batch_size), ans)
         t = task.name
         rows += [
             row(f"zero_shot_accuracy:{t}", zero, eval_prompts, tseed),
@@ -287,20 +331,29 @@ def fv_standard(
 
 
 @register("fv", "standard")
-def measure_standard(ctx: ProbeContext) -> list[Row]:
-    """Todd et al. over the corpus's tasks (pcfg roles) or the word lists (a natural-language
-    tokenizer); [] (logged) when no task applies."""
-    c = ctx.cfg.fv
-    if ctx.roles is not None:
-        tasks = corpus_tasks(c.tasks, ctx.manifest, run=(ctx.ckpt.run_dir, ctx.ckpt.corpus))
-    elif ctx.kind == "nl" and ctx.tokenizer is not None:
-        tasks = [nl_task(t, ctx.tokenizer) for t in c.nl_tasks]
+def measure_standard(context: ProbeContext) -> list[Row]:
+    """The registered standard unit.
+
+    Args:
+        context: the checkpoint's probe context.
+
+    Returns:
+        Todd et al. over the corpus's tasks (pcfg roles) or the word lists (a
+        natural-language tokenizer); ``[]`` (logged) when no task applies.
+    """
+    c = context.cfg.fv
+    if context.roles is not None:
+        tasks = corpus_tasks(c.tasks, context.manifest,
+                             run=(context.ckpt.run_dir, context.ckpt.corpus))
+    elif context.kind == "nl" and context.tokenizer is not None:
+        tasks = [nl_task(t, context.tokenizer) for t in c.nl_tasks]
     else:
-        log.info("%s: no task applies (no roles, no natural-language tokenizer)", ctx.ckpt.name)
+        log.info("%s: no task applies (no roles, no natural-language tokenizer)",
+                 context.ckpt.name)
         return []
     # one call over all tasks: heads ranked by the CIE averaged across them (Todd et al.)
     return fv_standard(
-        ctx.hm, tasks, n_shots=c.n_shots, mean_prompts=c.mean_prompts,
+        context.hm, tasks, n_shots=c.n_shots, mean_prompts=c.mean_prompts,
         cie_prompts=c.cie_prompts, eval_prompts=c.eval_prompts, top_k=c.top_k,
         batch_size=c.batch_size, seed=c.seed,
     )

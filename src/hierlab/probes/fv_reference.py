@@ -1,20 +1,9 @@
 """Function vectors, reference variant: our reconstruction of the study's "FV improvement".
 
-Prompts exactly as the reference: 16 pairs from
-``torch.Generator().manual_seed(42)``, drawing ``s1, v1, o1, s2, v2, o2`` in that order with
-single ``randint`` calls from the subject/verb/object id ranges; source
-``[s1, v1, o1, c, s1, v1]`` (answer ``o1``), target ``[s2, v2, o2, c, s2, v2]``. The ranges
-and the connector ``c`` come from the corpus manifest ``roles`` (connector = range start
-+ 50, i.e. 950 in the reference layout), falling back to the reference ranges
-[0,300), [300,600), [600,900) and 950. The reference's scoring code is lost; **our
-reconstruction** of "FV improvement" at layer ``l``: patch the *source* run's residual
-stream after block ``l`` at the last position into the *target* run (same position) and
-report the gain in the probability of the source answer,
-``mean_pairs [P(o1 | target, patched at l) - P(o1 | target)]``. A layer whose last-position
-state carries the source's task *and* answer transfers them; a layer that carries neither
-scores ~0.
-
-The literature's variant (Todd et al. 2023) is :mod:`hierlab.probes.function_vectors`.
+The study's prompts survive but not its scoring; this module draws the prompts exactly as
+the study does and scores the gain in the source answer's probability when a layer's
+last-position state is patched from the source prompt into the target one. What is the
+study's and what ours: docs/design-probes.md#function-vectors-reference.
 """
 
 from __future__ import annotations
@@ -51,7 +40,20 @@ __all__ = ["REFERENCE_ROLES", "fv_reference", "measure_reference", "reference_pr
 def reference_prompts(
     roles: Roles | None = None, pairs: int = 16, seed: int = 42, connector: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(source ids, target ids, source answers, target answers), each with ``pairs`` rows."""
+    """The reference's prompt pairs, drawn in the reference's order.
+
+    Args:
+        roles: the corpus's ``{role: [lo, hi)}`` id ranges; ``None``: the reference's
+            (:data:`REFERENCE_ROLES`).
+        pairs: how many source/target pairs.
+        seed: the ``torch.Generator`` seed (the reference's: 42).
+        connector: the connector id; ``None``: the connector range's start + 50 (950 in
+            the reference layout), its midpoint if that falls outside the range.
+
+    Returns:
+        ``(source ids, target ids, source answers, target answers)``, each with ``pairs``
+        rows; a prompt is ``[s, v, o, c, s, v]`` and its answer ``o``.
+    """
     r = {k: tuple(v) for k, v in (roles or REFERENCE_ROLES).items()}
     c = connector if connector is not None else r["connector"][0] + 50
     if not r["connector"][0] <= c < r["connector"][1]:
@@ -75,22 +77,40 @@ def reference_prompts(
 
 @torch.no_grad()
 def fv_reference(
-    hm: HookedModel,
+    model: HookedModel,
     roles: Roles | None = None,
     pairs: int = 16,
     seed: int = 42,
     connector: int | None = None,
 ) -> list[Row]:
-    """Rows ``fv_improvement`` per layer (our documented reconstruction, see module doc)."""
+    """Our reconstruction of the study's "FV improvement", per layer.
+
+    Args:
+        model: the hooked model.
+        roles: the corpus's id ranges (``None``: the reference's).
+        pairs: how many prompt pairs.
+        seed: the prompts' seed.
+        connector: the connector id (``None``: see :func:`reference_prompts`).
+
+    Returns:
+        Rows ``fv_improvement`` per layer: the mean over pairs of the gain in the source
+        answer's probability when the source's residual stream after that block, at the
+        last position, replaces the target's.
+
+    Raises:
+        DataError: the prompts use ids beyond the model's vocabulary.
+    """
     src, tgt, a_src, _ = reference_prompts(roles, pairs, seed, connector)
-    if int(max(src.max(), tgt.max())) >= hm.vocab_size:
-        raise DataError(f"reference FV prompts use ids >= the model vocabulary ({hm.vocab_size})")
-    nl, p = hm.n_layers, len(src)
+    if int(max(src.max(), tgt.max())) >= model.vocab_size:
+        raise DataError(
+            f"reference FV prompts use ids >= the model vocabulary ({model.vocab_size})"
+        )
+    nl, p = model.n_layers, len(src)
     names = [f"blocks.{i}.hook_resid_post" for i in range(nl)]
-    _, cache = hm.run_with_cache(src, names, logits_to_keep=1)
+    _, cache = model.run_with_cache(src, names, logits_to_keep=1)
     src_last = torch.stack([cache[n][:, -1] for n in names], 1)  # [P, L, d]
-    base = hm.forward(tgt, logits_to_keep=1)[:, -1].float().softmax(-1)
-    dev = hm.device
+    base = model.forward(tgt, logits_to_keep=1)[:, -1].float().softmax(-1)
+    dev = model.device
     p_base = base[torch.arange(p), a_src.to(dev)]
     # copies: layer-major, copy (l, i) patches pair i at layer l
     ids = tgt.repeat(nl, 1)
@@ -103,8 +123,8 @@ def fv_reference(
 
         return fn
 
-    with hm.edit(*[(names[i], make(i)) for i in range(nl)]):
-        probs = hm.forward(ids, logits_to_keep=1)[:, -1].float().softmax(-1)
+    with model.edit(*[(names[i], make(i)) for i in range(nl)]):
+        probs = model.forward(ids, logits_to_keep=1)[:, -1].float().softmax(-1)
     p_patch = probs[torch.arange(nl * p), a_src.to(dev).repeat(nl)].view(nl, p)
     gain = (p_patch - p_base[None]).mean(1)
     return [
@@ -115,11 +135,19 @@ def fv_reference(
 
 
 @register("fv", "reference")
-def measure_reference(ctx: ProbeContext) -> list[Row]:
-    """The reconstruction on the corpus's role ranges (the reference's without roles)."""
-    c = ctx.cfg.fv
-    roles = ctx.roles
-    if roles is None and ctx.kind != "nl":
-        log.info("%s: no corpus roles; reference FV uses the reference id ranges", ctx.ckpt.name)
-    return fv_reference(ctx.hm, roles, c.reference_pairs, c.reference_seed,
+def measure_reference(context: ProbeContext) -> list[Row]:
+    """The registered reference unit.
+
+    Args:
+        context: the checkpoint's probe context.
+
+    Returns:
+        The reconstruction on the corpus's role ranges (the reference's without roles).
+    """
+    c = context.cfg.fv
+    roles = context.roles
+    if roles is None and context.kind != "nl":
+        log.info("%s: no corpus roles; reference FV uses the reference id ranges",
+                 context.ckpt.name)
+    return fv_reference(context.hm, roles, c.reference_pairs, c.reference_seed,
                         c.reference_connector)

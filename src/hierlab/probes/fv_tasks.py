@@ -1,58 +1,10 @@
 """Function-vector tasks: what an ICL prompt is, and the tasks the probes draw from.
 
 A :class:`Task` draws ``(x, y)`` demonstrations and a query; an :class:`Episode` holds a
-latent shared by one prompt's demonstrations and query (the binding tasks). The Todd et
-al. pipeline that runs them is :mod:`hierlab.probes.function_vectors`.
-
-**Tasks.** Grammar tasks (for models trained on a pcfg corpus) use only sentences the
-grammar can produce, so a model can learn the mapping from its training data: a
-demonstration is ``x y EOS``.
-
-* ``copy_object``: ``x = s v o c s v``, ``y = o`` (a two-clause SVO sentence whose second
-  clause repeats the first -- the reference's FV prompt);
-* ``copy_verb``: ``x = s v o c s``, ``y = v``;
-* ``restate_object``: ``x = v s o EOS s v``, ``y = o`` (a VSO sentence restated as SVO:
-  a role mapping across the two word orders).
-* ``bound_verb``, ``bound_object`` (corpora with bindings, below):
-  each prompt one fresh document's binding map, zero-shot at chance by construction.
-
-Natural-language tasks (models with a real tokenizer, e.g. OLMo) read small word lists
-shipped in ``probes/data/<task>.json``: ``Q: x\\nA: y\\n\\n`` per demonstration, answer =
-first token of ``" y"``, tokenised piecewise with the model's own tokenizer. Chance is
-``1 / |answer space|`` (the role class for grammar tasks, the distinct answers of the list
-otherwise).
-
-**Binding tasks.** The grammar tasks are solved zero-shot (the query contains the
-answer), so the Todd et al. FV gain is 0 by construction. With
-bindings (``PcfgConfig.binding_probability`` β > 0) a document fixes a random map
-subject→verb and verb→object; "the word bound to x in this document" can only be read
-from the document itself.
-
-**Episodes.** Each prompt is one episode: a fresh document latent, i.e. a base id drawn
-from ``[EPISODE_BASE, EPISODE_BASE + 2^40)`` by the prompt's generator (itself seeded from
-``fv.seed``), far beyond every train/test base and the loss-floor stream (``1 << 40``),
-and its binding map from :meth:`PcfgSampler.document_bindings` (section 0, paragraph 0)
-serves all demonstrations and the query.
-
-**Format** (what a model trained on the grammar reads): every demonstration is a whole
-SVO sentence of that document in the corpus's own form, ``s v o EOS``, EOS being the
-separator every training sentence follows:
-
-* ``bound_verb``: ``x = s`` (uniform subject), ``y = v = subject_verb[s]``, followed by
-  ``o = verb_object[v]`` (the bound object, the sentence's most likely continuation under
-  β) and EOS. Query: ``EOS s_j`` with ``s_j`` the subject of a uniformly chosen
-  demonstration ``j``; answer its bound verb.
-* ``bound_object``: ``x = s v`` (uniform subject and verb), ``y = verb_object[v]``, then
-  EOS. Query: ``EOS s' v_j`` with a fresh subject ``s'`` and the verb of demonstration
-  ``j``; answer its bound object.
-
-The query re-uses a demonstration's source word because the map is a lookup table, not
-a general function: few-shot accuracy measures retrieval of the bound word from context
-(an induction-type mechanism), while the zero-shot prompt (``EOS x_q``) holds no trace of
-the fresh map, so its accuracy is at chance (``1/|verbs|``, ``1/|objects|``) by
-construction. A function vector averaged over episodes can carry "answer with the bound
-role" but not an episode's map, so FV-injected accuracy above chance would itself be a
-finding.
+latent shared by one prompt's demonstrations and query (the binding tasks, whose answer
+can only be read from the prompt). The Todd et al. pipeline that runs them is
+:mod:`hierlab.probes.function_vectors`. The tasks, the binding episodes and the prompt
+format: docs/design-probes.md#function-vector-tasks.
 """
 
 from __future__ import annotations
@@ -98,9 +50,15 @@ def _randint(g: torch.Generator, lo: int, hi: int) -> int:
 @dataclass
 class Episode:
     """One prompt's latent (e.g. a document's binding map), shared by its demonstrations
-    and its query (the binding tasks below): ``sample`` draws a demonstration,
-    ``after(y)`` the tokens between a demonstration's answer and the separator, and
-    ``query(g, demos)`` the query pair (default: a fresh ``sample``)."""
+    and its query (the binding tasks).
+
+    Attributes:
+        sample: ``sample(generator) -> (x ids, y id)`` draws a demonstration.
+        after: ``after(y) -> ids``, the tokens between a demonstration's answer and the
+            separator (``None``: none).
+        query: ``query(generator, demonstrations) -> (x ids, y id)``, the query pair
+            (``None``: a fresh ``sample``).
+    """
 
     sample: Callable[[torch.Generator], tuple[list[int], int]]
     after: Callable[[int], list[int]] | None = None
@@ -110,11 +68,17 @@ class Episode:
 
 @dataclass
 class Task:
-    """An ICL task: ``sample(g) -> (x ids, y id)``, a separator after each answer, chance.
+    """An ICL task: how to draw a demonstration, what separates them, and chance.
 
-    ``episode`` (optional): ``episode(g) -> Episode``, drawn once per prompt, for tasks
-    whose mapping is latent per prompt (the binding tasks); ``sample`` then is unused by
-    :meth:`prompt`."""
+    Attributes:
+        name: the task's name (metric names are suffixed ``:<name>``).
+        sample: ``sample(generator) -> (x ids, y id)`` draws a demonstration or query.
+        sep: the separator ids after each demonstration's answer.
+        chance: the accuracy of a uniform guess over the answer space.
+        episode: ``episode(generator) -> Episode``, drawn once per prompt, for tasks
+            whose mapping is latent per prompt (the binding tasks); :meth:`prompt` then
+            uses the episode's ``sample``, not this one.
+    """
 
     name: str
     sample: Callable[[torch.Generator], tuple[list[int], int]]
@@ -123,28 +87,33 @@ class Task:
     episode: Callable[[torch.Generator], Episode] | None = None
 
     def prompt(
-        self, g: torch.Generator, n_shots: int, shuffle: bool = False
+        self, generator: torch.Generator, n_shots: int, shuffle: bool = False
     ) -> tuple[list[int], int, list[int]]:
-        """(ICL prompt ids, answer, zero-shot ids of the same query).
+        """One ICL prompt and the zero-shot prompt of the same query.
 
         ICL prompt: ``x_1 y_1 sep ... x_n y_n sep x_q``. Zero-shot prompt: the same prompt
-        with the demonstrations removed, ``sep x_q`` -- its last ``len(sep) + len(x_q)``
-        tokens equal the ICL prompt's, so the query sits after the same separator in both
-        (Todd et al. format the zero-shot query exactly like the ICL query; for the
-        grammar tasks ``sep`` is EOS, the sentence boundary every training sentence
-        follows, as GPT's ``<|endoftext|>`` BOS precedes their zero-shot query).
-        ``shuffle``: the labels are permuted by :func:`derange_labels`, so no
-        demonstration keeps its own label (n_shots > 1). With an ``episode`` the
-        demonstrations and the query share one drawn :class:`Episode`; a demonstration
-        is ``x y after(y) sep`` (``after`` sees the deranged label when shuffled).
+        with the demonstrations removed, ``sep x_q``, so the query sits after the same
+        separator in both, as Todd et al. format it. With an ``episode`` the
+        demonstrations and the query share one drawn :class:`Episode`, and a
+        demonstration is ``x y after(y) sep``.
+
+        Args:
+            generator: the random source; every draw of the prompt comes from it.
+            n_shots: the number of demonstrations.
+            shuffle: permute the labels by :func:`derange_labels`, so no demonstration
+                keeps its own label (with ``n_shots > 1``; ``after`` then sees the
+                deranged label).
+
+        Returns:
+            ``(ICL prompt ids, answer id, zero-shot prompt ids)``.
         """
-        ep = self.episode(g) if self.episode is not None else None
+        ep = self.episode(generator) if self.episode is not None else None
         sample = ep.sample if ep is not None else self.sample
-        demos = [sample(g) for _ in range(n_shots)]
-        xq, yq = ep.query(g, demos) if ep is not None and ep.query else sample(g)
+        demos = [sample(generator) for _ in range(n_shots)]
+        xq, yq = ep.query(generator, demos) if ep is not None and ep.query else sample(generator)
         ys = [y for _, y in demos]
         if shuffle and n_shots > 1:
-            ys = derange_labels(ys, g)
+            ys = derange_labels(ys, generator)
         ids: list[int] = []
         for (x, _), y in zip(demos, ys, strict=True):
             tail = ep.after(y) if ep is not None and ep.after else []
@@ -152,28 +121,38 @@ class Task:
         return ids + xq, yq, list(self.sep) + list(xq)
 
 
-def derange_labels(ys: Sequence[int], g: torch.Generator, tries: int = 100) -> list[int]:
-    """``ys`` permuted so that no position keeps its label (a derangement).
+def derange_labels(
+    labels: Sequence[int], generator: torch.Generator, tries: int = 100
+) -> list[int]:
+    """Permute labels so that no position keeps its label (a derangement).
 
     Uniform over position derangements (rejection sampling, ~e draws). Among them, one
     that also changes every label *value* is preferred (demonstrations with equal labels
     would otherwise keep a correct pair); if none turns up in ``tries`` draws (e.g. most
-    labels equal) the last position derangement is used. A single label is returned as is.
+    labels equal) the last position derangement is used.
+
+    Args:
+        labels: the demonstrations' labels, in order.
+        generator: the random source.
+        tries: how many permutations to draw before settling.
+
+    Returns:
+        The permuted labels; a single label as is.
     """
-    n = len(ys)
+    n = len(labels)
     if n < 2:
-        return list(ys)
+        return list(labels)
     fallback: list[int] | None = None
     for _ in range(tries):
-        perm = torch.randperm(n, generator=g).tolist()
+        perm = torch.randperm(n, generator=generator).tolist()
         if any(perm[i] == i for i in range(n)):
             continue
-        out = [ys[i] for i in perm]
-        if all(a != b for a, b in zip(out, ys, strict=True)):
+        out = [labels[i] for i in perm]
+        if all(a != b for a, b in zip(out, labels, strict=True)):
             return out
         fallback = out
     if fallback is None:  # no derangement in `tries` draws (p < 1e-19): a cyclic shift
-        fallback = list(ys[1:]) + [ys[0]]
+        fallback = list(labels[1:]) + [labels[0]]
     return fallback
 
 
@@ -185,7 +164,21 @@ def _rng(roles: Roles, name: str) -> tuple[int, int]:
 
 
 def grammar_task(name: str, roles: Roles, eos_id: int) -> Task:
-    """One of :data:`GRAMMAR_TASKS` over the corpus' word classes (see module doc)."""
+    """A grammar task over the corpus's word classes.
+
+    Args:
+        name: one of :data:`GRAMMAR_TASKS` (``copy_object``, ``copy_verb``,
+            ``restate_object``).
+        roles: the corpus's ``{role: [lo, hi)}`` id ranges.
+        eos_id: the end-of-sentence id, the separator.
+
+    Returns:
+        The task; chance is one over the answer's class size.
+
+    Raises:
+        ConfigError: an unknown task name.
+        DataError: the roles lack a class the task needs.
+    """
     s_r, v_r, o_r, c_r = (_rng(roles, k) for k in ("subject", "verb", "object", "connector"))
 
     if name == "copy_object":
@@ -213,7 +206,17 @@ def grammar_task(name: str, roles: Roles, eos_id: int) -> Task:
 
 
 def load_word_list(name: str) -> list[tuple[str, str]]:
-    """The ``(input, output)`` pairs of ``probes/data/<name>.json``."""
+    """A word list shipped with hierlab, for natural-language models.
+
+    Args:
+        name: the list's name (``antonym``, ``country_capital``, ``english_french``).
+
+    Returns:
+        The ``(input, output)`` pairs of ``probes/data/<name>.json``.
+
+    Raises:
+        ConfigError: no such list.
+    """
     res = resources.files("hierlab.probes") / "data" / f"{name}.json"
     if not res.is_file():
         raise ConfigError(f"unknown word-list task {name!r} (no probes/data/{name}.json)")
@@ -222,7 +225,16 @@ def load_word_list(name: str) -> list[tuple[str, str]]:
 
 
 def nl_task(name: str, tokenizer: Any) -> Task:
-    """A word-list task tokenised with the model's tokenizer (Todd et al. prompt format)."""
+    """A word-list task in Todd et al.'s prompt format, tokenised with the model's tokenizer.
+
+    Args:
+        name: the word list's name (:func:`load_word_list`).
+        tokenizer: the model's HF tokenizer.
+
+    Returns:
+        The task: ``Q: x\\nA:`` then the first token of ``" y"``, separated by ``\\n\\n``;
+        chance is one over the distinct answers.
+    """
     pairs = load_word_list(name)
 
     def enc(text: str) -> list[int]:
@@ -238,7 +250,19 @@ def nl_task(name: str, tokenizer: Any) -> Task:
 
 
 def binding_task(name: str, sampler: Any) -> Task:
-    """``bound_verb`` or ``bound_object`` over ``sampler`` (a :class:`PcfgSampler`)."""
+    """A binding task: answerable only from the prompt's own document.
+
+    Args:
+        name: ``bound_verb`` or ``bound_object``.
+        sampler: the corpus's :class:`~hierlab.corpus.pcfg.PcfgSampler`, whose
+            ``document_bindings`` draws each prompt's binding map.
+
+    Returns:
+        The task, one fresh episode per prompt; chance is one over the verbs or objects.
+
+    Raises:
+        ConfigError: an unknown task name.
+    """
     cfg = sampler.cfg
     lx = cfg.lexicon
     _, off_v, off_o, _ = cfg.role_offsets
@@ -295,10 +319,24 @@ _SKIPS_NOTED: set[tuple[Hashable, str]] = set()
 
 def corpus_tasks(names: Sequence[str], manifest: dict[str, Any],
                  run: Hashable = None) -> list[Task]:
-    """The pcfg tasks ``names`` for a corpus manifest; binding tasks only when the corpus
-    has bindings (β > 0), otherwise skipped with an info log: once per ``run`` (a key naming
-    the run and corpus, whose every checkpoint asks again; later ones log at debug level),
-    or at every call without one."""
+    """The grammar and binding tasks that apply to a corpus.
+
+    Binding tasks apply only when the corpus has bindings (β > 0); otherwise they are
+    skipped with an info log, once per run rather than at every checkpoint.
+
+    Args:
+        names: the task names (``probes.fv.tasks``).
+        manifest: the corpus manifest (roles, EOS id and the corpus config).
+        run: a key naming the run and corpus: the skip is logged at info level once per
+            key, later at debug level; ``None`` logs it at every call.
+
+    Returns:
+        The tasks that apply, in the order named.
+
+    Raises:
+        ConfigError: an unknown task name.
+        DataError: the manifest's corpus config is not a valid pcfg config.
+    """
     roles, eos = manifest["roles"], int(manifest["eos_id"])
     tasks: list[Task] = []
     sampler: Any = ...

@@ -1,38 +1,9 @@
 """One hook layer over Hugging Face decoder models: read activations, intervene on them.
 
-Why plain ``torch`` hooks (``register_forward_hook`` / ``register_forward_pre_hook``) and
-not TransformerLens or nnsight: no extra dependency; no tracing or re-implementation
-overhead, which dominates on the tiny models this toolkit trains; and they run on the
-*unchanged* HF module tree, so any checkpoint that ``from_pretrained`` loads is measured
-exactly as HF computes it (TransformerLens re-implements each architecture).
-
-Hook points use TransformerLens's names, so every probe speaks one vocabulary and a
-TransformerLens cache reads the same keys (tested against ``TransformerBridge``):
-
-=================================  ==========================================================
-``hook_embed``                     token embeddings ``[B, T, d]``
-``blocks.{l}.hook_resid_pre``      residual stream entering block ``l`` ``[B, T, d]``
-``blocks.{l}.hook_resid_post``     residual stream after block ``l`` (the block output)
-``blocks.{l}.attn.hook_z``         per-head attention output *before* ``o_proj`` ``[B, T, H, dh]``
-``blocks.{l}.attn.hook_pattern``   attention probabilities ``[B, H, Tq, Tk]`` (eager attention)
-``blocks.{l}.hook_attn_out``       what attention adds to the residual ``[B, T, d]``: its output
-                                   after ``o_proj`` (after the post-attention norm in OLMo-2)
-``blocks.{l}.hook_mlp_out``        what the MLP adds to the residual ``[B, T, d]`` (OLMo-2:
-                                   after the post-feedforward norm)
-``ln_final.hook_out``              final-norm output ``[B, T, d]``
-``unembed.hook_out``               logits ``[B, T, V]``
-=================================  ==========================================================
-
-An *edit* is a function ``act -> new_act | None`` (``None`` keeps the activation); the
-interventions (:meth:`HookedModel.ablate`, :meth:`~HookedModel.overwrite`,
-:meth:`~HookedModel.add_vector`, :meth:`~HookedModel.patch`) are context managers built on
-:meth:`HookedModel.edit`. Guard: every hook registered by a context must fire at least
-once before the context exits, else :class:`HookNotFiredError` is raised -- a hook on a
-module the forward never reaches would otherwise silently measure nothing.
-
-A new HF decoder family is one :class:`~hierlab.probes.architectures.Architecture` entry
-(:func:`~hierlab.probes.architectures.register_architecture`); the interventions live in
-:mod:`hierlab.probes.interventions`.
+:class:`HookedModel` gives every probe TransformerLens's hook names over the unchanged HF
+module tree with plain torch hooks, so a checkpoint is measured exactly as HF computes it,
+and a hook that never fires is an error rather than a silent zero. The hook points and why
+plain hooks: docs/design-probes.md#hooks.
 """
 
 from __future__ import annotations
@@ -85,7 +56,16 @@ class _Registration:
 
 
 class HookedModel(Interventions):
-    """A thin adapter: named hook points and interventions on an unchanged HF model."""
+    """A thin adapter: named hook points and interventions on an unchanged HF model.
+
+    Args:
+        model: a causal-LM whose class has an :data:`ARCHITECTURES` entry; it is used as
+            is, never copied or re-implemented.
+
+    Raises:
+        ConfigError: the model's class has no entry (add one with
+            :func:`register_architecture`).
+    """
 
     def __init__(self, model: nn.Module) -> None:
         cls = type(model).__name__
@@ -113,48 +93,116 @@ class HookedModel(Interventions):
     # ------------------------------------------------------------------ basics
     @property
     def device(self) -> torch.device:
+        """The device of the model's parameters (inputs are moved there)."""
         return next(self.model.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the model's parameters."""
         return next(self.model.parameters()).dtype
 
     def attn(self, layer: int) -> nn.Module:
+        """The attention module of one block.
+
+        Args:
+            layer: the block's index.
+
+        Returns:
+            The module whose forward returns the attention weights (``hook_pattern``).
+        """
         return module_at(self.blocks[layer], self.arch.attn)
 
     def o_proj(self, layer: int) -> nn.Module:
+        """Attention's output projection in one block.
+
+        Args:
+            layer: the block's index.
+
+        Returns:
+            The module whose input is ``hook_z`` (the heads' outputs, concatenated).
+        """
         return module_at(self.blocks[layer], self.arch.o_proj)
 
     def mlp(self, layer: int) -> nn.Module:
+        """The MLP of one block.
+
+        Args:
+            layer: the block's index.
+
+        Returns:
+            The MLP module.
+        """
         return module_at(self.blocks[layer], self.arch.mlp)
 
     def attn_out(self, layer: int) -> nn.Module:
-        """The module whose output attention adds to the residual (``hook_attn_out``)."""
+        """The module whose output attention adds to the residual (``hook_attn_out``).
+
+        Args:
+            layer: the block's index.
+
+        Returns:
+            The attention module itself, or the norm after it in a family that normalises
+            the sublayer output (OLMo-2).
+        """
         return module_at(self.blocks[layer], self.arch.attn_out or self.arch.attn)
 
     def mlp_out(self, layer: int) -> nn.Module:
-        """The module whose output the MLP adds to the residual (``hook_mlp_out``)."""
+        """The module whose output the MLP adds to the residual (``hook_mlp_out``).
+
+        Args:
+            layer: the block's index.
+
+        Returns:
+            The MLP itself, or the norm after it (OLMo-2).
+        """
         return module_at(self.blocks[layer], self.arch.mlp_out or self.arch.mlp)
 
     def input_norm(self, layer: int) -> nn.Module | None:
-        """The norm attention reads the residual through (``None``: the raw residual)."""
+        """The norm attention reads the residual through.
+
+        Args:
+            layer: the block's index.
+
+        Returns:
+            The norm module, or ``None`` when attention reads the raw residual (OLMo-2).
+        """
         name = self.arch.input_norm
         return None if name is None else module_at(self.blocks[layer], name)
 
     def o_weight(self, layer: int) -> torch.Tensor:
-        """``W_O`` of ``layer`` as ``[d, H * dh]``, whatever the module stores."""
+        """``W_O`` of one block, whatever layout the module stores.
+
+        Args:
+            layer: the block's index.
+
+        Returns:
+            The output projection's weight as ``[d, H * dh]``.
+        """
         return linear_weight(self.o_proj(layer), self.arch.conv1d)
 
     def o_bias(self, layer: int) -> torch.Tensor | None:
-        """``o_proj``'s bias ``[d]`` (added once, not per head), or ``None``."""
+        """The output projection's bias, added once and not per head.
+
+        Args:
+            layer: the block's index.
+
+        Returns:
+            The bias ``[d]``, or ``None`` when the projection has none.
+        """
         return getattr(self.o_proj(layer), "bias", None)
 
     def v_weight(self, layer: int) -> torch.Tensor:
-        """``W_V`` of ``layer`` as ``[H_kv * dh, d]``, head ``h``'s rows at ``h * dh``.
+        """``W_V`` of one block, unpacked from a fused projection where needed.
 
-        Unpacks the fused projections: GPT-NeoX's ``query_key_value`` holds per head
-        ``[q; k; v]`` rows (HF views its output as ``[..., H, 3 * dh]`` and chunks), GPT-2's
-        ``c_attn`` holds ``[Q | K | V]`` (HF splits its output in three of ``d``).
+        GPT-NeoX's ``query_key_value`` holds per head ``[q; k; v]`` rows (HF views its
+        output as ``[..., H, 3 * dh]`` and chunks), GPT-2's ``c_attn`` holds
+        ``[Q | K | V]`` (HF splits its output in three of ``d``).
+
+        Args:
+            layer: the block's index.
+
+        Returns:
+            The value weight as ``[H_kv * dh, d]``, head ``h``'s rows at ``h * dh``.
         """
         w = linear_weight(module_at(self.blocks[layer], self.arch.v_proj), self.arch.conv1d)
         dh, hkv, d = self.d_head, self.n_kv_heads, w.shape[-1]
@@ -165,7 +213,11 @@ class HookedModel(Interventions):
         return w
 
     def hook_names(self) -> list[str]:
-        """Every hook point of this model."""
+        """Every hook point of this model, so a typo can be told from a missing point.
+
+        Returns:
+            The hook names, from ``hook_embed`` to ``unembed.hook_out``.
+        """
         names = ["hook_embed"]
         for i in range(self.n_layers):
             names += [
@@ -179,7 +231,15 @@ class HookedModel(Interventions):
         return names + ["ln_final.hook_out", "unembed.hook_out"]
 
     def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Plain HF forward (no KV cache) returning logits ``[B, T, V]``."""
+        """Plain HF forward (no KV cache), through whatever hooks are registered.
+
+        Args:
+            input_ids: token ids ``[B, T]``; moved to the model's device.
+            **kwargs: passed on to the HF model (e.g. ``logits_to_keep=1``).
+
+        Returns:
+            The logits ``[B, T, V]`` (``T`` = ``logits_to_keep`` when given).
+        """
         kwargs.setdefault("use_cache", False)
         return self.model(input_ids=input_ids.to(self.device), **kwargs).logits
 
@@ -271,10 +331,22 @@ class HookedModel(Interventions):
     # ----------------------------------------------------------- core contexts
     @contextlib.contextmanager
     def edit(self, *pairs: tuple[str, Edit]) -> Iterator[list[_Registration]]:
-        """Register ``(hook name, fn)`` pairs for the duration of the block.
+        """Register ``(hook name, edit)`` pairs for the duration of the block.
 
-        ``fn(act)`` returns a replacement tensor or ``None``. On a clean exit every hook
-        must have fired at least once (:class:`HookNotFiredError` otherwise).
+        The one primitive every read and intervention is built on, so the guard below
+        covers them all.
+
+        Args:
+            *pairs: ``(hook name, edit)``; ``edit(activation)`` returns a replacement
+                tensor or ``None`` (keep the activation).
+
+        Yields:
+            The registrations, each counting how often its hook fired.
+
+        Raises:
+            HookNotFiredError: on a clean exit, a hook that never fired (its module is
+                not on the forward path, so it would have measured nothing).
+            ConfigError: an unknown hook name.
         """
         regs: list[_Registration] = []
         try:
@@ -293,7 +365,14 @@ class HookedModel(Interventions):
 
     @contextlib.contextmanager
     def capture(self, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-        """Record activations (detached, last call wins) into the yielded dict."""
+        """Record activations while the block runs.
+
+        Args:
+            names: the hook points to record.
+
+        Yields:
+            A dict filled with ``{name: activation}`` (detached; the last call wins).
+        """
         store: dict[str, torch.Tensor] = {}
 
         def make(n: str) -> Edit:
@@ -309,7 +388,16 @@ class HookedModel(Interventions):
     def run_with_cache(
         self, input_ids: torch.Tensor, names: Sequence[str], **kwargs: Any
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Forward once, returning logits and the named activations."""
+        """Forward once, returning logits and the named activations.
+
+        Args:
+            input_ids: token ids ``[B, T]``.
+            names: the hook points to record.
+            **kwargs: passed on to :meth:`forward`.
+
+        Returns:
+            ``(logits, {name: activation})``.
+        """
         with self.capture(names) as store:
             logits = self.forward(input_ids, **kwargs)
         return logits, store
@@ -320,6 +408,9 @@ class HookedModel(Interventions):
 
         Through transformers' public ``set_attn_implementation``, which also reaches the
         sub-configs of composite models; the previous implementation is restored on exit.
+
+        Yields:
+            Nothing; the model runs eager attention inside the block.
         """
         old = getattr(self.model.config, "_attn_implementation", None)
         if old in (None, "eager"):
@@ -332,20 +423,36 @@ class HookedModel(Interventions):
             self.model.set_attn_implementation(old)
 
     # ------------------------------------------------------ weights and the norm
-    def head_out_proj(self, layer: int, z: torch.Tensor, head: int) -> torch.Tensor:
-        """One head's share of ``o_proj``'s output: ``W_O[:, head] @ z`` (``[..., d]``).
+    def head_out_proj(self, layer: int, activation: torch.Tensor, head: int) -> torch.Tensor:
+        """One head's share of ``o_proj``'s output: ``W_O[:, head] @ activation``.
 
         The heads' shares plus :meth:`o_bias` sum to ``o_proj``'s output, which is what
         attention adds to the residual -- except in a family that normalises it first
         (OLMo-2), where the sum is the norm's input.
+
+        Args:
+            layer: the block's index.
+            activation: the head's slice of ``hook_z``, ``[..., dh]``.
+            head: the head's index in the block.
+
+        Returns:
+            The head's contribution ``[..., d]``.
         """
         w = self.o_weight(layer)  # [d, H*dh]
         lo = head * self.d_head
-        return z.to(w.dtype) @ w[:, lo : lo + self.d_head].T
+        return activation.to(w.dtype) @ w[:, lo : lo + self.d_head].T
 
-    def norm_scale(self, x: torch.Tensor) -> torch.Tensor:
-        """The final norm's per-position divisor (``rms`` or ``std``) of ``x``, ``[..., 1]``."""
-        x = x.float()
+    def norm_scale(self, residual: torch.Tensor) -> torch.Tensor:
+        """The final norm's per-position divisor, to freeze for :meth:`norm_linear`.
+
+        Args:
+            residual: residual-stream vectors ``[..., d]``.
+
+        Returns:
+            Their ``rms`` (RMSNorm) or ``std`` (LayerNorm) with the norm's epsilon,
+            ``[..., 1]``, in float32.
+        """
+        x = residual.float()
         eps = self._norm_eps()
         if self.arch.norm == "rms":
             return torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -358,12 +465,21 @@ class HookedModel(Interventions):
                 return float(getattr(n, attr))
         return 1e-5  # OlmoLayerNorm hard-codes eps=1e-5
 
-    def norm_linear(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """The final norm with a *frozen* divisor ``scale``: linear in ``x`` (no bias).
+    def norm_linear(self, residual: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The final norm with a *frozen* divisor: linear in its input (no bias).
 
-        ``rms``: ``g * x / scale``; ``layer``: ``g * (x - mean(x)) / scale``.
+        Linear so that the Hydra decomposition can read each component through the norm
+        separately: ``rms``: ``g * x / scale``; ``layer``: ``g * (x - mean(x)) / scale``.
+
+        Args:
+            residual: the vectors to normalise ``[..., d]`` (a residual stream or one
+                component of it).
+            scale: the frozen divisor, e.g. :meth:`norm_scale` of the clean residual.
+
+        Returns:
+            The normalised vectors ``[..., d]`` in float32, without the norm's bias.
         """
-        x = x.float()
+        x = residual.float()
         if self.arch.norm == "layer":
             x = x - x.mean(-1, keepdim=True)
         y = x / scale
@@ -371,5 +487,10 @@ class HookedModel(Interventions):
         return y * w.float() if w is not None else y
 
     def norm_bias(self) -> torch.Tensor | None:
+        """The final norm's bias, the part :meth:`norm_linear` leaves out.
+
+        Returns:
+            The bias ``[d]`` in float32, or ``None`` (RMSNorm, parameter-free LayerNorm).
+        """
         b = getattr(self.final_norm, "bias", None)
         return None if b is None else b.float()

@@ -1,40 +1,10 @@
 """The Hydra effect: what happens downstream when one layer's output is removed.
 
-**reference** (docs/reference-study.md#hydra-effect, reproduced exactly, including its
-degeneracy): for ``k`` in ``ks`` and each block ``L = k .. n_layers-1``, the clean
-logit-lens logit (``lm_head`` of the block-``L`` output, *no final norm*) of the gold
-token = the *last input token*, at the last position, minus the same quantity when the
-whole output of block ``L-k`` is overwritten with zeros (every position and dimension),
-averaged over samples (``drop``). Zeroing the residual stream makes every later Llama/OLMo
-block output exactly zero (no biases), so the ablated logits are 0 and ``drop`` equals the
-clean logit-lens logit of the current token, identically for every ``k``. The ablated
-forward is run for every sample (batched), as the study does, so any decoder -- with
-biases, or any architecture whose blocks see more than the residual stream -- is measured
-without assuming that.
-
-**standard** (McGrath et al. 2023, "The Hydra Effect"): for each attention layer ``A``,
-ablate its output at every position. ``resample`` (the default, the paper's main method):
-the layer's output on another prompt (sample ``i`` takes sample ``i+1``'s, cyclically);
-``mean``: the mean of that output over the *other* prompts of the batch at the same
-position (``(sum_j a_A[j, p] - a_A[i, p]) / (S - 1)``: neither over positions nor including
-the prompt itself); ``zero``. Effects are measured at the final token by default, as in the
-paper (``positions="final"``: the last position with a target -- ``T-1`` for the argmax
-target, ``T-2`` for the true next token), or averaged over every position (``"all"``).
-Target token ``t`` = argmax of the clean next-token logits (or the true next token). With
-centred logits ``c(x) = u_t . x``, ``u_t = W_U[t] - mean_v W_U[v]``, and the final norm
-linearised with the clean run's divisor frozen (``N_clean``), per measured position:
-
-* ``direct_effect = c(N_clean(a_A - a~_A))`` (its output read through norm and unembedding),
-* ``total_effect = clean - ablated`` centred logit of ``t``,
-* ``compensation = direct - total``, split exactly into downstream attention
-  ``sum_{l>A} c(N_clean(a~_l - a_l))``, MLPs ``sum_{l>=A} c(N_clean(m~_l - m_l))``, and the
-  change of the final-norm scale ``c_abl - c(N_clean(R~)) - offset``;
-
-averaged over the measured positions and samples; ``compensation_ratio`` is the ratio of
-the means (compensation / direct). Two descriptor rows say how the table was made:
-``ablation:<zero|mean|resample>`` (value 1) and ``positions:<final|all>`` (value = positions
-measured per sample). The ablations of all layers run as one batch of ablated copies
-(``layer_batch`` per forward), with an unablated copy in every batch.
+The reference study's ``drop`` (reproduced exactly, degeneracy included) beside McGrath
+et al.'s (2023) direct and total effects, whose difference -- the compensation by later
+layers -- is split exactly into attention, MLP and final-norm parts. Definitions:
+docs/probes.md#hydra-effect; the decomposition and its choices:
+docs/design-probes.md#hydra-effect.
 """
 
 from __future__ import annotations
@@ -68,7 +38,18 @@ __all__ = [
 def random_token_samples(
     samples: int, length: int, vocab_size: int, margin: int = 100, seed: int = 0
 ) -> torch.Tensor:
-    """Seeded random ids in ``[margin, V - margin)`` (the reference OLMo evaluator, seeded)."""
+    """Random-id samples for a model without a corpus (the reference OLMo evaluator's).
+
+    Args:
+        samples: how many sequences.
+        length: ids per sequence.
+        vocab_size: the model's vocabulary ``V``.
+        margin: ids are drawn from ``[margin, V - margin)``.
+        seed: seed of the draw (the reference's was unseeded).
+
+    Returns:
+        ``[samples, length]`` ids.
+    """
     g = torch.Generator().manual_seed(seed)
     hi = max(vocab_size - margin, margin + 1)
     return torch.randint(margin, hi, (samples, length), generator=g)
@@ -81,43 +62,57 @@ def _row(metric: str, value: float, n: int, seed: int | None, layer=None, k=None
 
 @torch.no_grad()
 def hydra_reference(
-    hm: HookedModel,
+    model: HookedModel,
     samples: torch.Tensor,
-    ks: Sequence[int] = (1, 2),
+    offsets: Sequence[int] = (1, 2),
     batch_size: int = 4,
     seed: int | None = None,
 ) -> list[Row]:
-    """The reference ``drop`` per (k, L): clean minus ablated logit-lens logit of the last token."""
-    nl = hm.n_layers
+    """The reference ``drop``: clean minus ablated logit-lens logit of the last token.
+
+    The ablated forward is run for every sample, as the study does, rather than assumed
+    to give zeros, so a decoder with biases is measured correctly too.
+
+    Args:
+        model: the hooked model.
+        samples: ``[S, T]`` token ids.
+        offsets: the ``k`` of the study: block ``L - k`` is zeroed and block ``L`` read.
+        batch_size: samples per forward.
+        seed: recorded in the rows.
+
+    Returns:
+        Rows ``drop`` per ``k`` and layer ``L = k .. n_layers - 1``, averaged over samples.
+    """
+    nl = model.n_layers
     s, t = samples.shape
     names = [f"blocks.{i}.hook_resid_post" for i in range(nl)]
-    w_u = hm.lm_head.weight
-    gold = samples[:, -1].to(hm.device)
+    w_u = model.lm_head.weight
+    gold = samples[:, -1].to(model.device)
     clean = torch.zeros(s, nl, dtype=torch.float64)
     for b in range(0, s, batch_size):
         ids = samples[b : b + batch_size]
-        _, cache = hm.run_with_cache(ids, names, logits_to_keep=1)
+        _, cache = model.run_with_cache(ids, names, logits_to_keep=1)
         g = gold[b : b + batch_size]
         for i, nm in enumerate(names):
             h = cache[nm][:, -1]  # [B, d]
             clean[b : b + len(ids), i] = (h * w_u[g]).sum(-1).double().cpu()
     # ablated: one forward per (ablated block A, batch of samples), reused for every L = A + k
     abl = torch.zeros(s, nl, nl, dtype=torch.float64)  # [sample, A, L]
-    needed = sorted({layer - k for k in ks for layer in range(k, nl)})
-    zero = torch.zeros(hm.d_model, device=hm.device)
+    needed = sorted({layer - k for k in offsets for layer in range(k, nl)})
+    zero = torch.zeros(model.d_model, device=model.device)
     for a in needed:
         later = names[a + 1 :]
         for b in range(0, s, batch_size):
             ids = samples[b : b + batch_size]
             g = gold[b : b + batch_size]
-            with hm.overwrite(a, zero), hm.capture(later) as c:
-                hm.forward(ids, logits_to_keep=1)
+            with model.overwrite(a, zero), model.capture(later) as c:
+                model.forward(ids, logits_to_keep=1)
             for nm in later:
                 layer = int(nm.split(".")[1])
                 h = c[nm][:, -1]  # [B, d]
                 abl[b : b + len(ids), a, layer] = (h * w_u[g]).sum(-1).double().cpu()
     rows: list[Row] = []
-    for k in ks:
+    for k in offsets:
         for layer in range(k, nl):
             drop = (clean[:, layer] - abl[:, layer - k, layer]).mean().item()
             rows.append(_row("drop", drop, s, seed, layer=layer, k=k))
@@ -126,7 +121,7 @@ def hydra_reference(
 
 @torch.no_grad()
 def hydra_standard(
-    hm: HookedModel,
+    model: HookedModel,
     samples: torch.Tensor,
     *,
     ablation: str = "resample",
@@ -135,18 +130,42 @@ def hydra_standard(
     layer_batch: int = 16,
     seed: int | None = None,
 ) -> list[Row]:
-    """McGrath et al. 2023 per attention layer: direct/total effect and compensation split."""
+    """McGrath et al. 2023 per attention layer: direct and total effect, compensation.
+
+    Args:
+        model: the hooked model.
+        samples: ``[S, T]`` token ids (``S >= 2`` for ``mean`` and ``resample``).
+        ablation: how an attention layer's output is removed: ``resample`` (another
+            sample's output, the paper's main method), ``mean`` (over the other samples,
+            same position) or ``zero``.
+        target: the token whose centred logit is measured: the clean ``argmax`` or the
+            true ``next_token``.
+        positions: ``final`` (the last position with a target, as in the paper) or
+            ``all`` (averaged over every position).
+        layer_batch: ablated copies per forward.
+        seed: recorded in the rows.
+
+    Returns:
+        Per attention layer: ``direct_effect``, ``total_effect``, ``compensation``,
+        ``compensation_ratio`` and the split ``compensation_attn``, ``compensation_mlp``,
+        ``compensation_norm``; then the descriptor rows ``ablation:<name>`` (value 1) and
+        ``positions:<name>`` (positions measured per sample).
+
+    Raises:
+        ConfigError: an unknown ablation, target or positions, or fewer than two samples
+            for ``mean`` or ``resample``.
+    """
     if ablation not in ("zero", "mean", "resample"):
         raise ConfigError(f"hydra ablation must be zero, mean or resample, got {ablation!r}")
     if target not in ("argmax", "next_token"):
         raise ConfigError(f"hydra target must be argmax or next_token, got {target!r}")
     if positions not in ("final", "all"):
         raise ConfigError(f"hydra positions must be final or all, got {positions!r}")
-    nl = hm.n_layers
+    nl = model.n_layers
     s, t = samples.shape
     if ablation != "zero" and s < 2:
         raise ConfigError(f"{ablation} ablation needs >= 2 samples (it uses the other samples)")
-    dev = hm.device
+    dev = model.device
     attn_names = [f"blocks.{i}.hook_attn_out" for i in range(nl)]
     mlp_names = [f"blocks.{i}.hook_mlp_out" for i in range(nl)]
     last = f"blocks.{nl - 1}.hook_resid_post"
@@ -157,22 +176,22 @@ def hydra_standard(
     if ablation != "zero":
         ref_attn = []
         for i in range(s):
-            _, c = hm.run_with_cache(samples[i : i + 1], attn_names, logits_to_keep=1)
+            _, c = model.run_with_cache(samples[i : i + 1], attn_names, logits_to_keep=1)
             ref_attn.append(torch.stack([c[n][0] for n in attn_names]).cpu())  # [L, T, d]
         sum_attn = torch.stack(ref_attn).double().sum(0)  # [L, T, d], per position
 
-    w_u = hm.lm_head.weight.float()
+    w_u = model.lm_head.weight.float()
     w_u_mean = w_u.mean(0)
-    lm_bias = getattr(hm.lm_head, "bias", None)
+    lm_bias = getattr(model.lm_head, "bias", None)
     sums = {m: torch.zeros(nl, dtype=torch.float64) for m in
             ("direct_effect", "total_effect", "compensation_attn", "compensation_mlp",
              "compensation_norm")}
     n_pos = 0
     for i in range(s):
         ids = samples[i : i + 1].to(dev)
-        logits, c = hm.run_with_cache(ids, [last], )
+        logits, c = model.run_with_cache(ids, [last], )
         resid = c[last][0].float()  # [T, d]
-        scale = hm.norm_scale(resid)  # [T, 1]
+        scale = model.norm_scale(resid)  # [T, 1]
         if target == "argmax":
             tgt = logits[0].float().argmax(-1)  # [T]
             use = torch.arange(t, device=dev)
@@ -185,18 +204,18 @@ def hydra_standard(
             use = use[-1:]
         u = w_u[tgt_full] - w_u_mean  # [T, d]
         offset = 0.0
-        if hm.norm_bias() is not None:
-            offset = (hm.norm_bias() * u).sum(-1)
+        if model.norm_bias() is not None:
+            offset = (model.norm_bias() * u).sum(-1)
         if lm_bias is not None:
             offset = offset + (lm_bias.float()[tgt_full] - lm_bias.float().mean())
 
         def proj(x: torch.Tensor, u=u, scale=scale) -> torch.Tensor:
-            return (hm.norm_linear(x, scale) * u).sum(-1)  # [..., T]
+            return (model.norm_linear(x, scale) * u).sum(-1)  # [..., T]
 
         replacement: list[torch.Tensor] = []
         for a in range(nl):
             if ablation == "zero":
-                replacement.append(torch.zeros(t, hm.d_model, device=dev))
+                replacement.append(torch.zeros(t, model.d_model, device=dev))
             elif ablation == "mean":  # the other samples, same position
                 others = (sum_attn[a] - ref_attn[i][a].double()) / (s - 1)
                 replacement.append(others.float().to(dev))
@@ -237,8 +256,8 @@ def hydra_standard(
             pairs = [(attn_names[li], lambda a_, li=li: attn_fn(a_, li)) for li in range(nl)]
             pairs += [(mlp_names[li], lambda a_, li=li: mlp_fn(a_, li)) for li in range(nl)]
             pairs += [("ln_final.hook_out", fin_fn), (last, res_fn)]
-            with hm.edit(*pairs):
-                hm.forward(ids.expand(nb, -1), logits_to_keep=1)
+            with model.edit(*pairs):
+                model.forward(ids.expand(nb, -1), logits_to_keep=1)
             cl = (store["normed"] * u).sum(-1).double()  # [nb, T] centred logit (no bias)
             if lm_bias is not None:
                 cl = cl + (lm_bias.float()[tgt_full] - lm_bias.float().mean()).double()
@@ -290,27 +309,44 @@ def _samples(ctx: ProbeContext, n: int, length: int | None) -> torch.Tensor:
 
 
 @register("hydra", "reference")
-def measure_reference(ctx: ProbeContext) -> list[Row]:
-    """The reference drop on ``max_samples`` test chunks (random ids without a corpus)."""
-    c = ctx.cfg.hydra
-    n = c.max_samples if ctx.manifest is not None else c.random_samples
-    length = c.length if ctx.manifest is not None else c.random_length
-    return hydra_reference(ctx.hm, _samples(ctx, n, length), c.ks, c.batch_size, c.seed)
+def measure_reference(context: ProbeContext) -> list[Row]:
+    """The registered reference unit.
+
+    Args:
+        context: the checkpoint's probe context.
+
+    Returns:
+        The reference drop on ``max_samples`` test chunks, or on seeded random ids for a
+        model without a corpus.
+    """
+    c = context.cfg.hydra
+    n = c.max_samples if context.manifest is not None else c.random_samples
+    length = c.length if context.manifest is not None else c.random_length
+    return hydra_reference(context.hm, _samples(context, n, length), c.ks, c.batch_size, c.seed)
 
 
 @register("hydra", "standard")
-def measure_standard(ctx: ProbeContext) -> list[Row]:
-    """McGrath et al. on ``standard_samples`` chunks (at least 2 for mean/resample)."""
-    c = ctx.cfg.hydra
-    n = c.standard_samples if ctx.manifest is not None else c.random_samples
-    length = c.standard_length or (c.length if ctx.manifest is not None else c.random_length)
-    samples = _samples(ctx, n, length)
-    if c.ablation != "zero" and len(samples) < 2 and ctx.reader is not None:
+def measure_standard(context: ProbeContext) -> list[Row]:
+    """The registered standard unit.
+
+    Args:
+        context: the checkpoint's probe context.
+
+    Returns:
+        McGrath et al.'s rows on ``standard_samples`` test chunks (random ids without a
+        corpus); a test split too short for two chunks gets two shorter ones, since
+        ``mean`` and ``resample`` need another sample.
+    """
+    c = context.cfg.hydra
+    n = c.standard_samples if context.manifest is not None else c.random_samples
+    length = c.standard_length or (c.length if context.manifest is not None else c.random_length)
+    samples = _samples(context, n, length)
+    if c.ablation != "zero" and len(samples) < 2 and context.reader is not None:
         # mean/resample need another sample: a short test split gets shorter chunks
-        short = int(ctx.reader.total_tokens) // 2
+        short = int(context.reader.total_tokens) // 2
         log.warning("%s: hydra/standard: test split holds one %s-token chunk; %s "
-                    "ablation uses 2 chunks of %d", ctx.ckpt.name, samples.shape[1],
+                    "ablation uses 2 chunks of %d", context.ckpt.name, samples.shape[1],
                     c.ablation, short)
-        samples = _samples(ctx, 2, short)
-    return hydra_standard(ctx.hm, samples, ablation=c.ablation, target=c.target,
+        samples = _samples(context, 2, short)
+    return hydra_standard(context.hm, samples, ablation=c.ablation, target=c.target,
                           positions=c.positions, layer_batch=c.layer_batch, seed=c.seed)

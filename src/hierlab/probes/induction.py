@@ -1,28 +1,10 @@
-"""Induction-type attention on repeated random tokens, copying, phase changes.
+"""Induction-type attention on repeated random tokens, copying scores, phase changes.
 
-Prompts: ``n`` ids uniform in ``[margin, V - margin)`` repeated twice (length ``2n``, no
-BOS), drawn from a seeded ``torch.Generator`` (the reference was unseeded).
-``A[l, h, q, key]`` is the eager attention probability.
-
-* **reference** (docs/reference-study.md#induction-score, exactly): for ``k = 1..k_max``,
-  ``head_score[k, l, h] = mean_{j=0..n-k-1} A[l, h, n+k+j, k+j]`` -- key ``q - n``, the
-  *earlier copy of the query token itself* (a duplicate-token pattern). ``score[k]`` =
-  max over (l, h) of the mean over samples (the notebook); ``score_max_then_mean[k]`` =
-  mean over samples of the per-sample max (the OLMo evaluator).
-* **standard**: ``prefix_matching[l, h] = mean_{q=n..2n-1} A[l, h, q, q-n+1]`` -- the token
-  that *followed* the earlier occurrence (Olsson et al. 2022, "prefix matching"; the
-  TransformerLens ``detect_head('induction_head')`` pattern, which however divides by the
-  total attention of *all* rows, so a perfect head scores ~0.5 there on a BOS-less
-  repeat; we average over the second-half queries so a perfect head scores 1).
-  ``duplicate_token[l, h] = mean_{q=n+1..2n-1} A[l, h, q, q-n]`` (query ``n``'s key 0 is
-  the attention sink without BOS; the reference's ``k >= 1`` leaves it out too).
-  ``copying`` is the OV-circuit eigenvalue score ``sum(lambda) / sum(|lambda|)`` of
-  ``W_U G_f W_O^h W_V^h G_1 W_E``
-  (Elhage et al. 2021; Olsson et al. 2022), with the RMSNorm gains ``G`` folded in when the
-  norms have weights.
-
-The in-distribution repeats, the previous-token score, the loss by position and the ICL
-score are in :mod:`hierlab.probes.in_context`.
+The reference study's induction score (in fact a duplicate-token score) beside the
+literature's prefix-matching, duplicate-token and OV copying scores, all on one set of
+seeded random repeats; the in-distribution and in-context scores are in
+:mod:`hierlab.probes.in_context`. Formulas: docs/probes.md#induction; caveats:
+docs/design-probes.md#induction.
 """
 
 from __future__ import annotations
@@ -60,43 +42,70 @@ __all__ = [
 
 def repeated_random_tokens(
     samples: int,
-    n: int,
+    half_length: int,
     vocab_size: int,
     margin: int = 100,
     seed: int = 0,
     id_range: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """``[samples, 2n]`` ids: ``n`` uniform ids in ``[margin, V - margin)`` (or in
-    ``id_range``), repeated twice."""
+    """Random ids repeated twice: the prompt on which a copying head shows itself.
+
+    Args:
+        samples: how many prompts.
+        half_length: ids per half, ``n``.
+        vocab_size: the model's vocabulary ``V``.
+        margin: ids are drawn from ``[margin, V - margin)``, away from special tokens.
+        seed: seed of the draw (the reference's was unseeded).
+        id_range: ``[lo, hi)`` to draw from instead (small vocabularies, where the
+            margin leaves nothing).
+
+    Returns:
+        ``[samples, 2 * half_length]`` ids, each row two equal halves.
+
+    Raises:
+        DataError: no id left to draw from, or ``id_range`` beyond the vocabulary.
+    """
     lo, hi = id_range if id_range is not None else (margin, vocab_size - margin)
     if id_range is not None and hi > vocab_size:
         raise DataError(f"induction.id_range {id_range} exceeds the vocabulary ({vocab_size})")
     if hi <= lo:
         raise DataError(f"vocabulary of {vocab_size} ids leaves no ids in [{lo}, {hi})")
     g = torch.Generator().manual_seed(seed)
-    half = torch.randint(lo, hi, (samples, n), generator=g)
+    half = torch.randint(lo, hi, (samples, half_length), generator=g)
     return torch.cat([half, half], dim=1)
 
 
 @torch.no_grad()
 def attention_scores(
-    hm: HookedModel, tokens: torch.Tensor, n: int, k_max: int = 10, batch_size: int = 20
+    model: HookedModel,
+    tokens: torch.Tensor,
+    half_length: int,
+    k_max: int = 10,
+    batch_size: int = 20,
 ) -> dict[str, torch.Tensor]:
-    """Per-sample scores from the attention patterns.
+    """Per-sample attention scores on repeated prompts, from one eager forward each.
 
-    Returns ``reference [S, K, L, H]`` (key ``q - n``, queries ``n+k..2n-1``),
-    ``prefix_matching [S, L, H]`` (key ``q - n + 1``) and ``duplicate_token [S, L, H]``
-    (key ``q - n``, queries ``n+1..2n-1``).
+    Args:
+        model: the hooked model.
+        tokens: ``[S, 2n]`` prompts whose halves are equal.
+        half_length: ``n``, the length of each half.
+        k_max: the reference score is computed for ``k = 1..k_max``.
+        batch_size: prompts per forward.
+
+    Returns:
+        ``reference [S, K, L, H]`` (key ``q - n``, queries ``n+k..2n-1``),
+        ``prefix_matching [S, L, H]`` (key ``q - n + 1``) and
+        ``duplicate_token [S, L, H]`` (key ``q - n``, queries ``n+1..2n-1``).
     """
-    names = [f"blocks.{i}.attn.hook_pattern" for i in range(hm.n_layers)]
-    q = torch.arange(n, 2 * n)
+    names = [f"blocks.{i}.attn.hook_pattern" for i in range(model.n_layers)]
+    q = torch.arange(half_length, 2 * half_length)
     ref, pm, dup = [], [], []
-    with hm.eager():
+    with model.eager():
         for b in range(0, tokens.shape[0], batch_size):
-            _, cache = hm.run_with_cache(tokens[b : b + batch_size], names)
+            _, cache = model.run_with_cache(tokens[b : b + batch_size], names)
             pat = torch.stack([cache[nm].float() for nm in names], dim=1)  # [B, L, H, T, T]
-            diag_dup = pat[..., q, q - n]  # [B, L, H, n]
-            diag_pm = pat[..., q, q - n + 1]
+            diag_dup = pat[..., q, q - half_length]  # [B, L, H, n]
+            diag_pm = pat[..., q, q - half_length + 1]
             dup.append(diag_dup[..., 1:].mean(-1).cpu())  # query n: key 0, the sink
             pm.append(diag_pm.mean(-1).cpu())
             # reference: queries n+k+j, keys k+j, j=0..n-k-1 -> the tail of diag_dup from k
@@ -122,7 +131,17 @@ def _base(metric: str, value: float, n: int, seed: int, layer=None, head=None, k
 
 
 def induction_reference(scores: dict[str, torch.Tensor], seed: int) -> list[Row]:
-    """Rows ``score``, ``score_max_then_mean`` (per k) and ``head_score`` (per k, l, h)."""
+    """The reference study's rows from :func:`attention_scores`.
+
+    Args:
+        scores: the output of :func:`attention_scores`.
+        seed: the prompts' seed, recorded in the rows.
+
+    Returns:
+        Rows ``score`` (max over heads of the mean over samples; the study's notebook),
+        ``score_max_then_mean`` (mean over samples of the per-sample max; its OLMo
+        evaluator), both per ``k``, and ``head_score`` per ``k``, layer and head.
+    """
     r = scores["reference"]  # [S, K, L, H]
     s, kk, nl, nh = r.shape
     rows: list[Row] = []
@@ -139,36 +158,43 @@ def induction_reference(scores: dict[str, torch.Tensor], seed: int) -> list[Row]
 
 
 @torch.no_grad()
-def copying_scores(hm: HookedModel) -> torch.Tensor:
-    """``[L, H]`` OV-circuit copying score ``sum(lambda) / sum(|lambda|)`` (Elhage et al. 2021).
+def copying_scores(model: HookedModel) -> torch.Tensor:
+    """OV-circuit copying score ``sum(lambda) / sum(|lambda|)`` (Elhage et al. 2021).
 
     The full OV circuit ``W_U G_f W_O^h W_V^h G_1 W_E`` (``V x V``) has the same non-zero
     eigenvalues as the ``dh x dh`` matrix ``W_V^h G_1 (W_E^T W_U G_f) W_O^h``, which is what
-    we diagonalise. +1 means the head copies the attended token to the output. ``G_1`` is
-    the gain of the norm attention reads through (none in OLMo-2); a family that normalises
-    the attention output (OLMo-2) has that norm's gain folded into ``W_O``.
+    we diagonalise, so the score costs no ``V x V`` matrix. ``G_1`` is the gain of the norm
+    attention reads through (none in OLMo-2); a family that normalises the attention
+    output (OLMo-2) has that norm's gain folded into ``W_O``.
+
+    Args:
+        model: the hooked model (weights only; no forward is run).
+
+    Returns:
+        ``[L, H]`` scores in ``[-1, 1]``; +1 means the head copies the attended token to
+        the output.
     """
-    we = hm.embed.weight.float()  # [V, d]
-    wu = hm.lm_head.weight.float()  # [V, d]
-    gf = getattr(hm.final_norm, "weight", None)
+    we = model.embed.weight.float()  # [V, d]
+    wu = model.lm_head.weight.float()  # [V, d]
+    gf = getattr(model.final_norm, "weight", None)
     wu_eff = wu * gf.float() if gf is not None else wu
     eu = we.T @ wu_eff  # [d, d]: sum_t e_t u_t^T
-    out = torch.zeros(hm.n_layers, hm.n_heads)
-    rep = hm.n_heads // hm.n_kv_heads
-    for layer in range(hm.n_layers):
-        wv = hm.v_weight(layer).float()  # [Hkv*dh, d]
-        wo = hm.o_weight(layer).float()  # [d, H*dh]
-        norm = hm.input_norm(layer)
+    out = torch.zeros(model.n_layers, model.n_heads)
+    rep = model.n_heads // model.n_kv_heads
+    for layer in range(model.n_layers):
+        wv = model.v_weight(layer).float()  # [Hkv*dh, d]
+        wo = model.o_weight(layer).float()  # [d, H*dh]
+        norm = model.input_norm(layer)
         g1 = getattr(norm, "weight", None) if norm is not None else None
         wv_eff = wv * g1.float() if g1 is not None else wv
-        post = hm.attn_out(layer)
-        g_post = getattr(post, "weight", None) if post is not hm.attn(layer) else None
+        post = model.attn_out(layer)
+        g_post = getattr(post, "weight", None) if post is not model.attn(layer) else None
         if g_post is not None:
             wo = wo * g_post.float()[:, None]
-        for h in range(hm.n_heads):
+        for h in range(model.n_heads):
             kv = h // rep
-            wvh = wv_eff[kv * hm.d_head : (kv + 1) * hm.d_head]  # [dh, d]
-            woh = wo[:, h * hm.d_head : (h + 1) * hm.d_head]  # [d, dh]
+            wvh = wv_eff[kv * model.d_head : (kv + 1) * model.d_head]  # [dh, d]
+            woh = wo[:, h * model.d_head : (h + 1) * model.d_head]  # [d, dh]
             m = wvh @ eu @ woh  # [dh, dh]
             lam = torch.linalg.eigvals(m.double())
             denom = lam.abs().sum().item()
@@ -179,7 +205,17 @@ def copying_scores(hm: HookedModel) -> torch.Tensor:
 def induction_standard(
     scores: dict[str, torch.Tensor], copying: torch.Tensor, seed: int
 ) -> list[Row]:
-    """Rows ``prefix_matching(_max)``, ``duplicate_token`` and ``copying``."""
+    """The literature's rows from :func:`attention_scores` and :func:`copying_scores`.
+
+    Args:
+        scores: the output of :func:`attention_scores`.
+        copying: the output of :func:`copying_scores`.
+        seed: the prompts' seed, recorded in the rows.
+
+    Returns:
+        Rows ``prefix_matching_max`` and, per head, ``prefix_matching``,
+        ``duplicate_token`` and ``copying``.
+    """
     pm = scores["prefix_matching"].mean(0)
     dup = scores["duplicate_token"].mean(0)
     s = scores["prefix_matching"].shape[0]
@@ -220,29 +256,45 @@ def _indist_scores(ctx: ProbeContext) -> dict[str, torch.Tensor] | None:
 
 
 @register("induction", "reference")
-def measure_reference(ctx: ProbeContext) -> list[Row]:
-    """The reference scores, beside them the same metrics on test-split repeats (``_indist``)."""
-    seed = ctx.cfg.induction.seed
-    scores = _random_scores(ctx)
-    indist = _indist_scores(ctx)
+def measure_reference(context: ProbeContext) -> list[Row]:
+    """The registered reference unit.
+
+    Args:
+        context: the checkpoint's probe context.
+
+    Returns:
+        The reference rows and, with a test split, the same metrics on test-split
+        repeats (suffixed ``_indist``).
+    """
+    seed = context.cfg.induction.seed
+    scores = _random_scores(context)
+    indist = _indist_scores(context)
     rows = induction_reference(scores, seed)
     return rows + (icmod.indist_reference_rows(indist, seed) if indist else [])
 
 
 @register("induction", "standard")
-def measure_standard(ctx: ProbeContext) -> list[Row]:
-    """Prefix matching, duplicate-token and copying scores, their ``_indist`` twins, then
-    the loss by position, ICL and previous-token rows (:func:`in_context.in_context_rows`)."""
-    seed = ctx.cfg.induction.seed
-    scores = _random_scores(ctx)
-    indist = _indist_scores(ctx)
-    rows = induction_standard(scores, copying_scores(ctx.hm), seed)
+def measure_standard(context: ProbeContext) -> list[Row]:
+    """The registered standard unit.
+
+    Args:
+        context: the checkpoint's probe context.
+
+    Returns:
+        Prefix matching, duplicate-token and copying rows, their ``_indist`` twins, then
+        the loss by position, ICL and previous-token rows
+        (:func:`~hierlab.probes.in_context.in_context_rows`).
+    """
+    seed = context.cfg.induction.seed
+    scores = _random_scores(context)
+    indist = _indist_scores(context)
+    rows = induction_standard(scores, copying_scores(context.hm), seed)
     rows += icmod.indist_standard_rows(indist, seed) if indist else []
-    return rows + icmod.in_context_rows(ctx)
+    return rows + icmod.in_context_rows(context)
 
 
 def phase_change(
-    df: pd.DataFrame,
+    metrics: pd.DataFrame,
     metric: str = "score",
     *,
     probe: str | None = None,
@@ -250,14 +302,26 @@ def phase_change(
     k: int | None = 1,
     reduce: str = "max",
 ) -> pd.DataFrame:
-    """Step of the steepest rise of a metric across checkpoints, per (source, model).
+    """Where a metric rises fastest across checkpoints, per (source, model).
 
-    The metric is reduced over layers/heads per checkpoint (``reduce``: max or mean),
-    sorted by step, and the largest increase per step between consecutive checkpoints is
-    located. Returns ``source, model, metric, step_before, step_after, step`` (the midpoint),
-    ``rise`` (value change over the interval) and ``slope``.
+    The metric is reduced over layers and heads per checkpoint, sorted by step, and the
+    largest increase per step between consecutive checkpoints is located: the phase
+    change of an induction score.
+
+    Args:
+        metrics: a metrics table (``hierlab.load_run(RUN).metrics`` or one probe's).
+        metric: the metric to follow.
+        probe: keep only this probe's rows (``None``: all).
+        variant: keep only this variant's rows (``None``: all).
+        k: keep only rows with this ``k`` when the metric has one (``None``: all).
+        reduce: ``max`` or ``mean`` over layers and heads per checkpoint.
+
+    Returns:
+        One row per (source, model) with at least two checkpoints: ``source, model,
+        metric, step_before, step_after, step`` (the midpoint), ``rise`` (the value
+        change over the interval) and ``slope``.
     """
-    d = df[df["metric"] == metric]
+    d = metrics[metrics["metric"] == metric]
     if probe is not None:
         d = d[d["probe"] == probe]
     if variant is not None:

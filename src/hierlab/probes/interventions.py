@@ -49,11 +49,28 @@ class Interventions:
     ) -> contextlib.AbstractContextManager:
         """Ablate the output of a layer component (``attn``, ``mlp``, ``block``) or one head.
 
-        ``zero`` writes zeros. ``mean`` writes ``reference`` (broadcast; e.g. a mean over a
-        reference batch) or, if ``None``, the mean of the current activation over the batch
-        dimension. ``resample`` writes ``reference`` (the activation from another prompt) or,
-        if ``None``, the activation of the next prompt in the batch (batch rolled by one).
-        A head's output is its slice of ``hook_z`` (before ``o_proj``).
+        A head's output is its slice of ``hook_z`` (before ``o_proj``), the only place a
+        single head's contribution exists on its own.
+
+        Args:
+            layer: the block's index.
+            head: one attention head to ablate; ``None`` ablates the whole component.
+            component: ``attn`` (``hook_attn_out``, or ``hook_z`` for a head), ``mlp``
+                (``hook_mlp_out``) or ``block`` (``hook_resid_post``).
+            method: ``zero`` writes zeros; ``mean`` writes ``reference`` (broadcast, e.g. a
+                mean over a reference batch) or, if ``None``, the mean of the current
+                activation over the batch; ``resample`` writes ``reference`` (the
+                activation from another prompt) or, if ``None``, the activation of the
+                next prompt in the batch (batch rolled by one).
+            reference: the replacement for ``mean`` and ``resample``; ignored by ``zero``.
+            positions: the sequence positions to ablate; ``None`` ablates all.
+
+        Returns:
+            A context manager; the forwards run inside it are ablated.
+
+        Raises:
+            ConfigError: a head outside ``attn``, an unknown component or method, or a
+                ``resample`` without ``reference`` on a batch of one.
         """
         name = self._component_hook(layer, head, component)
         pos = slice(None) if positions is None else positions
@@ -83,7 +100,16 @@ class Interventions:
     def overwrite(
         self, layer: int, value: torch.Tensor, positions: Sequence[int] | slice | None = None
     ) -> contextlib.AbstractContextManager:
-        """Overwrite the output of block ``layer`` (the residual stream) with ``value``."""
+        """Overwrite the output of one block (the residual stream) with ``value``.
+
+        Args:
+            layer: the block's index.
+            value: the replacement, broadcast to ``[B, T, d]`` (e.g. ``[d]`` zeros).
+            positions: the sequence positions to overwrite; ``None`` overwrites all.
+
+        Returns:
+            A context manager; the forwards run inside it see the overwritten stream.
+        """
         pos = slice(None) if positions is None else positions
 
         def fn(act: torch.Tensor) -> torch.Tensor:
@@ -101,7 +127,17 @@ class Interventions:
         *,
         where: Literal["resid_post", "resid_pre"] = "resid_post",
     ) -> contextlib.AbstractContextManager:
-        """Add ``vector`` (``[d]`` or ``[B, d]``) to the residual stream at (layer, position)."""
+        """Add a vector to the residual stream at one layer and position (steering).
+
+        Args:
+            layer: the block's index.
+            vector: ``[d]`` (every prompt) or ``[B, d]`` (one per prompt).
+            position: the sequence position(s) to add it at; default the last.
+            where: after the block (``resid_post``) or before it (``resid_pre``).
+
+        Returns:
+            A context manager; the forwards run inside it carry the added vector.
+        """
 
         def fn(act: torch.Tensor) -> torch.Tensor:
             out = act.clone()
@@ -122,8 +158,14 @@ class Interventions:
     ) -> contextlib.AbstractContextManager:
         """Replace an activation by ``source`` (the same hook from another run).
 
-        ``positions`` and (for ``hook_z``) ``heads`` restrict the patch; ``source`` must
-        broadcast to the activation.
+        Args:
+            name: the hook point to patch.
+            source: the activation to write; must broadcast to the activation.
+            positions: the sequence positions to patch; ``None`` patches all.
+            heads: for ``hook_z``, the heads to patch; ``None`` patches all.
+
+        Returns:
+            A context manager; the forwards run inside it are patched.
         """
         pos = slice(None) if positions is None else positions
 

@@ -1,34 +1,10 @@
 """Scores that tell a content-based induction head from positional or role-keyed copying.
 
-Why: an induction-type score on repeated random ids (or on spans repeated at one offset)
-rises for a head that attends a fixed distance back as much as for one that matches token
-identity; with fixed-length sentences the two are indistinguishable there. These scores
-are taken on the model's own data and break the identity match on purpose.
-
-Everything here works on an *attention function* ``pattern_fn(ids [B, T]) -> [B, L, H, T, T]``
-(the model's eager attention probabilities, or a constructed pattern in the tests), so the
-scoring and the labels can be checked on patterns whose mechanism is known.
-
-* **Events** (:func:`find_events`): in a window, a content token at query ``t`` whose most
-  recent earlier occurrence ``p`` lies at ``p <= t - min_distance``. Content = a word of a
-  role (subject, verb, object; all regular tokens of an n-gram corpus), never EOS, a
-  connector or a boundary token. First occurrences are kept for the in-context gain.
-* **Successor attention** ``S[l, h] = mean_events A[l, h, t, p + 1]``.
-* **Content share** (match-breaking) ``1 - mean A_broken[l, h, t, p + 1] / mean A[l, h, t, p + 1]``
-  over one event per window, where the broken window has the token at ``p`` replaced by
-  another word of its role: grammar intact, identity match gone.
-* **Causal share** ``1 - G_ablated / G``, ``G`` = mean loss of the next token after first
-  occurrences minus after repeats (the events), with the head's slice of the attention
-  output (before ``o_proj``) replaced by its mean over the windows (per role too).
-* **Random-id prefix matching** at lengths ``n`` in ``(C/4, C/2 - 3, C/2)``:
-  ``mean_{q=n..2n-1} A[l, h, q, q - n + 1]``; a head whose largest value is >= a floor and
-  more than ``ratio`` times its smallest is *positional* (no sentence period divides all
-  three lengths, so a content head scores alike at each).
-* **Fixed-offset attention** ``F[l, h] = max_{d >= 2} mean_t A[l, h, t, t - d]``: the share
-  of attention a head puts at one relative offset on the model's own data.
-* **Permuted-sentence repeats**: K whole test sentences, then the same K in a random
-  order, so every repeat sits at a new offset; successor attention of second-half tokens
-  and the loss gain of the second half over the first.
+An induction-type score on repeated random ids rises for a head that attends a fixed
+distance back as much as for one that matches token identity; these scores are taken on
+the model's own data and break the identity match on purpose. They work on an attention
+function, so they can be checked on constructed patterns. Definitions: docs/mechanism.md;
+design: docs/design-probes.md#mechanism-scores.
 """
 
 from __future__ import annotations
@@ -70,9 +46,19 @@ __all__ = [
 
 def token_roles(vocab_size: int, roles: dict[str, list[int]] | None,
                 special_ids: list[int | None]) -> np.ndarray:
-    """``[V]`` int: the role code of each id (:data:`hierlab.contracts.ROLE_CODES`), or
-    :data:`NOT_CONTENT` for EOS, connectors, boundary and padding. Without roles (an n-gram
-    corpus) every regular id is content with the role ``word``."""
+    """The role of every id: which tokens count as content for the events.
+
+    Args:
+        vocab_size: the vocabulary size ``V``.
+        roles: the corpus's ``{role: [lo, hi)}`` id ranges; ``None`` for an n-gram corpus.
+        special_ids: EOS, boundary, padding, unknown (``None`` entries are ignored); used
+            only without roles.
+
+    Returns:
+        ``[V]`` int: the role code of each id (:data:`hierlab.contracts.ROLE_CODES`), or
+        :data:`NOT_CONTENT` for EOS, connectors, boundary and padding. Without roles every
+        regular id is content with the role ``word``.
+    """
     out = np.full(vocab_size, NOT_CONTENT, dtype=np.int64)
     if roles:
         for name in CONTENT_ROLES:
@@ -88,41 +74,77 @@ def token_roles(vocab_size: int, roles: dict[str, list[int]] | None,
 
 @dataclass(frozen=True)
 class Events:
-    """Repeats (``b, t, p, role``: window, query, earlier occurrence, role code) and first
-    occurrences (``fb, ft, frole``) of content tokens in a batch of windows."""
+    """Repeats and first occurrences of content tokens in a batch of windows.
 
-    b: np.ndarray
-    t: np.ndarray
-    p: np.ndarray
+    One array per field, one entry per repeat (or per first occurrence), so the events
+    index attention patterns and losses directly.
+
+    Attributes:
+        window: each repeat's window.
+        query: its position ``t`` (the repeated token).
+        earlier: the position ``p`` of the token's most recent earlier occurrence.
+        role: its role code.
+        first_window: each first occurrence's window.
+        first_query: its position.
+        first_role: its role code.
+    """
+
+    window: np.ndarray
+    query: np.ndarray
+    earlier: np.ndarray
     role: np.ndarray
-    fb: np.ndarray
-    ft: np.ndarray
-    frole: np.ndarray
+    first_window: np.ndarray
+    first_query: np.ndarray
+    first_role: np.ndarray
 
     def __len__(self) -> int:
-        return int(self.b.shape[0])
+        return int(self.window.shape[0])
 
     @property
     def distance(self) -> np.ndarray:
-        return self.t - self.p
+        """Each repeat's distance back to the earlier occurrence, ``t - p``."""
+        return self.query - self.earlier
 
-    def windows_below(self, n: int) -> Events:
-        """The repeats and first occurrences of windows ``0..n-1``."""
-        r, f = self.b < n, self.fb < n
-        return Events(self.b[r], self.t[r], self.p[r], self.role[r], self.fb[f], self.ft[f],
-                      self.frole[f])
+    def windows_below(self, count: int) -> Events:
+        """The events of the first windows (those the causal share runs on).
 
-    def subset(self, idx: np.ndarray) -> Events:
-        """The repeats at ``idx`` (first occurrences kept)."""
-        return Events(self.b[idx], self.t[idx], self.p[idx], self.role[idx], self.fb,
-                      self.ft, self.frole)
+        Args:
+            count: keep windows ``0..count-1``.
+
+        Returns:
+            Their repeats and first occurrences.
+        """
+        r, f = self.window < count, self.first_window < count
+        return Events(self.window[r], self.query[r], self.earlier[r], self.role[r],
+                      self.first_window[f], self.first_query[f], self.first_role[f])
+
+    def subset(self, indices: np.ndarray) -> Events:
+        """Some of the repeats, with every first occurrence kept.
+
+        Args:
+            indices: the repeats to keep.
+
+        Returns:
+            The selected repeats and all first occurrences.
+        """
+        return Events(self.window[indices], self.query[indices], self.earlier[indices],
+                      self.role[indices], self.first_window, self.first_query, self.first_role)
 
 
 def find_events(windows: torch.Tensor | np.ndarray, role_of: np.ndarray,
                 min_distance: int = 4, min_query: int = 0) -> Events:
-    """Every content query ``t < T - 1`` (it has a next token) whose most recent earlier
-    occurrence ``p`` satisfies ``p <= t - min_distance`` (a repeat; ``p >= 0``), and every
-    first occurrence; queries before ``min_query`` are left out."""
+    """Find the repeats an induction head could copy from, and the first occurrences.
+
+    Args:
+        windows: ``[W, T]`` token ids.
+        role_of: :func:`token_roles`, the role of every id.
+        min_distance: a repeat's earlier occurrence lies at least this far back.
+        min_query: queries before this position are left out.
+
+    Returns:
+        Every content query ``t < T - 1`` (it has a next token) whose most recent earlier
+        occurrence ``p`` satisfies ``p <= t - min_distance``, and every first occurrence.
+    """
     w = np.asarray(windows, dtype=np.int64)
     rep: list[tuple[int, int, int, int]] = []
     first: list[tuple[int, int, int]] = []
@@ -145,33 +167,72 @@ def find_events(windows: torch.Tensor | np.ndarray, role_of: np.ndarray,
     return Events(ra[:, 0], ra[:, 1], ra[:, 2], ra[:, 3], fa[:, 0], fa[:, 1], fa[:, 2])
 
 
-def take(pat: torch.Tensor, b: np.ndarray, q: np.ndarray, k: np.ndarray) -> torch.Tensor:
-    """``[E, L, H]``: ``pat[b_e, :, :, q_e, k_e]`` of a ``[B, L, H, T, T]`` pattern batch."""
-    idx = [torch.from_numpy(np.asarray(x, dtype=np.int64)).to(pat.device) for x in (b, q, k)]
-    return pat[idx[0], :, :, idx[1], idx[2]].float().cpu()
+def take(patterns: torch.Tensor, batch_index: np.ndarray, query_index: np.ndarray,
+         key_index: np.ndarray) -> torch.Tensor:
+    """Pick one attention entry per event from a batch of patterns, for every head.
+
+    Args:
+        patterns: ``[B, L, H, T, T]`` attention probabilities.
+        batch_index: each event's row in the batch.
+        query_index: each event's query position.
+        key_index: each event's key position.
+
+    Returns:
+        ``[E, L, H]``: ``patterns[b_e, :, :, q_e, k_e]``, on the CPU in float32.
+    """
+    idx = [torch.from_numpy(np.asarray(x, dtype=np.int64)).to(patterns.device)
+           for x in (batch_index, query_index, key_index)]
+    return patterns[idx[0], :, :, idx[1], idx[2]].float().cpu()
 
 
-def offset_profile(pat: torch.Tensor, max_offset: int) -> torch.Tensor:
-    """``[B, L, H, max_offset + 1]``: entry ``d`` is ``mean_t A[l, h, t, t - d]`` over the
-    queries ``t >= d``."""
-    return torch.stack([torch.diagonal(pat, offset=-d, dim1=-2, dim2=-1).float().mean(-1)
+def offset_profile(patterns: torch.Tensor, max_offset: int) -> torch.Tensor:
+    """Attention by relative offset: how much a head looks a fixed distance back.
+
+    Args:
+        patterns: ``[B, L, H, T, T]`` attention probabilities.
+        max_offset: the largest offset ``d``.
+
+    Returns:
+        ``[B, L, H, max_offset + 1]``: entry ``d`` is ``mean_t A[l, h, t, t - d]`` over
+        the queries ``t >= d``.
+    """
+    return torch.stack([torch.diagonal(patterns, offset=-d, dim1=-2, dim2=-1).float().mean(-1)
                         for d in range(max_offset + 1)], -1).cpu()
 
 
 @torch.no_grad()
-def gather_attention(pattern_fn: PatternFn, windows: torch.Tensor, b: np.ndarray,
-                     q: np.ndarray, k: np.ndarray, batch_size: int = 8) -> torch.Tensor:
-    """``[E, L, H]``: ``A[l, h, q_e, k_e]`` of window ``b_e`` for every event ``e``, the
-    windows run ``batch_size`` at a time (so a long batch never holds all patterns)."""
-    b, q, k = (np.asarray(x, dtype=np.int64) for x in (b, q, k))
+def gather_attention(pattern_fn: PatternFn, windows: torch.Tensor, window_index: np.ndarray,
+                     query_index: np.ndarray, key_index: np.ndarray,
+                     batch_size: int = 8) -> torch.Tensor:
+    """One attention entry per event, for every head, over many windows.
+
+    The windows run ``batch_size`` at a time, so a long batch never holds all patterns.
+
+    Args:
+        pattern_fn: the attention function (``ids -> [B, L, H, T, T]``).
+        windows: ``[W, T]`` token ids.
+        window_index: each event's window.
+        query_index: each event's query position.
+        key_index: each event's key position.
+        batch_size: windows per call of ``pattern_fn``.
+
+    Returns:
+        ``[E, L, H]``: ``A[l, h, q_e, k_e]`` of window ``w_e`` for every event ``e``.
+
+    Raises:
+        ValueError: no event falls in the windows.
+    """
+    window_index, query_index, key_index = (np.asarray(x, dtype=np.int64)
+                                            for x in (window_index, query_index, key_index))
     out: torch.Tensor | None = None
     for lo in range(0, windows.shape[0], batch_size):
-        sel = np.nonzero((b >= lo) & (b < lo + batch_size))[0]
+        sel = np.nonzero((window_index >= lo) & (window_index < lo + batch_size))[0]
         if len(sel) == 0:
             continue
-        vals = take(pattern_fn(windows[lo : lo + batch_size]), b[sel] - lo, q[sel], k[sel])
+        vals = take(pattern_fn(windows[lo : lo + batch_size]), window_index[sel] - lo,
+                    query_index[sel], key_index[sel])
         if out is None:
-            out = torch.zeros(len(b), *vals.shape[1:])
+            out = torch.zeros(len(window_index), *vals.shape[1:])
         out[torch.from_numpy(sel)] = vals
     if out is None:
         raise ValueError("gather_attention: no event falls in the windows")
@@ -181,55 +242,97 @@ def gather_attention(pattern_fn: PatternFn, windows: torch.Tensor, b: np.ndarray
 @torch.no_grad()
 def fixed_offset_attention(pattern_fn: PatternFn, windows: torch.Tensor, max_offset: int,
                            batch_size: int = 8) -> torch.Tensor:
-    """``[L, H, max_offset + 1]``: :func:`offset_profile` averaged over the windows (the
-    head's attention by relative offset)."""
+    """Each head's attention by relative offset, averaged over the windows.
+
+    Args:
+        pattern_fn: the attention function.
+        windows: ``[W, T]`` token ids.
+        max_offset: the largest offset.
+        batch_size: windows per call of ``pattern_fn``.
+
+    Returns:
+        ``[L, H, max_offset + 1]``: :func:`offset_profile` averaged over the windows.
+    """
     tot = sum(offset_profile(pattern_fn(windows[lo : lo + batch_size]), max_offset).sum(0)
               for lo in range(0, windows.shape[0], batch_size))
     return tot / windows.shape[0]
 
 
-def break_matches(windows: torch.Tensor, ev: Events, role_of: np.ndarray, seed: int
+def break_matches(windows: torch.Tensor, events: Events, role_of: np.ndarray, seed: int
                   ) -> tuple[torch.Tensor, torch.Tensor, Events]:
-    """One event per window (seeded): ``(clean, broken, events)`` where ``clean`` holds the
-    windows that have an event, ``broken`` the same with the token at the event's ``p``
-    replaced by another word of its role (grammar intact, identity match gone), and
-    ``events`` index them ``0..n-1``."""
+    """Windows whose identity match is broken while the grammar stays intact.
+
+    A content head loses its successor attention in the broken window; a head keyed on
+    position or role does not.
+
+    Args:
+        windows: ``[W, T]`` token ids.
+        events: their repeats (:func:`find_events`).
+        role_of: the role of every id.
+        seed: seed of the choice of event and replacement word.
+
+    Returns:
+        ``(clean, broken, chosen)``: ``clean`` holds the windows that have an event,
+        ``broken`` the same with the token at one event's earlier occurrence replaced by
+        another word of its role, and ``chosen`` that one event per window, indexed
+        ``0..n-1``.
+    """
     g = np.random.default_rng(seed)
     pick: dict[int, int] = {}
-    for i in g.permutation(len(ev)):
-        pick.setdefault(int(ev.b[i]), int(i))
+    for i in g.permutation(len(events)):
+        pick.setdefault(int(events.window[i]), int(i))
     idx = np.array([pick[w] for w in sorted(pick)], dtype=np.int64)
-    chosen = ev.subset(idx)
-    clean = windows[torch.from_numpy(chosen.b)]
+    chosen = events.subset(idx)
+    clean = windows[torch.from_numpy(chosen.window)]
     broken = clean.clone()
     by_role = {int(r): np.nonzero(role_of == r)[0] for r in np.unique(chosen.role)}
     for j in range(len(chosen)):
-        p, pool = int(chosen.p[j]), by_role[int(chosen.role[j])]
+        p, pool = int(chosen.earlier[j]), by_role[int(chosen.role[j])]
         if len(pool) < 2:
             continue  # a one-word role cannot be broken: the event keeps its match
         old = new = int(broken[j, p])
         while new == old:
             new = int(pool[g.integers(len(pool))])
         broken[j, p] = new
-    renum = Events(np.arange(len(chosen), dtype=np.int64), chosen.t, chosen.p, chosen.role,
-                   chosen.fb, chosen.ft, chosen.frole)
+    renum = Events(np.arange(len(chosen), dtype=np.int64), chosen.query, chosen.earlier,
+                   chosen.role, chosen.first_window, chosen.first_query, chosen.first_role)
     return clean, broken, renum
 
 
-def in_context_gain(nll: torch.Tensor, ev: Events, role: int | None = None) -> float:
-    """Mean next-token loss after first occurrences minus after repeats (``nll[b, t]`` is
-    the loss of token ``t + 1``); restricted to one role code when given; nan if empty."""
-    rep = ev.role == role if role is not None else np.ones(len(ev), bool)
-    fst = ev.frole == role if role is not None else np.ones(len(ev.fb), bool)
+def in_context_gain(losses: torch.Tensor, events: Events, role: int | None = None) -> float:
+    """How much easier a token is after a repeat than after its first occurrence.
+
+    Args:
+        losses: ``[W, T - 1]`` next-token losses; ``losses[w, t]`` is the loss of token
+            ``t + 1``.
+        events: the windows' repeats and first occurrences.
+        role: restrict to one role code (``None``: all).
+
+    Returns:
+        Mean loss after first occurrences minus mean loss after repeats; nan if either
+        set is empty.
+    """
+    rep = events.role == role if role is not None else np.ones(len(events), bool)
+    fst = (events.first_role == role if role is not None
+           else np.ones(len(events.first_window), bool))
     if not rep.any() or not fst.any():
         return float("nan")
-    first = nll[torch.from_numpy(ev.fb[fst]), torch.from_numpy(ev.ft[fst])].double().mean()
-    again = nll[torch.from_numpy(ev.b[rep]), torch.from_numpy(ev.t[rep])].double().mean()
+    first = losses[torch.from_numpy(events.first_window[fst]),
+                   torch.from_numpy(events.first_query[fst])].double().mean()
+    again = losses[torch.from_numpy(events.window[rep]),
+                   torch.from_numpy(events.query[rep])].double().mean()
     return float(first - again)
 
 
 def random_repeat_lengths(context: int) -> tuple[int, int, int]:
-    """``(C/4, C/2 - 3, C/2)``: no sentence period divides all three."""
+    """The three lengths of the random-repeat test.
+
+    Args:
+        context: the model's context length ``C``.
+
+    Returns:
+        ``(C/4, C/2 - 3, C/2)`` (at least 2 each): no sentence period divides all three.
+    """
     return (max(2, context // 4), max(2, context // 2 - 3), max(2, context // 2))
 
 
@@ -237,8 +340,20 @@ def random_repeat_lengths(context: int) -> tuple[int, int, int]:
 def random_prefix_matching(pattern_fn: PatternFn, content_ids: np.ndarray, context: int,
                            samples: int, seed: int, batch_size: int = 8
                            ) -> dict[int, torch.Tensor]:
-    """``{n: [L, H]}`` prefix matching on ``samples`` sequences of ``n`` content ids drawn
-    uniformly (seeded), repeated twice, for each ``n`` of :func:`random_repeat_lengths`."""
+    """Prefix matching on random content ids repeated twice, at three lengths.
+
+    Args:
+        pattern_fn: the attention function.
+        content_ids: the ids to draw from (the content words).
+        context: the model's context length.
+        samples: sequences per length.
+        seed: seed of the draw.
+        batch_size: sequences per call of ``pattern_fn``.
+
+    Returns:
+        ``{n: [L, H]}`` mean ``A[l, h, q, q - n + 1]`` over the second-half queries, for
+        each ``n`` of :func:`random_repeat_lengths`.
+    """
     g = torch.Generator().manual_seed(seed)
     ids = torch.as_tensor(np.asarray(content_ids, dtype=np.int64))
     out = {}
@@ -253,11 +368,19 @@ def random_prefix_matching(pattern_fn: PatternFn, content_ids: np.ndarray, conte
     return out
 
 
-def positional_flags(pm: dict[int, torch.Tensor], ratio: float = 2.0, floor: float = 0.1
-                     ) -> torch.Tensor:
-    """``[L, H]`` bool: the largest random-id prefix matching is >= ``floor`` and more than
-    ``ratio`` times the smallest over the lengths (a head keyed on a distance, not on ids)."""
-    stack = torch.stack(list(pm.values()))  # [3, L, H]
+def positional_flags(prefix_matching: dict[int, torch.Tensor], ratio: float = 2.0,
+                     floor: float = 0.1) -> torch.Tensor:
+    """Flag heads keyed on a distance, not on ids: their score varies with the length.
+
+    Args:
+        prefix_matching: :func:`random_prefix_matching` at the three lengths.
+        ratio: the largest value must exceed the smallest this many times.
+        floor: ... and be at least this.
+
+    Returns:
+        ``[L, H]`` bool.
+    """
+    stack = torch.stack(list(prefix_matching.values()))  # [3, L, H]
     hi, lo = stack.max(0).values, stack.min(0).values
     return (hi >= floor) & (hi > ratio * lo.clamp_min(1e-9))
 
@@ -266,24 +389,42 @@ def positional_flags(pm: dict[int, torch.Tensor], ratio: float = 2.0, floor: flo
 class PermutedPrompts:
     """Prompts of K sentences then the same K in another order, right-padded to one length.
 
-    ``half[i]`` is prompt ``i``'s first-half length (both halves have it); ``b, t, src``
-    are the second-half content queries and the position of the same token in the
-    sentence's first-half copy, so the induction target of query ``t`` is ``src + 1``.
+    Attributes:
+        ids: ``[N, T]`` the prompts.
+        half_length: each prompt's first-half length (both halves have it).
+        window: each second-half content query's prompt.
+        query: its position.
+        source: the position of the same token in the sentence's first-half copy, so
+            the induction target of the query is ``source + 1``.
     """
 
     ids: torch.Tensor
-    half: np.ndarray
-    b: np.ndarray
-    t: np.ndarray
-    src: np.ndarray
+    half_length: np.ndarray
+    window: np.ndarray
+    query: np.ndarray
+    source: np.ndarray
 
 
 def permuted_sentence_prompts(windows: torch.Tensor, eos_id: int, role_of: np.ndarray,
                               max_half: int, samples: int, seed: int, pad_id: int
                               ) -> PermutedPrompts | None:
-    """Per test window: K whole distinct sentences (EOS-terminated) filling at most
-    ``max_half`` tokens, then the same K in a random order that moves every sentence (a
-    derangement), so no repeat keeps its offset. None if no window has 2 such sentences."""
+    """Repeats at new offsets: whole sentences, then the same sentences reordered.
+
+    Args:
+        windows: ``[W, T]`` test windows.
+        eos_id: the end-of-sentence id.
+        role_of: the role of every id (which tokens are queries).
+        max_half: the most tokens of one half.
+        samples: at most this many prompts.
+        seed: seed of the reorderings.
+        pad_id: the id prompts are right-padded with.
+
+    Returns:
+        Per window, K whole distinct sentences (EOS-terminated) filling at most
+        ``max_half`` tokens, then the same K in a random order that moves every sentence
+        (a derangement), so no repeat keeps its offset; ``None`` if no window has two
+        such sentences.
+    """
     g = np.random.default_rng(seed)
     rows: list[list[int]] = []
     half, qb, qt, qs = [], [], [], []
@@ -330,11 +471,20 @@ def permuted_sentence_prompts(windows: torch.Tensor, eos_id: int, role_of: np.nd
                                                     for x in (qb, qt, qs)))
 
 
-def permuted_gain(nll: torch.Tensor, pp: PermutedPrompts) -> tuple[float, float]:
-    """(mean loss of the first half's predicted tokens, of the second half's): tokens
-    ``1..m-1`` and ``m+1..2m-1`` of each prompt (``nll[b, t]`` = loss of token ``t + 1``)."""
+def permuted_gain(losses: torch.Tensor, prompts: PermutedPrompts) -> tuple[float, float]:
+    """The loss on the first and the second half of permuted-sentence prompts.
+
+    Args:
+        losses: ``[N, T - 1]`` next-token losses; ``losses[i, t]`` is the loss of token
+            ``t + 1``.
+        prompts: the prompts they were taken on.
+
+    Returns:
+        ``(first, second)``: the mean loss of the first half's predicted tokens
+        (``1..m-1``) and of the second half's (``m+1..2m-1``), ``m`` the half length.
+    """
     first, second = [], []
-    for i, m in enumerate(pp.half.tolist()):
-        first.append(nll[i, : m - 1])
-        second.append(nll[i, m : 2 * m - 1])
+    for i, m in enumerate(prompts.half_length.tolist()):
+        first.append(losses[i, : m - 1])
+        second.append(losses[i, m : 2 * m - 1])
     return float(torch.cat(first).double().mean()), float(torch.cat(second).double().mean())

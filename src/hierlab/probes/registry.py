@@ -1,15 +1,8 @@
 """The probe registry: which function measures each (probe, variant) unit.
 
-A probe module registers one function per variant::
-
-    @register("induction", "reference")
-    def induction_reference_unit(ctx: ProbeContext) -> list[Row]: ...
-
-The function gets the checkpoint's :class:`~hierlab.probes.context.ProbeContext` and
-returns the unit's rows without the checkpoint columns (``[]`` = does not apply). A new
-probe is therefore its module plus one line in :data:`PROBE_MODULES` (and its name in
-``hierlab.contracts.PROBES``, which a test keeps equal to the registry). Modules are
-imported on the first lookup, so importing the registry stays light.
+Each probe module registers one function per variant with :func:`register` and the runner
+looks units up here, so a new probe never touches the runner. How to add one:
+docs/design-probes.md#registry.
 """
 
 from __future__ import annotations
@@ -42,7 +35,18 @@ __all__ = ["PROBE_MODULES", "ProbeUnit", "lookup", "probe_names", "register", "r
 
 
 def register(probe: str, variant: str) -> Callable[[ProbeUnit], ProbeUnit]:
-    """Decorator: ``fn`` measures ``(probe, variant)``; registering a unit twice is an error."""
+    """Decorator: the decorated function measures ``(probe, variant)``.
+
+    Args:
+        probe: the probe's name (one of ``hierlab.contracts.PROBES``).
+        variant: ``reference`` or ``standard``.
+
+    Returns:
+        The decorator; it returns the function unchanged.
+
+    Raises:
+        ConfigError: another function already measures ``(probe, variant)``.
+    """
 
     def deco(fn: ProbeUnit) -> ProbeUnit:
         key = (probe, variant)
@@ -61,20 +65,39 @@ def _load() -> None:
 
 
 def registered() -> dict[tuple[str, str], ProbeUnit]:
-    """Every ``(probe, variant) -> unit``, ordered by :data:`PROBE_MODULES` (then as
-    registered), whichever module happened to be imported first."""
+    """Every registered unit, in an order that does not depend on import order.
+
+    Returns:
+        ``{(probe, variant): unit}``, ordered by :data:`PROBE_MODULES` (then as
+        registered), whichever module happened to be imported first.
+    """
     _load()
     rank = {name: i for i, name in enumerate(PROBE_MODULES)}
     return dict(sorted(_UNITS.items(), key=lambda kv: rank.get(kv[1].__module__, len(rank))))
 
 
 def probe_names() -> tuple[str, ...]:
-    """The registered probes, in :data:`PROBE_MODULES` order."""
+    """The registered probes.
+
+    Returns:
+        Their names, in :data:`PROBE_MODULES` order.
+    """
     return tuple(dict.fromkeys(p for p, _ in registered()))
 
 
 def lookup(probe: str, variant: str) -> ProbeUnit:
-    """The unit measuring ``(probe, variant)``; a :class:`ConfigError` for unknown ones."""
+    """The unit measuring ``(probe, variant)``.
+
+    Args:
+        probe: the probe's name.
+        variant: ``reference`` or ``standard``.
+
+    Returns:
+        The registered function.
+
+    Raises:
+        ConfigError: an unknown probe, or a variant the probe lacks (naming the known ones).
+    """
     units = registered()
     if (probe, variant) not in units:
         known = probe_names()

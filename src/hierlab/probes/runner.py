@@ -1,22 +1,10 @@
 """Run probes over checkpoints into tidy Parquet tables, resumably.
 
-Work is split into units (checkpoint, probe, variant). Each finished unit is written
-atomically (temporary file + rename) to
-``RUN/metrics/.parts/<probe>/<variant>/<config hash>/<step>-<id>.parquet`` -- an empty part
-marks a unit that does not apply (e.g. structure scores without a pcfg corpus) -- and a
-unit whose part exists is skipped, so a killed run resumes where it stopped. The table
-``RUN/metrics/<probe>.parquet`` is then rebuilt from all parts of the current config
-(again temporary file + rename), so it is never half-written. The config hash covers the
-probe's config section: changing a sample count recomputes, it never mixes settings.
-
-Several GPUs (keep it simple): under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) rank ``r``
-takes checkpoints ``i`` with ``i % world == r`` on ``cuda:LOCAL_RANK``, writes its parts
-and a marker ``.parts/.done-<run id>-rank<r>``; rank 0 waits for every rank's marker, then
-merges. No process group is needed.
-
-What a unit measures is not decided here: :func:`probe_checkpoint` looks the (probe,
-variant) up in :mod:`hierlab.probes.registry`, where each probe module registers its
-variants.
+Work is split into (checkpoint, probe, variant) units, each written atomically as a part
+file and skipped when its part exists, so a killed run resumes where it stopped and a
+table is never half-written; under torchrun the ranks split the checkpoints. What a unit
+measures is looked up in :mod:`hierlab.probes.registry`. The part layout, the config hash
+and the multi-GPU protocol: docs/design-probes.md#runner.
 """
 
 from __future__ import annotations
@@ -56,19 +44,38 @@ SCHEMA = METRICS_SCHEMA
 
 
 # ------------------------------------------------------------------ one unit
-def probe_checkpoint(ctx: ProbeContext, probe: str, variant: str) -> list[dict[str, Any]]:
-    """Rows (without the checkpoint columns) of one (probe, variant) unit; [] = n/a.
+def probe_checkpoint(context: ProbeContext, probe: str, variant: str) -> list[dict[str, Any]]:
+    """Measure one (probe, variant) unit on one checkpoint.
 
-    The unit is the function its probe module registered (:mod:`hierlab.probes.registry`).
+    The unit is the function its probe module registered (:mod:`hierlab.probes.registry`);
+    this indirection is the one place tests and benchmarks hook into a sweep.
+
+    Args:
+        context: what the probes of the checkpoint share (model, tokenizer, corpus).
+        probe: the probe's name.
+        variant: ``reference`` or ``standard``.
+
+    Returns:
+        The rows without the checkpoint columns; ``[]`` when the unit does not apply.
     """
-    return lookup(probe, variant)(ctx)
+    return lookup(probe, variant)(context)
 
 
 # ------------------------------------------------------------------ parts and tables
-def probe_hash(cfg: ProbesConfig, probe: str) -> str:
-    """The hash of ``probe``'s config section: its parts folder, so a changed setting
-    recomputes instead of mixing with parts measured under another one."""
-    return section_hash(getattr(cfg, probe))
+def probe_hash(config: ProbesConfig, probe: str) -> str:
+    """The hash of one probe's config section, which names its parts folder.
+
+    Parts measured under other settings then sit in another folder, so a changed setting
+    recomputes instead of mixing with them.
+
+    Args:
+        config: the experiment's ``probes`` section.
+        probe: the probe's name (its section's attribute).
+
+    Returns:
+        The section's hash (``hierlab.contracts.section_hash``).
+    """
+    return section_hash(getattr(config, probe))
 
 
 def _part_path(root: Path, cfg: ProbesConfig, probe: str, variant: str, ck: Checkpoint) -> Path:
@@ -86,10 +93,19 @@ def _to_table(rows: list[dict[str, Any]], ck: Checkpoint, probe: str, variant: s
     return pa.table(cols, schema=METRICS_SCHEMA)
 
 
-def merge_parts(metrics_dir: Path, cfg: ProbesConfig, probe: str) -> Path:
-    """Rebuild ``metrics/<probe>.parquet`` from every part of the current config."""
+def merge_parts(metrics_dir: Path, config: ProbesConfig, probe: str) -> Path:
+    """Rebuild ``metrics/<probe>.parquet`` from every part of the current config.
+
+    Args:
+        metrics_dir: the run's ``metrics`` folder.
+        config: the experiment's ``probes`` section (selects the parts by its hash).
+        probe: the probe whose table to rebuild.
+
+    Returns:
+        The table's path, written atomically (sorted; empty when there are no rows).
+    """
     root = metrics_dir / ".parts" / probe
-    h = probe_hash(cfg, probe)
+    h = probe_hash(config, probe)
     files = sorted(root.glob(f"*/{h}/*.parquet")) if root.exists() else []
     tables = [pq.read_table(f, schema=METRICS_SCHEMA) for f in files]
     table = pa.concat_tables(tables) if tables else METRICS_SCHEMA.empty_table()
@@ -133,29 +149,47 @@ def _parse_list(value: Sequence[str] | str | None, default: Sequence[str], allow
 @writes("run_dir")  # one writer per run folder (hierlab.lock)
 @preempt.stoppable  # SIGTERM/SIGINT: stop between units (hierlab.preempt)
 def run_probes(
-    pc: ProbesConfig,
+    config: ProbesConfig,
     run_dir: Path,
     checkpoints: str | Path | None = None,
     probes: Sequence[str] | str | None = None,
     variant: str | Sequence[str] | None = None,
     device: str | None = None,
 ) -> dict[str, Path]:
-    """Probe every checkpoint of the source; return ``{probe: metrics/<probe>.parquet}``.
+    """Probe every checkpoint of a source into ``RUN/metrics/<probe>.parquet``.
 
-    ``pc`` is the experiment's ``probes`` section; ``checkpoints``, ``probes`` and
-    ``variant`` (reference, standard or both) override its ``checkpoints``, ``probes`` and
-    ``variants``.
+    Finished units are kept as part files, so a killed run resumes; a checkpoint that
+    fails to download, verify or load is logged, recorded in
+    ``metrics/failed_checkpoints.json`` and skipped.
+
+    Args:
+        config: the experiment's ``probes`` section.
+        run_dir: the run folder; the tables go to its ``metrics`` folder.
+        checkpoints: the checkpoint source, overriding ``config.checkpoints``
+            (see :func:`~hierlab.probes.checkpoints.discover_checkpoints`).
+        probes: the probes to run (a list or comma-separated), overriding
+            ``config.probes``.
+        variant: ``reference``, ``standard`` or ``both`` (or a list), overriding
+            ``config.variants``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, overriding ``config.device``.
+
+    Returns:
+        ``{probe: path of its table}``; ``{}`` on a torchrun rank other than 0.
+
+    Raises:
+        ConfigError: an unknown probe, variant or device.
+        DataError: rank 0 waited longer than ``merge_timeout_s`` for the other ranks.
     """
     run_dir = Path(run_dir)
-    probe_list = _parse_list(probes, pc.probes, ALL_PROBES, "probe")
-    variants = _parse_list(variant, pc.variants, VARIANTS, "variant")
-    dev = _resolve_device(device, pc)
+    probe_list = _parse_list(probes, config.probes, ALL_PROBES, "probe")
+    variants = _parse_list(variant, config.variants, VARIANTS, "variant")
+    dev = _resolve_device(device, config)
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     metrics = run_dir / "metrics"
     parts = metrics / ".parts"
-    ckpts = discover_checkpoints(checkpoints if checkpoints is not None else pc.checkpoints,
-                                 run_dir, pc.hub)
+    ckpts = discover_checkpoints(checkpoints if checkpoints is not None else config.checkpoints,
+                                 run_dir, config.hub)
     if not ckpts:
         log.warning("no checkpoints found in %s", checkpoints or run_dir)
     mine = [c for i, c in enumerate(ckpts) if i % world == rank]
@@ -163,11 +197,11 @@ def run_probes(
     for ck in progress_bar(mine, desc=f"probes (rank {rank})" if world > 1 else "probes",
                            unit="ckpt"):
         todo = [(p, v) for p in probe_list for v in variants
-                if not _part_path(parts, pc, p, v, ck).exists()]
+                if not _part_path(parts, config, p, v, ck).exists()]
         if not todo:
             continue
         preempt.stop(f"probe: before {ck.name}; finished units are kept in {parts}")
-        _probe_one(pc, ck, todo, parts, dev, failures)
+        _probe_one(config, ck, todo, parts, dev, failures)
     if world > 1:
         run_id = os.environ.get("TORCHELASTIC_RUN_ID", "local")
         marker = parts / f".done-{run_id}-rank{rank}"
@@ -175,15 +209,15 @@ def run_probes(
         marker.write_text(str(time.time()))
         if rank != 0:
             return {}
-        deadline = time.time() + pc.merge_timeout_s
+        deadline = time.time() + config.merge_timeout_s
         while not all((parts / f".done-{run_id}-rank{r}").exists() for r in range(world)):
             if time.time() > deadline:
-                raise DataError(f"rank 0 waited {pc.merge_timeout_s:.0f}s for the other ranks")
+                raise DataError(f"rank 0 waited {config.merge_timeout_s:.0f}s for the other ranks")
             time.sleep(2.0)
         for r in range(world):
             (parts / f".done-{run_id}-rank{r}").unlink(missing_ok=True)
     metrics.mkdir(parents=True, exist_ok=True)
-    return {p: merge_parts(metrics, pc, p) for p in probe_list}
+    return {p: merge_parts(metrics, config, p) for p in probe_list}
 
 
 def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], parts: Path,

@@ -1,11 +1,8 @@
 """Structure scores: how much next-token mass the model puts on the grammatical class.
 
-The reference's score (docs/reference-study.md#structure-scores): the mean softmax mass over
-the verb class after ``[S]``, over the object class after ``[S, V]`` and over the subject
-class after ``[S, V, O, C]``, with S, V, O, C drawn independently and uniformly from their
-classes (no BOS, no mask). The classes are the corpus manifest's ``roles`` ranges (``[lo,
-hi)``); prompts come from a seeded generator (the reference was unseeded). Reference and
-standard variants are the same numbers.
+Whether a grammar model has learned which class comes next (a verb after a subject, ...),
+measured as the reference study does; its reference and standard variants are one
+definition. Prompts and classes: docs/design-probes.md#structure-scores.
 """
 
 from __future__ import annotations
@@ -39,9 +36,24 @@ _SCORES = (
 
 @torch.no_grad()
 def structure_scores(
-    hm: HookedModel, roles: dict[str, Sequence[int]], samples: int = 100, seed: int = 0
+    model: HookedModel, roles: dict[str, Sequence[int]], samples: int = 100, seed: int = 0
 ) -> list[Row]:
-    """Rows ``subject_to_verb``, ``verb_to_object``, ``connector_to_subject``."""
+    """Mean next-token mass on the grammatical class after random grammar prefixes.
+
+    Args:
+        model: the hooked model.
+        roles: the corpus's ``{role: [lo, hi)}`` id ranges (subject, verb, object,
+            connector).
+        samples: prompts per prefix.
+        seed: seed of the prompts (the reference's were unseeded).
+
+    Returns:
+        Rows ``subject_to_verb`` (after ``[S]``), ``verb_to_object`` (after ``[S, V]``)
+        and ``connector_to_subject`` (after ``[S, V, O, C]``).
+
+    Raises:
+        DataError: the roles lack one of the four classes (not a pcfg corpus).
+    """
     for name in ("subject", "verb", "object", "connector"):
         if name not in roles:
             raise DataError(f"corpus roles lack {name!r}; structure scores need a pcfg corpus")
@@ -51,7 +63,7 @@ def structure_scores(
         cols = [torch.randint(int(roles[r][0]), int(roles[r][1]), (samples,), generator=g)
                 for r in prefix]
         ids = torch.stack(cols, 1)
-        probs = hm.forward(ids, logits_to_keep=1)[:, -1].float().softmax(-1)
+        probs = model.forward(ids, logits_to_keep=1)[:, -1].float().softmax(-1)
         lo, hi = int(roles[target][0]), int(roles[target][1])
         mass = probs[:, lo:hi].sum(-1).mean().item()
         rows.append({"metric": metric, "layer": None, "head": None, "k": None,
@@ -59,13 +71,20 @@ def structure_scores(
     return rows
 
 
-def measure(ctx: ProbeContext) -> list[Row]:
-    """Structure scores of a pcfg model; [] (logged) for a model without corpus roles."""
-    if ctx.roles is None:
-        log.info("%s: structure scores need a pcfg corpus; skipped", ctx.ckpt.name)
+def measure(context: ProbeContext) -> list[Row]:
+    """The registered unit for both variants.
+
+    Args:
+        context: the checkpoint's probe context.
+
+    Returns:
+        The structure-score rows; ``[]`` (logged) for a model without corpus roles.
+    """
+    if context.roles is None:
+        log.info("%s: structure scores need a pcfg corpus; skipped", context.ckpt.name)
         return []
-    c = ctx.cfg.structure
-    return structure_scores(ctx.hm, ctx.roles, c.samples, c.seed)
+    settings = context.cfg.structure
+    return structure_scores(context.hm, context.roles, settings.samples, settings.seed)
 
 
 # one definition: the reference study's scores are also the standard ones
