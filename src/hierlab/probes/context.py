@@ -68,7 +68,7 @@ class ProbeContext:
         return self.hm.vocab_size
 
     @property
-    def context(self) -> int:
+    def context_length(self) -> int:
         """The model's context length (``max_position_embeddings``, 512 if unset)."""
         return int(getattr(self.hm.config, "max_position_embeddings", 512) or 512)
 

@@ -302,7 +302,7 @@ def _samples(ctx: ProbeContext, n: int, length: int | None) -> torch.Tensor:
     """Test-split chunks for a hierlab model, seeded random ids for one without a corpus."""
     c = ctx.cfg.hydra
     if ctx.manifest is not None:
-        return ctx.windows(n, length or ctx.context)
+        return ctx.windows(n, length or ctx.context_length)
     return random_token_samples(
         c.random_samples, length or c.random_length, ctx.vocab, c.id_margin, c.seed
     )

@@ -299,10 +299,10 @@ def in_context_rows(context: ProbeContext) -> list[Row]:
     c = context.cfg.induction
     if context.reader is None:
         return []
-    if c.icl_length is not None and c.icl_length > context.context:
+    if c.icl_length is not None and c.icl_length > context.context_length:
         raise ConfigError(f"induction.icl_length {c.icl_length} exceeds the model context "
-                          f"({context.context} tokens)")
-    length = c.icl_length or min(context.context, 512)
+                          f"({context.context_length} tokens)")
+    length = c.icl_length or min(context.context_length, 512)
     try:
         windows = document_windows(context.reader, c.position_windows, length)
         curve = loss_by_position(context.hm, windows, min(c.batch_size, 8))

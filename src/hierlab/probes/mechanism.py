@@ -396,7 +396,7 @@ def measure(context: ProbeContext) -> list[Row]:
         return []
     m = context.manifest
     try:
-        windows = document_windows(context.reader, c.windows, context.context, seed=c.seed)
+        windows = document_windows(context.reader, c.windows, context.context_length, seed=c.seed)
     except DataError as err:
         log.warning("%s: mechanism probe skipped: %s", context.ckpt.name, err)
         return []
@@ -417,7 +417,7 @@ def mechanism_rows(model: HookedModel, windows: torch.Tensor, role_of: np.ndarra
     """The mechanism probe's rows for a model on given windows.
 
     Usable on any data, not only a run's test split, e.g. the random-repeat check in
-    ``benchmarks/mechanism_check.py``.
+    ``experiments/mechanism_check.py``.
 
     Args:
         model: the hooked model.
