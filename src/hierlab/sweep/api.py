@@ -1,4 +1,8 @@
-"""``run_sweep``: load, execute and summarise a sweep in one call (the CLI's and notebooks')."""
+"""``run_sweep``: load, execute and summarise a sweep in one call.
+
+The one entry point of the ``hierlab sweep`` command and of notebooks, so both plan, run
+and summarise a sweep alike.
+"""
 
 from __future__ import annotations
 
