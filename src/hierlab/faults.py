@@ -1,4 +1,4 @@
-"""Fault injection for the reliability tests and ``benchmarks/fault_trials.py``.
+"""Fault injection for the reliability tests and the fault trials (docs/reliability.md).
 
 Inert unless ``HIERLAB_FAULTS`` is set. The real code paths call :func:`hit` at a few
 named points (a write about to be published, a training step boundary); a matching fault
