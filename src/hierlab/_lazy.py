@@ -13,7 +13,15 @@ from typing import Any
 
 
 def lazy_getattr(package: str, names: dict[str, str]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` that imports ``names[attr]`` (a module path) on first use."""
+    """A module ``__getattr__`` that imports ``names[attr]`` (a module path) on first use.
+
+    Args:
+        package: the package's ``__name__``, named in the error for an unknown attribute.
+        names: public attribute -> the module that defines it.
+
+    Returns:
+        The function to assign to the package's ``__getattr__``.
+    """
 
     def __getattr__(name: str) -> Any:
         if name in names:

@@ -52,8 +52,17 @@ SetOpt = Annotated[
 
 
 def overrides_of(items: list[str] | None) -> dict[str, Any]:
-    """The ``--set KEY=VALUE`` items as dotted-key overrides (a malformed item or value is a
-    one-line :class:`~hierlab.errors.ConfigError`; the keys are checked with the config)."""
+    """The ``--set KEY=VALUE`` items as dotted-key overrides.
+
+    A malformed item or value is a one-line :class:`~hierlab.errors.ConfigError`; the keys
+    themselves are checked later, with the config they apply to.
+
+    Args:
+        items: the option's values in the order given (None: the option was not used).
+
+    Returns:
+        dotted key -> value, for :func:`hierlab.overrides.apply_overrides`.
+    """
     from hierlab.overrides import parse_assignments
 
     return parse_assignments(items or [])
@@ -92,6 +101,12 @@ class RegistryHelp(TyperCommand):
     """
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Fill the registry placeholders, then let click write the help as usual.
+
+        Args:
+            ctx: click's context of the command.
+            formatter: click's help formatter, written to.
+        """
         for obj in [self, *self.params]:
             text = getattr(obj, "help", None)
             if text and "{" in text:
@@ -106,7 +121,14 @@ DEVICE_RE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 def check_device(value: str | None) -> str | None:
-    """--device is checked before any work: its syntax, and that CUDA exists if asked for."""
+    """Check ``--device`` before any work: its syntax, and that CUDA exists if asked for.
+
+    Args:
+        value: the option's value (None: not given).
+
+    Returns:
+        ``value`` unchanged; a bad one raises :class:`typer.BadParameter` (exit status 2).
+    """
     if value is None:
         return None
     if not DEVICE_RE.fullmatch(value):
@@ -120,6 +142,17 @@ def check_device(value: str | None) -> str | None:
 
 
 def comma_choice(allowed: tuple[str, ...], what: str) -> Any:
+    """A typer callback for a comma-separated option whose items must come from a list.
+
+    Args:
+        allowed: the names an item may take.
+        what: what an item is (``probe``, ``stage``), named in the error.
+
+    Returns:
+        The callback: it returns the option's value unchanged, or raises
+        :class:`typer.BadParameter` naming the unknown items and the allowed ones.
+    """
+
     def check(value: str | None) -> str | None:
         if value is None:
             return None
@@ -132,6 +165,8 @@ def comma_choice(allowed: tuple[str, ...], what: str) -> Any:
 
 
 class Engine(StrEnum):
+    """``--engine``: where corpus shards are built (local processes or a Dask cluster)."""
+
     local = "local"
     dask = "dask"
 
@@ -146,17 +181,29 @@ OutOpt = Annotated[
 ]
 
 
-def friendly(fn: Any) -> Any:
-    """Turn HierlabError into a one-line message and exit status 1."""
+def friendly(command: Any) -> Any:
+    """Decorate a command so that the errors a user can act on end in one line, no traceback.
 
-    @functools.wraps(fn)
+    A :class:`~hierlab.errors.HierlabError` or a full disk prints ``error: ...`` and exits 1;
+    a stop at a safe point prints ``stopped: ...`` and exits 128 + the signal; a
+    ``KeyboardInterrupt`` (a second Ctrl-C) exits 130. Anything else is a bug and keeps
+    its traceback.
+
+    Args:
+        command: the typer command function.
+
+    Returns:
+        The wrapped command, with logging set up and HF's per-load progress bars off.
+    """
+
+    @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         # our stages show their own progress; HF's per-load weight bars would drown it
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         try:
-            return fn(*args, **kwargs)
+            return command(*args, **kwargs)
         except Preempted as err:  # stopped at a safe point on SIGTERM/SIGINT: where, how on
             typer.secho(f"stopped: {err}", fg="yellow", err=True)
             raise typer.Exit(err.exit_code) from None
@@ -179,5 +226,13 @@ def friendly(fn: Any) -> Any:
 
 
 def run_dir_of(cfg: Any, out: Path | None) -> Path:
-    """--out, else runs/<config name>."""
+    """Where a command writes: ``--out``, else ``runs/<config name>``.
+
+    Args:
+        cfg: the experiment config (its ``name`` gives the default).
+        out: the ``--out`` option (None: not given).
+
+    Returns:
+        The run directory.
+    """
     return out if out is not None else Path("runs") / cfg.name

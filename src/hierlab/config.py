@@ -86,7 +86,11 @@ class ExperimentConfig(BaseModel):
 
 
 def preset_names() -> list[str]:
-    """Names of the configs shipped inside the package (``quickstart``, ``paper``, ...)."""
+    """Names of the configs shipped inside the package, for help texts and path lookup.
+
+    Returns:
+        The preset names, sorted (``gpu``, ``paper``, ``quickstart``, ...).
+    """
     root = resources.files("hierlab") / "configs"
     return sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".yml"))
 
@@ -151,7 +155,16 @@ def _format_error(err: ValidationError, source: str) -> str:
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
-    """Validate a plain dict (as loaded from YAML) into an :class:`ExperimentConfig`."""
+    """Validate a plain dict (as loaded from YAML) into an :class:`ExperimentConfig`.
+
+    Args:
+        data: the config as a plain dict.
+        source: where it came from, to start the error message with.
+
+    Returns:
+        The validated config; an invalid one raises a one-line
+        :class:`~hierlab.errors.ConfigError` naming the field and what is allowed.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping, got {type(data).__name__}")
     try:

@@ -2,16 +2,8 @@
 
 One stage writes these, another reads them; declaring them once here means a reader and
 a writer cannot drift apart. Per-stage details (the shard format, the run files) stay with
-the stage that owns them; only what crosses a stage boundary lives here.
-
-Hashes, each named for what it identifies:
-
-* ``corpus_hash`` -- the corpus config of one corpus (``manifest.json: config_hash``);
-  equal hashes mean byte-identical shards.
-* ``run_hash`` -- one training run: model + training config + the train split's identity
-  (``run.json`` / ``state.json: config_hash``); equal hashes mean the same model.
-* ``probe_hash`` -- one probe's config section (the ``.parts/<probe>/<variant>/<hash>``
-  folder); equal hashes mean the same measurement.
+the stage that owns them; only what crosses a stage boundary lives here. What each of the
+three config hashes identifies: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -90,7 +82,15 @@ ROLE_CODES: dict[str, int] = {
 
 
 def section_hash(section: Any) -> str:
-    """A short stable hash of one config section (a pydantic model): equal hashes mean
-    equal settings. ``corpus_hash`` and ``probe_hash`` are this hash of their section."""
+    """A short stable hash of one config section: equal hashes mean equal settings.
+
+    ``corpus_hash`` and ``probe_hash`` are this hash of their section.
+
+    Args:
+        section: a pydantic model, hashed through its JSON dump with sorted keys.
+
+    Returns:
+        The first 16 hex digits of the SHA-256 of that dump.
+    """
     blob = json.dumps(section.model_dump(mode="json"), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -42,4 +42,5 @@ class Preempted(HierlabError):
 
     @property
     def exit_code(self) -> int:
+        """128 + the signal's number: 143 for SIGTERM, 130 for SIGINT."""
         return 128 + int(self.signum)

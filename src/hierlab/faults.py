@@ -1,23 +1,10 @@
-"""Fault injection for the reliability tests and ``benchmarks/fault_trials.py``.
+"""Fault injection for the reliability tests and the fault trials (docs/reliability.md).
 
 Inert unless ``HIERLAB_FAULTS`` is set. The real code paths call :func:`hit` at a few
 named points (a write about to be published, a training step boundary); a matching fault
-then does what the real fault would do at that moment:
-
-* ``enospc@GLOB`` -- the write whose final path matches ``GLOB`` (``fnmatch`` on the
-  path, or on its name) fails with ``OSError(ENOSPC)`` after its bytes went to the
-  temporary file, as a disk filling up mid-write;
-* ``kill@GLOB`` -- the process writing that path is ``SIGKILL``-ed mid-write (a lost Dask
-  worker, an OOM kill);
-* ``killafter@GLOB`` -- the process is ``SIGKILL``-ed right after that path is published
-  (renamed into place), before it does anything else (a checkpoint boundary);
-* ``sigterm@train:STEP[:RANK]`` -- the process (rank ``RANK`` only, under torchrun) sends
-  itself ``SIGTERM`` after optimizer step ``STEP`` (a scheduler's preemption, on one rank);
-* a ``#N`` suffix lets a fault fire ``N`` times (default once); ``#0`` = every time.
-
-Items are comma-separated. A fault fires at most ``N`` times across every process that
-shares ``HIERLAB_FAULT_DIR`` (claimed by creating a file there, so a Dask task retried on
-another worker is not killed again); without it the count is per process.
+then does what the real fault would do at that moment (a full disk, a kill, a SIGTERM), so
+the tests exercise the real handling, not a mock of it. The syntax of
+``HIERLAB_FAULTS``: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -72,9 +59,19 @@ def _items() -> list[tuple[str, str, int, str]]:
 
 def hit(point: str, path: str | Path | None = None, *, step: int | None = None,
         rank: int = 0) -> None:
-    """Called by the real code at ``point`` (``write`` with the final ``path`` about to be
-    published, ``published`` right after it was, or ``train`` after ``step``); fires a
-    configured fault that matches. No-op by default."""
+    """Fire a configured fault that matches this point of the real code; no-op by default.
+
+    Args:
+        point: ``write`` (the final ``path`` is about to be published), ``published``
+            (right after it was) or ``train`` (after optimizer step ``step``).
+        path: the final path written, at ``write`` and ``published``.
+        step: the optimizer step just taken, at ``train``.
+        rank: this process's torchrun rank, for a fault aimed at one rank.
+
+    Raises:
+        OSError: ENOSPC, for a matching ``enospc`` fault. A ``kill`` or ``killafter``
+            fault kills the process instead, and ``sigterm`` sends it SIGTERM.
+    """
     if ENV not in os.environ:
         return
     for kind, target, times, raw in _items():

@@ -2,18 +2,9 @@
 
 A file is written to a temporary name in the same folder, flushed to disk and renamed
 (``os.replace`` is atomic within one filesystem), so a killed job never leaves a
-half-written shard, table or checkpoint under a final name.
-
-Temporary files and folders are created with ``os.open(..., 0o666)`` / ``os.mkdir(...,
-0o777)`` rather than ``tempfile.mkstemp``/``mkdtemp``: the kernel then applies the umask as
-for any ``open()``, so published files are ``0644`` under the usual umask 022. (``mkstemp``
-makes ``0600`` files, which other users and Dask workers on a shared filesystem cannot
-read.)
-
-A full disk (ENOSPC) while an artefact is written raises :class:`~hierlab.errors.DiskFullError`
-naming the final path and the bytes needed (exactly when the caller knows the size, else at
-least the bytes written before the disk filled); the temporary file or folder is removed,
-so nothing partial is left where a later stage would read it.
+half-written shard, table or checkpoint under a final name, and a full disk is one
+:class:`~hierlab.errors.DiskFullError` with nothing partial left behind. Why the
+temporary files are not made by ``tempfile``: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -71,9 +62,19 @@ def _size_of(path: Path) -> int:
 
 
 def is_disk_full(err: BaseException, where: str | Path | None = None) -> bool:
-    """Whether ``err`` is a write that ran out of space: ENOSPC/EDQUOT, the same reported as
-    text by a native writer (safetensors, Arrow), or any write error on a filesystem with
-    (almost) no space left (torch.save says only "file write failed")."""
+    """Whether ``err`` is a write that ran out of space.
+
+    That is ENOSPC/EDQUOT, the same reported as text by a native writer (safetensors,
+    Arrow), or, given ``where``, any write error on a filesystem with (almost) no space
+    left (``torch.save`` says only "file write failed").
+
+    Args:
+        err: the exception a write raised.
+        where: the folder written to, to look at its free space (None: do not look).
+
+    Returns:
+        True if the error is best reported as a full disk.
+    """
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     if not isinstance(err, Exception) or isinstance(err, DiskFullError):
@@ -89,7 +90,16 @@ def is_disk_full(err: BaseException, where: str | Path | None = None) -> bool:
 
 def disk_full_error(path: str | Path, *, needed: int | None = None,
                     written: int | None = None) -> DiskFullError:
-    """The one-line error for a write of ``path`` that found the disk full."""
+    """The one-line error for a write of ``path`` that found the disk full.
+
+    Args:
+        path: the final path that was being written.
+        needed: the bytes the write needed, when the caller knows them.
+        written: else the bytes written before the disk filled (a lower bound).
+
+    Returns:
+        The error (not raised), naming the path, the size and the free space there.
+    """
     path = Path(path)
     if needed:
         size = f"needs {needed:,} bytes"
@@ -112,7 +122,14 @@ def atomic_path(path: str | Path, *, size: int | None = None) -> Iterator[Path]:
     The temporary file already exists (empty, mode ``0666 & ~umask``), so writers that
     open it by name (pyarrow, ``pq.write_table``) keep the umask's mode. On success the
     file is fsynced and renamed onto ``path``; on any error it is removed; a full disk
-    becomes :class:`DiskFullError` (``size``: the bytes being written, when known).
+    becomes :class:`~hierlab.errors.DiskFullError`.
+
+    Args:
+        path: the final path.
+        size: the bytes being written, when known, for the full-disk message.
+
+    Yields:
+        The temporary path to write to.
     """
     path = Path(path)
     try:
@@ -139,23 +156,43 @@ def atomic_path(path: str | Path, *, size: int | None = None) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
+    """Write ``data`` to ``path`` atomically.
+
+    Args:
+        path: the final path.
+        data: the file's bytes.
+    """
     with atomic_path(path, size=len(data)) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    """Write ``text`` (UTF-8) to ``path`` atomically.
+
+    Args:
+        path: the final path.
+        text: the file's text.
+    """
     atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON (with a final newline) to ``path`` atomically."""
+    """Write ``obj`` as indented JSON (with a final newline) to ``path`` atomically.
+
+    Args:
+        path: the final path.
+        obj: anything ``json.dumps`` takes; keys keep their order.
+    """
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def atomic_write_parquet(table: pa.Table, path: str | Path) -> None:
-    """Write an Arrow table as Parquet to ``path`` atomically."""
+    """Write an Arrow table as Parquet to ``path`` atomically.
+
+    Args:
+        table: the table.
+        path: the final path.
+    """
     import pyarrow.parquet as pq
 
     with atomic_path(path) as tmp:
@@ -167,6 +204,9 @@ def current_umask() -> int:
 
     ``os.umask`` can only be read by setting it, which races with other threads creating
     files; ``/proc/self/status`` reports it directly.
+
+    Returns:
+        The umask, e.g. ``0o022``.
     """
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -183,7 +223,10 @@ def apply_umask(root: str | Path) -> None:
     """Give every file under ``root`` mode ``0666 & ~umask`` and every folder ``0777 & ~umask``.
 
     For folders filled by writers that make private files regardless of the umask
-    (safetensors writes ``0600``).
+    (safetensors writes ``0600``), which other users and Dask workers could not read.
+
+    Args:
+        root: the folder to walk; symbolic links are left alone.
     """
     mask = current_umask()
     for dirpath, _dirnames, filenames in os.walk(root):
@@ -195,7 +238,15 @@ def apply_umask(root: str | Path) -> None:
 
 
 def make_temp_dir(final: str | Path, prefix: str | None = None) -> Path:
-    """A new empty folder beside ``final`` (mode ``0777 & ~umask``) to build it in."""
+    """A new empty folder beside ``final`` (mode ``0777 & ~umask``) to build it in.
+
+    Args:
+        final: the folder that will be published.
+        prefix: the temporary name's start (default ``.<final name>.``).
+
+    Returns:
+        The temporary folder, on the same filesystem as ``final`` so a rename publishes it.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(final, prefix)
@@ -203,15 +254,23 @@ def make_temp_dir(final: str | Path, prefix: str | None = None) -> Path:
     return tmp
 
 
-def publish_dir(tmp: str | Path, final: str | Path, *, overwrite: bool = False) -> bool:
-    """Rename the finished folder ``tmp`` onto ``final``; True if ours was published.
+def publish_dir(temp_dir: str | Path, final: str | Path, *, overwrite: bool = False) -> bool:
+    """Rename the finished folder ``temp_dir`` onto ``final``.
 
-    Modes inside ``tmp`` are first set from the umask (:func:`apply_umask`), whatever
-    wrote them. ``overwrite``: an existing ``final`` is removed first. Otherwise an
-    existing non-empty ``final`` (another process finished the same work first) is kept
-    and ``tmp`` removed.
+    Modes inside ``temp_dir`` are first set from the umask (:func:`apply_umask`), whatever
+    wrote them.
+
+    Args:
+        temp_dir: the finished folder (from :func:`make_temp_dir`).
+        final: where it is published.
+        overwrite: remove an existing ``final`` first. Without it an existing non-empty
+            ``final`` (another process finished the same work first) is kept and
+            ``temp_dir`` removed.
+
+    Returns:
+        True if ``temp_dir`` was published, False if an existing ``final`` was kept.
     """
-    tmp, final = Path(tmp), Path(final)
+    tmp, final = Path(temp_dir), Path(final)
     apply_umask(tmp)
     if overwrite and final.exists():
         shutil.rmtree(final)
@@ -231,9 +290,17 @@ def atomic_dir(
 ) -> Iterator[Path]:
     """Yield a temporary folder to fill; publish it as ``final`` when the block ends.
 
-    On error the temporary folder is removed and ``final`` is untouched. See
-    :func:`publish_dir` for ``overwrite``; ``prefix`` names the temporary folder (callers
-    that sweep up folders torn by a kill glob for it).
+    On error the temporary folder is removed and ``final`` is untouched; a full disk
+    becomes :class:`~hierlab.errors.DiskFullError`.
+
+    Args:
+        final: the folder to publish.
+        overwrite: as for :func:`publish_dir`.
+        prefix: the temporary folder's name start (callers that sweep up folders torn by a
+            kill glob for it).
+
+    Yields:
+        The temporary folder to fill.
     """
     final = Path(final)
     try:
@@ -258,13 +325,28 @@ def atomic_dir(
 
 # ----- checkpoint folders: ``checkpoints/step-XXXXXXXX/`` written by train, read by probes
 def step_dir(root: str | Path, step: int) -> Path:
-    """The folder of checkpoint ``step`` under ``root`` (zero-padded so names sort by step)."""
+    """The folder of checkpoint ``step`` under ``root``.
+
+    Args:
+        root: the checkpoints folder.
+        step: the optimizer step.
+
+    Returns:
+        ``root/step-XXXXXXXX``, zero-padded so that names sort by step.
+    """
     return Path(root) / f"step-{step:08d}"
 
 
 def list_step_dirs(root: str | Path) -> list[tuple[int, Path]]:
-    """``(step, folder)`` of every published ``step-N`` folder under ``root``, by step;
-    temporary ``.tmp-*`` folders of a checkpoint being written are not listed."""
+    """Every published checkpoint folder under ``root``.
+
+    Args:
+        root: the checkpoints folder (missing: nothing is listed).
+
+    Returns:
+        ``(step, folder)`` of every ``step-N`` folder, by step; temporary ``.tmp-*``
+        folders of a checkpoint being written are not listed.
+    """
     root = Path(root)
     out = []
     if root.is_dir():
@@ -275,7 +357,14 @@ def list_step_dirs(root: str | Path) -> list[tuple[int, Path]]:
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:
-    """A JSON file's contents, or None when it is missing or torn (a killed writer)."""
+    """A JSON file's contents, tolerating a file that is not (yet, or any more) there.
+
+    Args:
+        path: the JSON file.
+
+    Returns:
+        Its contents, or None when it is missing or torn (a killed writer).
+    """
     try:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):

@@ -1,21 +1,10 @@
 """One writer per run folder: a ``filelock`` lock plus a note of who holds it.
 
-Every stage that writes into a run folder (``corpus``, ``train``, ``probe``, ``run``) and a
-sweep writing its folder hold ``FOLDER/.hierlab.lock`` (:class:`filelock.FileLock`: an OS
-``flock`` that the kernel releases when its process dies, however it dies) for as long as
-they write. The holder writes ``FOLDER/.hierlab.lock.json`` (pid, host, start time,
-command) beside it, so a second writer refuses at once with a one-line
-:class:`~hierlab.errors.LockedError` naming the folder, the holder's pid and host and when
-it started. A holder note left by a process that is gone (killed with ``-9``) is detected
-and taken over with a warning; on filesystems without ``flock``, where ``filelock`` falls
-back to a lock file that a kill leaves behind, that stale file is removed the same way --
-only for a pid checked dead on this host.
-
-Readers (``figures``, ``load_run``, ``corpus-stats``) take no lock: every artefact is
-published by an atomic rename (:mod:`hierlab.io`), so they never see a half-written file.
-
-Re-entrant within a process (``hierlab run`` holds it across its stages); under
-``torchrun`` only rank 0 locks, for its whole job.
+Every stage that writes into a run or sweep folder holds ``FOLDER/.hierlab.lock`` (an OS
+``flock``, which the kernel releases however its process dies) and notes its pid, host and
+command beside it, so a second writer refuses at once with a one-line
+:class:`~hierlab.errors.LockedError`. Readers take no lock: every artefact is published by
+an atomic rename. Stale notes, re-entry and torchrun: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -70,7 +59,18 @@ def _dead_here(h: dict[str, Any] | None) -> bool:
 
 @contextlib.contextmanager
 def run_lock(folder: str | Path) -> Iterator[None]:
-    """Hold the writer lock of ``folder`` for the block (created if missing)."""
+    """Hold the writer lock of ``folder`` for the block.
+
+    Re-entrant within a process; under torchrun only rank 0 locks. A lock held by a live
+    process is a :class:`~hierlab.errors.LockedError`; one left by a dead process of this
+    host is taken over with a warning.
+
+    Args:
+        folder: the run or sweep folder (created if missing).
+
+    Yields:
+        Nothing; the lock is released and the holder note removed when the block ends.
+    """
     folder = Path(folder).resolve()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0:
         yield  # torchrun: rank 0 holds the lock for the job
@@ -127,8 +127,14 @@ def run_lock(folder: str | Path) -> Iterator[None]:
 
 
 def writes(param: str) -> Callable[[F], F]:
-    """Decorate a stage function: hold :func:`run_lock` on its argument ``param`` (a run
-    or sweep folder) while it runs."""
+    """Decorate a stage function: hold :func:`run_lock` on one of its arguments while it runs.
+
+    Args:
+        param: the name of the parameter that holds the run or sweep folder.
+
+    Returns:
+        The decorator; the decorated function keeps its signature.
+    """
 
     def deco(fn: F) -> F:
         sig = inspect.signature(fn)

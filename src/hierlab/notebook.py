@@ -1,15 +1,9 @@
 """``hierlab.load_run(dir)``: one finished run as Python objects, for notebooks.
 
->>> run = hierlab.load_run("runs/quickstart")
->>> run.config.training.lr                     # the typed config of RUN/config.yml
->>> run.metrics["induction"].query("metric == 'prefix_matching_max'")
->>> hm = run.load_checkpoint(1000, model="pcfg")   # a HookedModel at step 1000
->>> with hm.eager():                              # patterns need eager attention
-...     _, cache = hm.run_with_cache(ids, ["blocks.0.attn.hook_pattern"])
-
-Only the tables are read on load (pandas, no torch); ``load_checkpoint`` imports torch and
-transformers when called. Metrics tables carry the public schema columns only (the
-``source, model, step, ...`` list of docs/probes.md#metrics-tables), in that order.
+Only the tables are read on load (pandas, no torch), so a run opens in a moment;
+``Run.load_checkpoint`` imports torch and transformers when called. Metrics tables carry
+the public schema columns only (docs/probes.md#metrics-tables), in that order. A session:
+docs/getting-started.md#from-python.
 """
 
 from __future__ import annotations
@@ -58,23 +52,45 @@ class Run:
         return sorted(p.name for p in root.iterdir() if (p / "checkpoints").is_dir())
 
     def checkpoints(self, model: str | None = None) -> list[Checkpoint]:
-        """The run's checkpoints (all models, or one), sorted by model then step."""
+        """The run's checkpoints, for probing or loading one by hand.
+
+        Args:
+            model: one model's name (None: every model).
+
+        Returns:
+            The checkpoints, sorted by model then step.
+        """
         from hierlab.probes.checkpoints import discover_checkpoints
 
         cks = discover_checkpoints(None, self.path) if self.models else []
         return [c for c in cks if model is None or c.model == model]
 
     def steps(self, model: str | None = None) -> list[int]:
-        """Checkpoint steps of ``model`` (or of every model, merged)."""
+        """The steps that have a checkpoint, for :meth:`load_checkpoint`.
+
+        Args:
+            model: one model's name (None: every model's steps, merged).
+
+        Returns:
+            The steps, ascending, each once.
+        """
         return sorted({c.step for c in self.checkpoints(model)})
 
     def load_checkpoint(
         self, step: int, model: str | None = None, device: str = "cpu", dtype: str = "float32"
     ) -> HookedModel:
-        """The checkpoint at ``step`` of ``model`` as a :class:`HookedModel` (eval mode).
+        """The checkpoint at ``step`` of ``model``, ready for hooks.
 
-        ``model`` may be omitted when the run trained one model. The tokenizer (when the
-        checkpoint or corpus has one) is on ``.tokenizer`` of the returned object.
+        Args:
+            step: the checkpoint's step (one of :meth:`steps`).
+            model: the model's name; may be omitted when the run trained one model.
+            device: where to load it (``cpu``, ``cuda``, ``cuda:N``).
+            dtype: the weights' dtype (``float32``, ``bfloat16``, ``float16``).
+
+        Returns:
+            A :class:`~hierlab.probes.hooks.HookedModel` in eval mode; the tokenizer (when
+            the checkpoint or corpus has one) is on its ``.tokenizer``. An unknown model or
+            step is a :class:`~hierlab.errors.DataError` listing the ones there are.
         """
         from hierlab.probes.checkpoints import load_model
         from hierlab.probes.hooks import HookedModel
@@ -115,8 +131,14 @@ def _public(table: pd.DataFrame) -> pd.DataFrame:
 def load_run(path: str | Path) -> Run:
     """Load ``RUN/config.yml``, ``RUN/metrics/*.parquet`` and ``models/<c>/{loss,eval}.csv``.
 
-    A run without some of them loads what it has (a run dir that does not exist is a
-    DataError). Hidden columns that a future table may carry are dropped from ``metrics``.
+    A run without some of them loads what it has, so a run still in progress can be read.
+    Hidden columns that a future table may carry are dropped from ``metrics``.
+
+    Args:
+        path: the run directory.
+
+    Returns:
+        The run; a directory that does not exist is a :class:`~hierlab.errors.DataError`.
     """
     path = Path(path)
     if not path.is_dir():

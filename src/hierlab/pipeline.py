@@ -53,8 +53,17 @@ def _stage_probe(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> 
 
 
 def track_probe_summary(cfg: ExperimentConfig, run_dir: Path, paths: dict[str, Path]) -> None:
-    """Log the probe tables' per-checkpoint maxima to ``training.tracking``'s backends
-    (one tracker run ``<name>-probes``; TensorBoard under ``RUN/metrics/tensorboard``)."""
+    """Log the probe tables' per-checkpoint maxima to ``training.tracking``'s backends.
+
+    One tracker run ``<name>-probes`` (TensorBoard under ``RUN/metrics/tensorboard``), so
+    probe curves sit beside the training curves in the same dashboard.
+
+    Args:
+        cfg: the experiment config (its name and ``training`` section).
+        run_dir: the run directory.
+        paths: probe -> its metrics table, as :func:`hierlab.probes.runner.run_probes`
+            returns them; missing files are skipped.
+    """
     import pandas as pd
 
     from hierlab.train.tracking import Tracker, backends_of, log_probe_summary
@@ -90,8 +99,18 @@ def figures(
     """Figures, claims (``RUN/claims.csv``) and ``RUN/report.html`` from one config.
 
     The one path for ``hierlab run`` and ``hierlab figures``, so both judge the claims
-    with the same thresholds: ``fig_cfg.claims`` (``None``: the ``figures`` section of
-    ``RUN/config.yml``). The tables are read once and shared by figures and claims.
+    with the same thresholds. The tables are read once and shared by figures and claims.
+
+    Args:
+        run_dir: the run directory.
+        fig_cfg: the figures section, claim thresholds included (None: the ``figures``
+            section of ``RUN/config.yml``).
+        olmo_loss: a CSV of OLMo-1B's training loss for Fig. 2's third panel.
+        extra_runs: other run directories whose models are drawn as external panels.
+        report: also write ``RUN/report.html``.
+
+    Returns:
+        The figure files, the claims table and the report path (None without a report).
     """
     from hierlab.figures import evaluate_claims, load_run_data, make_figures
     from hierlab.figures.api import run_figures_config
@@ -137,7 +156,25 @@ def run(
     olmo_loss: Path | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> Path:
-    """Run the study's stages in order; return the report path."""
+    """Run the study's stages in order, each skipping the work it finds complete.
+
+    Holds the run folder's writer lock throughout, and stops between stages (or at a
+    stage's own safe point) on SIGTERM/SIGINT.
+
+    Args:
+        cfg: the experiment config; written to ``RUN/config.yml``.
+        run_dir: the run directory.
+        stages: which stages to run, a subsequence of
+            :data:`~hierlab.contracts.STAGES` in order.
+        workers: local processes for the corpus stage.
+        device: ``cpu``, ``cuda`` or ``cuda:N`` for training and probing (None: the
+            config's).
+        olmo_loss: a CSV of OLMo-1B's training loss for Fig. 2.
+        on_stage: called with each stage's name as it starts (progress display).
+
+    Returns:
+        The report path when the last stage is ``figures``, else the run directory.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(

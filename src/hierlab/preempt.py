@@ -1,16 +1,10 @@
 """Preemption: SIGTERM or SIGINT stops a stage at its next safe point, never mid-write.
 
-A cluster scheduler preempts with SIGTERM (SLURM, Kubernetes, torchrun's agent forward it),
-a user with Ctrl-C (SIGINT). While a stage runs under :func:`stoppable`, the first such
-signal only records itself; the stage checks at its safe points and stops there with
-:class:`~hierlab.errors.Preempted`, whose one line says where it stopped and how to resume
-(the CLI prints it and exits ``128 + signal``: 143 for SIGTERM, 130 for SIGINT). A second
-signal stops at once (``KeyboardInterrupt``); every artefact is still atomic.
-
-Safe points: ``train`` after an optimizer step (a resume point checkpoint is saved there and
-every torchrun rank stops at the same step: the flag is all-reduced each step), ``probe``
-between (checkpoint, probe, variant) units, ``corpus`` between shards (running shard
-workers finish theirs) and ``sweep`` between runs (each run stops at its own safe point).
+A cluster scheduler preempts with SIGTERM, a user with Ctrl-C (SIGINT). While a stage
+runs under :func:`stoppable` the first such signal is only recorded; the stage stops at its
+next safe point with :class:`~hierlab.errors.Preempted`, whose one line says where it
+stopped and how to resume. A second signal stops at once. Each stage's safe points:
+``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -40,6 +34,14 @@ _SAME_SIGNAL_S = 2.0  # a repeat within this is the same signal (group + forward
 
 
 def signal_name(signum: int) -> str:
+    """The name a user knows a signal by, for messages.
+
+    Args:
+        signum: the signal's number.
+
+    Returns:
+        Its name, e.g. ``SIGTERM``.
+    """
     return signal.Signals(signum).name
 
 
@@ -59,8 +61,14 @@ def _on_signal(signum: int, _frame: Any) -> None:
 
 @contextlib.contextmanager
 def handling() -> Iterator[None]:
-    """Record SIGTERM/SIGINT instead of dying, for the block (main thread only; nested
-    blocks share the outer one)."""
+    """Record SIGTERM/SIGINT instead of dying, for the block.
+
+    Only the main thread can install signal handlers, so elsewhere this does nothing;
+    nested blocks share the outer one, and the previous handlers are restored at its end.
+
+    Yields:
+        Nothing; :func:`requested` and :func:`stop` read what was recorded.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -81,33 +89,59 @@ def handling() -> Iterator[None]:
         _state["depth"], _state["signum"] = 0, None
 
 
-def stoppable(fn: F) -> F:
-    """Decorate a stage function: signals are recorded while it runs (see :func:`handling`)."""
+def stoppable(stage: F) -> F:
+    """Decorate a stage function: signals are recorded while it runs (see :func:`handling`).
 
-    @functools.wraps(fn)
+    Args:
+        stage: the stage function; it calls :func:`stop` at its safe points.
+
+    Returns:
+        The wrapped function, same signature.
+    """
+
+    @functools.wraps(stage)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with handling():
-            return fn(*args, **kwargs)
+            return stage(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
 
 def requested() -> int | None:
-    """The signal received since the stage started, if any."""
+    """The signal received since the stage started, if any.
+
+    Returns:
+        Its number, or None when no stop was asked for.
+    """
     return _state["signum"]
 
 
 def stop(what: str) -> None:
-    """At a safe point: raise :class:`Preempted` (``what`` says where it stopped) if a
-    signal came."""
+    """At a safe point: stop the stage if a signal came, else do nothing.
+
+    Args:
+        what: where it stopped and what is kept, the start of the one-line message.
+
+    Raises:
+        Preempted: a signal was recorded; the message ends with how to resume.
+    """
     signum = requested()
     if signum is not None:
         raise Preempted(f"{what} ({signal_name(signum)}); {resume_hint()}", signum)
 
 
 def agreed(dist: Any, device: Any) -> int | None:
-    """The stop signal every torchrun rank agrees on at this step (max over ranks), so all
-    stop at the same step; the local one on a single process."""
+    """The stop signal every torchrun rank agrees on at this step, so all stop together.
+
+    Args:
+        dist: the process group's facts (:class:`hierlab.train.dist.Dist`).
+        device: where the all-reduced flag lives (the backend's device).
+
+    Returns:
+        The highest signal number recorded on any rank (the local one on a single
+        process), or None when no rank was signalled. A rank signalled only through this
+        records the signal as its own.
+    """
     if dist.world <= 1:
         return requested()
     import torch
@@ -121,7 +155,12 @@ def agreed(dist: Any, device: Any) -> int | None:
 
 
 def command_line() -> str | None:
-    """This process's ``hierlab ...`` command line (None when it is not the CLI)."""
+    """This process's command line, to tell a user how to resume or who holds a lock.
+
+    Returns:
+        ``hierlab ...`` as a shell would read it, or None when the process is not the
+        ``hierlab`` CLI (a notebook, a test).
+    """
     argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     ours = os.path.basename(argv0) == "hierlab" or (  # the script, or python -m hierlab
         os.path.basename(argv0) == "__main__.py"
@@ -132,15 +171,28 @@ def command_line() -> str | None:
 
 
 def resume_hint() -> str:
-    """How to resume: the same command again."""
+    """How to resume: the same command again.
+
+    Returns:
+        The end of a stop message, quoting the command when it is known.
+    """
     cmd = command_line()
     return f"re-run `{cmd}` to resume" if cmd else "run the same command again to resume"
 
 
 @contextlib.contextmanager
 def forward_to(pids: Callable[[], Any]) -> Iterator[None]:
-    """While the block runs, a recorded signal is also sent to the processes ``pids()``
-    (a sweep's or corpus's workers, when only the parent was signalled)."""
+    """While the block runs, a recorded signal is also sent to the processes ``pids()``.
+
+    For a sweep's or a corpus's workers when only the parent was signalled; a signal sent
+    to the whole group reaches them twice and counts once.
+
+    Args:
+        pids: called when the signal comes; returns the process ids to forward it to.
+
+    Yields:
+        Nothing.
+    """
     _state["forward"].append(pids)
     try:
         yield
@@ -149,7 +201,10 @@ def forward_to(pids: Callable[[], Any]) -> Iterator[None]:
 
 
 def ignore_in_workers() -> None:
-    """Pool initializer: workers ignore SIGINT/SIGTERM sent to the whole process group, so
-    each finishes its current unit and the parent decides (it cancels the rest)."""
+    """Pool initializer: workers ignore SIGINT/SIGTERM sent to the whole process group.
+
+    Each worker then finishes its current unit and the parent decides (it cancels the
+    rest).
+    """
     for s in SIGNALS:
         signal.signal(s, signal.SIG_IGN)

@@ -194,19 +194,23 @@ class PcfgConfig(BaseModel):
 
     @property
     def eos_id(self) -> int:
+        """The end-of-sentence id, right after the connectors."""
         lx = self.lexicon
         return lx.subjects + lx.verbs + lx.objects + lx.connectors
 
     @property
     def boundary_id(self) -> int | None:
+        """The document boundary id after EOS, or None without ``boundary_token``."""
         return self.eos_id + 1 if self.boundary_token else None
 
     @property
     def unk_id(self) -> int:
+        """The tokenizer's [UNK] id, after the ids the grammar emits; never in a corpus."""
         return self.eos_id + (2 if self.boundary_token else 1)
 
     @property
     def pad_id(self) -> int:
+        """The tokenizer's [PAD] id, the last one; never in a corpus."""
         return self.unk_id + 1
 
     @property
@@ -216,15 +220,24 @@ class PcfgConfig(BaseModel):
 
     @property
     def sentences_per_document(self) -> int:
+        """Sections x paragraphs per section x sentences per paragraph."""
         return self.sections * self.paragraphs_per_section * self.sentences_per_paragraph
 
     def split_units(self, split: str) -> int:
-        """Document realisations in ``split`` (base documents x repetitions)."""
+        """How many units (document realisations) ``split`` holds, to cut it into shards.
+
+        Args:
+            split: ``train`` or ``test``.
+
+        Returns:
+            Base documents x repetitions.
+        """
         docs = self.train_documents if split == "train" else self.test_documents
         return docs * self.repetitions
 
     @property
     def units_per_shard(self) -> int:
+        """Document realisations per shard (``documents_per_shard``)."""
         return self.documents_per_shard
 
 
@@ -382,22 +395,27 @@ class NgramConfig(BaseModel):
 
     @property
     def n_contexts(self) -> int:
+        """The number of context tables (``num_contexts``; default: the vocabulary size)."""
         return self.num_contexts if self.num_contexts is not None else self.vocab_size
 
     @property
     def eos_id(self) -> int:
+        """The end-of-sentence id, the last of the process's ``vocab_size`` ids."""
         return self.vocab_size - 1
 
     @property
     def boundary_id(self) -> None:
+        """None: the n-gram process has no documents, so no boundary token."""
         return None
 
     @property
     def unk_id(self) -> int:
+        """The tokenizer's [UNK] id, after the process's ids; never in a corpus."""
         return self.vocab_size
 
     @property
     def pad_id(self) -> int:
+        """The tokenizer's [PAD] id, the last one; never in a corpus."""
         return self.vocab_size + 1
 
     @property
@@ -406,15 +424,28 @@ class NgramConfig(BaseModel):
         return self.vocab_size + 2
 
     def split_units(self, split: str) -> int:
-        """Sentences in ``split``."""
+        """How many units (sentences) ``split`` holds, to cut it into shards.
+
+        Args:
+            split: ``train`` or ``test``.
+
+        Returns:
+            The split's sentence count.
+        """
         return self.train_sentences if split == "train" else self.test_sentences
 
     @property
     def units_per_shard(self) -> int:
+        """Sentences per shard (``sentences_per_shard``)."""
         return self.sentences_per_shard
 
     def weights(self) -> list[float]:
-        """Normalised order weights."""
+        """The probability of each order in ``orders``, drawn before every token.
+
+        Returns:
+            ``order_weights`` or ``i**-order_weight_exponent`` (i = 1, 2, ...), normalised to
+            sum to 1.
+        """
         if self.order_weights is not None:
             w = list(self.order_weights)
         else:

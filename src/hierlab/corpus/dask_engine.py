@@ -17,10 +17,23 @@ from hierlab.errors import ConfigError, DataError
 __all__ = ["dask_map"]
 
 
-def dask_map(fn: Callable[..., dict[str, Any]], jobs: list[tuple], workers: int,
+def dask_map(function: Callable[..., dict[str, Any]], jobs: list[tuple], workers: int,
              scheduler: str | None, bar: Any) -> list[dict[str, Any]]:
-    """``fn(*job)`` of every job on the cluster at ``scheduler`` (or a local one of
-    ``workers`` processes), in the order they finish; ``bar`` counts them."""
+    """Run ``function(*job)`` of every job on a Dask cluster, stopping early on a stop request.
+
+    Args:
+        function: the shard builder (a pure function, so a retried task gives the same
+            bytes).
+        jobs: its argument tuples, ``(config JSON, split, shard index, split folder)``.
+        workers: processes of the local cluster started when no ``scheduler`` is given.
+        scheduler: a running scheduler's address (``tcp://host:8786``), or None.
+        bar: a progress bar, advanced once per finished job.
+
+    Returns:
+        The jobs' results in the order they finished (after a stop request, only those
+        finished so far). A missing ``dask`` is a :class:`~hierlab.errors.ConfigError`;
+        a shard whose every worker died is a :class:`~hierlab.errors.DataError`.
+    """
     try:
         from dask.distributed import Client, LocalCluster
         from dask.distributed import as_completed as dask_completed
@@ -37,7 +50,7 @@ def dask_map(fn: Callable[..., dict[str, Any]], jobs: list[tuple], workers: int,
                                dashboard_address=None)
         client = Client(cluster)
     try:
-        futures = [client.submit(fn, *job, pure=False) for job in jobs]
+        futures = [client.submit(function, *job, pure=False) for job in jobs]
         for fut in dask_completed(futures):
             results.append(_dask_result(fut, jobs[futures.index(fut)]))
             bar.update(1)

@@ -35,7 +35,17 @@ def _sentence_key(buf: np.ndarray, length: int) -> np.uint64:
 
 @njit(cache=True)
 def sentence_spans(tokens: np.ndarray, eos: int, boundary: int) -> tuple:
-    """Start and length (with EOS) of every sentence; boundary tokens are skipped."""
+    """Where every sentence of a token stream lies, to hash or compare sentences in place.
+
+    Args:
+        tokens: the stream.
+        eos: the end-of-sentence id.
+        boundary: the document boundary id, skipped (-1: none).
+
+    Returns:
+        ``(starts, lengths)``: each sentence's first offset (int64) and its length with EOS
+        (int32). Tokens after the last EOS belong to no sentence.
+    """
     n_sent = 0
     for t in tokens:
         if t == eos:
@@ -107,14 +117,37 @@ def _build_table(tokens: np.ndarray, eos: int, boundary: int) -> tuple:
 
 
 @njit(cache=True, inline="always")
-def in_table(buf, length, table, starts, tokens) -> bool:
-    """Whether sentence ``buf[:length]`` is in the table of :func:`_build_table`."""
-    return table[2 * _probe(buf, length, table, starts, tokens) + 1] != 0
+def in_table(sentence: np.ndarray, length: int, table: np.ndarray, starts: np.ndarray,
+             tokens: np.ndarray) -> bool:
+    """Whether a sentence is in a set, from inside a compiled loop (no Python objects).
+
+    Args:
+        sentence: its tokens; the first ``length`` are the sentence, EOS included.
+        length: the sentence's length.
+        table: the set's open-addressing table (:attr:`SentenceSet.table`).
+        starts: the set's sentence offsets (:attr:`SentenceSet.starts`).
+        tokens: the set's token stream (:attr:`SentenceSet.tokens`).
+
+    Returns:
+        True if the set holds exactly this sentence.
+    """
+    return table[2 * _probe(sentence, length, table, starts, tokens) + 1] != 0
 
 
 @dataclass
 class SentenceSet:
-    """Exact membership of token sequences: the test split's sentences (with EOS)."""
+    """Exact membership of token sequences: the test split's sentences (with EOS).
+
+    The fields are plain arrays so that a compiled sampler can pass them to
+    :func:`in_table`, and so that the set memory-maps from disk.
+
+    Attributes:
+        tokens: the sentences' token stream (uint16).
+        table: the open-addressing hash table, two uint64 per slot.
+        starts: each sentence's offset in ``tokens``.
+        lens: each sentence's length with EOS.
+        n_unique: distinct sentences (0: the empty set).
+    """
 
     tokens: np.ndarray
     table: np.ndarray
@@ -124,6 +157,16 @@ class SentenceSet:
 
     @classmethod
     def from_tokens(cls, tokens: np.ndarray, eos: int, boundary: int | None) -> SentenceSet:
+        """Index every distinct sentence of a token stream.
+
+        Args:
+            tokens: the stream (cast to contiguous uint16).
+            eos: the end-of-sentence id.
+            boundary: the document boundary id, skipped (None: none).
+
+        Returns:
+            The set.
+        """
         tokens = np.ascontiguousarray(tokens, dtype=np.uint16)
         table, starts, lens, n_unique = _build_table(
             tokens, eos, -1 if boundary is None else boundary
@@ -132,6 +175,11 @@ class SentenceSet:
 
     @classmethod
     def empty(cls) -> SentenceSet:
+        """A set with no sentence, for a split that is not de-duplicated.
+
+        Returns:
+            The empty set, with arrays of the right types for the compiled sampler.
+        """
         return cls(_EMPTY16, np.zeros(2, np.uint64), np.zeros(0, np.int64),
                    np.zeros(0, np.int32), 0)
 

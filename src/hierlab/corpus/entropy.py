@@ -1,29 +1,10 @@
 """Loss floors: the entropy rates every training curve should be read against.
 
-PCFG (analytic, from the config). A sentence's entropy is the sum of its choices: the
-branch (Bernoulli(p_svo)), each content word, the clause count m in the SVO branch, and
-each connector (uniform). EOS and the branch are revealed by the tokens themselves (S and
-V ids are disjoint), so nothing else carries information. With N sentences per document
-and an optional boundary token per document, the entropy rate is
-
-    H_rate = N * E[H_sentence] / (N * E[len] + b),   E[len] = 4 + 4 p_svo E[m],
-
-where a content word costs ``ln n_role`` for a model that knows the grammar but not the
-document latent (every permutation equally likely, so the word is uniform over its role),
-and the Zipf rank entropy ``H(Zipf(n_role, s))`` when the latent is known. The gap is
-exactly what in-context inference of the latent can win. For the reference grammar:
-4.869 and 3.903 nats/token (docs/corpora.md#loss-floors). The floors describe the process *before*
-test-set rejection, which only removes ~0.3 % of sentences at quickstart scale (measured by
-``corpus-stats``).
-
-n-gram (Monte Carlo, exact conditionals). The order drawn before each token is latent, so
-P(token | history) = sum_n w_n P(token | context(n, history)) depends on the whole
-history and has no closed form; we average the exact conditional negative log-likelihood
-(plus the length law's hazard at each position) over sampled sentences. The analytic
-``context_entropy`` (mean entropy of a context table, what a model would pay if it knew
-the order and context id) is a lower bound reported beside it. With flat copies
-(``copy_probability``) the stream's exact likelihood sums out which sentences are copies
-(a two-state forward pass, :func:`copy_known_nll`).
+For the grammar, ``no_context`` (the grammar known, the document latent not) and
+``latent_known`` are analytic where they can be and exact Monte-Carlo averages where a
+repeat's source is latent; for the n-gram process the rate is a Monte-Carlo average of
+exact conditionals, since the order mixture has no closed form. The derivations:
+``docs/design-pipeline.md``; the values: docs/corpora.md#loss-floors.
 """
 
 from __future__ import annotations
@@ -80,6 +61,15 @@ def pcfg_floors(cfg: PcfgConfig, mc_documents: int = 400) -> dict[str, float]:
     :meth:`PcfgSampler.latent_known_terms`). The gap is the uncertainty whether a sentence
     equal to an eligible source was copied or drawn fresh: small unless fresh sentences are
     predictable (a tiny lexicon, a steep rank law, strong bindings).
+
+    Args:
+        cfg: the grammar's config.
+        mc_documents: documents of the Monte-Carlo average, where one is needed
+            (repetition, permuted recall).
+
+    Returns:
+        ``no_context`` and ``latent_known`` in nats per token, and ``latent_known_upper``
+        for distant copies (``repeat_source: fresh``).
     """
     lx = cfg.lexicon
     p = cfg.svo_probability
@@ -236,7 +226,8 @@ def _boundaryless_copy_floors(cfg: NgramConfig, sampler: NgramSampler,
             "entropy_rate": float(-blind[T] / T)}
 
 
-def copy_known_nll(sentence_nll: np.ndarray, same_as_previous: np.ndarray, rho: float) -> float:
+def copy_known_nll(sentence_nll: np.ndarray, same_as_previous: np.ndarray,
+                   copy_probability: float) -> float:
     """Exact -log P of a stream of sentences under the copy process (forward algorithm).
 
     Each sentence is fresh (n-gram law, ``exp(-sentence_nll)``) or, only right after a fresh
@@ -244,7 +235,19 @@ def copy_known_nll(sentence_nll: np.ndarray, same_as_previous: np.ndarray, rho: 
     sentence. Which sentences are copies is latent, so the two states are summed out; the
     stream starts with a fresh sentence. This is the floor of a model that knows the
     process, copies included.
+
+    Args:
+        sentence_nll: each sentence's -log P as a fresh n-gram sentence (its length law
+            included).
+        same_as_previous: whether each sentence equals the one before it (only those can
+            be copies; the first entry is ignored).
+        copy_probability: rho, the probability that a fresh sentence is followed by its
+            copy.
+
+    Returns:
+        The stream's exact -log P in nats (not per token).
     """
+    rho = copy_probability
     log_rho = np.log(rho) if rho > 0 else -np.inf
     log_stay = np.log1p(-rho) if rho < 1 else -np.inf
     fresh, copy = -float(sentence_nll[0]), -np.inf
@@ -299,6 +302,16 @@ def ngram_floors(cfg: NgramConfig, n_sentences: int = 2000) -> dict[str, float]:
     With ``copy_probability`` > 0 also ``no_context`` (every sentence scored by the n-gram
     law alone: the copies ignored; equal to ``entropy_rate``, since a copy is marginally an
     n-gram sentence) and ``latent_known`` (the copies known: :func:`copy_known_nll`).
+    Designs with a latent or copy gaps take the closed form of :func:`copy_design_floors`.
+
+    Args:
+        cfg: the n-gram process's config.
+        n_sentences: sentences of the Monte-Carlo average, drawn from a dedicated stream.
+
+    Returns:
+        ``entropy_rate`` and ``context_entropy`` (the mean entropy of one context table, a
+        lower bound) in nats per token, plus ``no_context`` and ``latent_known`` with flat
+        copies.
     """
     if cfg.latent != "none" or cfg.copy_gap_max > 0:
         return copy_design_floors(cfg)
@@ -334,4 +347,12 @@ def ngram_floors(cfg: NgramConfig, n_sentences: int = 2000) -> dict[str, float]:
 
 
 def loss_floors(cfg: PcfgConfig | NgramConfig) -> dict[str, float]:
+    """The loss floors of either process, as a corpus manifest records them.
+
+    Args:
+        cfg: a grammar or n-gram corpus config.
+
+    Returns:
+        :func:`pcfg_floors` or :func:`ngram_floors`, with their default sample sizes.
+    """
     return pcfg_floors(cfg) if isinstance(cfg, PcfgConfig) else ngram_floors(cfg)

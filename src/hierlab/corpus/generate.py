@@ -1,22 +1,10 @@
 """Corpus generation: plan shards, build them on local processes or an engine, resume.
 
-A split is cut into shards of a fixed number of units (documents for PCFG, sentences for
-n-gram). Shard i holds output positions [i*D, (i+1)*D) and is a pure function of
-(corpus config, split, i), so shards can be built in any order, by any number of local
-processes (``workers``) or on a Dask cluster (``engine="dask"``), with identical bytes.
-Peak memory is bounded by one shard per worker (plus, for de-duplicated PCFG train
-shards, the test split's sentence table), never by the corpus size.
-
-Why Dask for many machines: it is pure Python, installs from PyPI with no services beyond
-``dask scheduler``/``dask worker`` processes, maps a Python function over shard indices
-with ``client.map``, and its workers only need a shared filesystem for the output
-folder. Ray would work equally but brings a much heavier runtime for a job that is an
-embarrassingly parallel map.
-
-Resume: each finished shard leaves a ``.<shard>.done.json`` marker after its atomic
-rename; a killed run redoes only unmarked shards. When every shard is done the split's
-``manifest.json`` is written atomically. A corpus folder made from a different config is
-never overwritten (error), and a complete split is skipped.
+Shard i of a split is a pure function of (corpus config, split, i), so shards can be built
+in any order, by any number of local processes or on a Dask cluster, with identical bytes,
+and a killed run redoes only the shards that were not finished. Memory is bounded by one
+shard per worker, never by the corpus size. Why Dask, and how resuming works:
+``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -63,8 +51,15 @@ Corpora = Mapping[str, PcfgConfig | NgramConfig]
 
 
 def corpus_hash(cfg: PcfgConfig | NgramConfig) -> str:
-    """The identity of one corpus's config (``config_hash`` in ``corpus.json`` and every
-    manifest): equal hashes mean byte-identical shards, so a finished split is reused."""
+    """The identity of one corpus's config, so that a finished split is recognised and reused.
+
+    Args:
+        cfg: the corpus config.
+
+    Returns:
+        Its :func:`~hierlab.contracts.section_hash` (``config_hash`` in ``corpus.json``
+        and every manifest): equal hashes mean byte-identical shards.
+    """
     return section_hash(cfg)
 
 
@@ -74,11 +69,28 @@ _TEST_SETS: dict[str, SentenceSet] = {}
 
 
 def make_sampler(cfg: PcfgConfig | NgramConfig) -> PcfgSampler | NgramSampler:
+    """The sampler of a corpus's kind, so callers need not tell the kinds apart.
+
+    Args:
+        cfg: the corpus config.
+
+    Returns:
+        A :class:`~hierlab.corpus.pcfg.PcfgSampler` or
+        :class:`~hierlab.corpus.ngram.NgramSampler`.
+    """
     return PcfgSampler(cfg) if isinstance(cfg, PcfgConfig) else NgramSampler(cfg)
 
 
 def plan_shards(cfg: PcfgConfig | NgramConfig, split: str) -> list[tuple[int, int]]:
-    """The [start, stop) unit ranges of every shard of ``split``."""
+    """Cut a split into shards of a fixed number of units (documents or sentences).
+
+    Args:
+        cfg: the corpus config (``units_per_shard``, the split's size).
+        split: ``train`` or ``test``.
+
+    Returns:
+        The ``[start, stop)`` unit range of every shard, in order; the last may be short.
+    """
     total, per = cfg.split_units(split), cfg.units_per_shard
     return [(i * per, min(total, (i + 1) * per)) for i in range(math.ceil(total / per))]
 
@@ -96,6 +108,13 @@ def save_test_set(cfg: PcfgConfig, test_dir: Path) -> Path:
     Workers memory-map it instead of each rebuilding it (seconds and ~0.8 GB per worker at
     the reference scale); the OS shares the pages between processes on one machine.
     Written to a temporary folder and renamed, so a partial table is never read.
+
+    Args:
+        cfg: the grammar's config.
+        test_dir: the complete test split.
+
+    Returns:
+        The table's folder (``test_dir/.sentence-table``); an existing one is kept.
     """
     out = _table_dir(test_dir)
     if (out / "table.npy").exists():
@@ -115,7 +134,18 @@ def save_test_set(cfg: PcfgConfig, test_dir: Path) -> Path:
 
 
 def load_test_set(cfg: PcfgConfig, test_dir: Path) -> SentenceSet:
-    """Every distinct test sentence, for exact de-duplication of the train split."""
+    """Every distinct test sentence, for exact de-duplication of the train split.
+
+    Memory-mapped from the saved table (built first if missing) and cached per process,
+    so every shard a worker builds shares one copy.
+
+    Args:
+        cfg: the grammar's config.
+        test_dir: the complete test split.
+
+    Returns:
+        The test split's sentence set.
+    """
     key = f"{corpus_hash(cfg)}:{Path(test_dir).resolve()}"
     if key not in _TEST_SETS:
         d = _table_dir(test_dir)
@@ -133,6 +163,16 @@ def build_shard(cfg_json: str, split: str, index: int, split_dir: str) -> dict[s
 
     Takes only plain arguments (a JSON config and paths) so it can run in a spawned
     process or on a remote Dask worker.
+
+    Args:
+        cfg_json: the corpus config as JSON.
+        split: ``train`` or ``test``.
+        index: the shard's index in :func:`plan_shards`.
+        split_dir: the split's folder.
+
+    Returns:
+        The shard's record (:func:`~hierlab.corpus.shards.write_shard`) plus ``sentences``
+        and ``rejected``.
     """
     cfg = _ADAPTER.validate_json(cfg_json)
     key = cfg_json
@@ -236,16 +276,26 @@ def generate_shards(
     scheduler: str | None = None,
     desc: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Build shards ``indices`` (default: every shard of :func:`plan_shards`) of ``split``
-    into ``split_dir``; return their records (file, tokens, sha256, ... plus ``sentences``
-    and ``rejected``) in the order of ``indices``.
+    """Build some shards of a split; the bytes do not depend on ``workers`` or ``engine``.
 
-    ``engine`` is ``"local"`` (``workers`` spawned processes; 1 = this process) or
-    ``"dask"`` (a local cluster of ``workers``, or the one at ``scheduler``); the bytes do
-    not depend on either. De-duplicated PCFG train shards need the complete test split
-    beside ``split_dir``: its sentence table is built here once, before the workers start.
-    Neither resume markers are checked nor a manifest written: that is
-    :func:`generate_corpus`'s part.
+    De-duplicated PCFG train shards need the complete test split beside ``split_dir``: its
+    sentence table is built here once, before the workers start. Neither resume markers
+    are checked nor a manifest written: that is :func:`generate_corpus`'s part.
+
+    Args:
+        cfg: the corpus config.
+        split: ``train`` or ``test``.
+        split_dir: the split's folder.
+        indices: the shards to build (default: every shard of :func:`plan_shards`).
+        workers: ``local``: spawned processes (1 = this process); ``dask``: the local
+            cluster's processes.
+        engine: ``local`` or ``dask``.
+        scheduler: a running Dask scheduler's address (None: start a local cluster).
+        desc: the progress bar's label (default: the split).
+
+    Returns:
+        The shards' records (file, tokens, sha256, ... plus ``sentences`` and
+        ``rejected``) in the order of ``indices``.
     """
     order = list(range(len(plan_shards(cfg, split))) if indices is None else indices)
     if (order and split == "train" and isinstance(cfg, PcfgConfig) and cfg.dedup
@@ -267,7 +317,22 @@ def generate_corpus(
     engine: str = "local",
     scheduler: str | None = None,
 ) -> Path:
-    """Generate (or finish) one corpus into ``corpus_dir``; return the folder."""
+    """Generate (or finish) one corpus: its loss floors, tokenizer and both splits.
+
+    Finished shards are kept and a complete split is skipped, so a rerun after a kill
+    resumes; a folder made from a different config is refused, never overwritten.
+
+    Args:
+        name: the corpus's name in the config.
+        cfg: its config.
+        corpus_dir: its folder (``RUN/corpus/<name>``).
+        workers: as for :func:`generate_shards`.
+        engine: as for :func:`generate_shards`.
+        scheduler: as for :func:`generate_shards`.
+
+    Returns:
+        ``corpus_dir``.
+    """
     corpus_dir = Path(corpus_dir)
     meta_path = corpus_dir / "corpus.json"
     chash = corpus_hash(cfg)
@@ -344,8 +409,21 @@ def generate_corpora(
     engine: str = "local",
     scheduler: str | None = None,
 ) -> dict[str, Path]:
-    """Generate every corpus of ``corpora`` (the experiment's ``corpora`` section: name ->
-    config; or only ``only``) under ``run_dir/corpus/``."""
+    """Generate every corpus of an experiment under ``run_dir/corpus/``, resumably.
+
+    Holds the run folder's writer lock, and stops between shards on SIGTERM/SIGINT.
+
+    Args:
+        corpora: the experiment's ``corpora`` section: name -> config.
+        run_dir: the run directory.
+        only: generate only the corpus of this name.
+        workers: as for :func:`generate_shards`.
+        engine: as for :func:`generate_shards`.
+        scheduler: as for :func:`generate_shards`.
+
+    Returns:
+        corpus name -> its folder.
+    """
     if only is not None and only not in corpora:
         raise ConfigError(
             f"--only: no corpus named {only!r} (config has: {', '.join(corpora) or 'none'})"

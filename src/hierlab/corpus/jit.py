@@ -1,15 +1,9 @@
 """The one place the corpus kernels get ``njit`` from, with their on-disk cache folder.
 
 Numba keys a cached function on its own file only, not on the functions it inlines from
-other modules, so an edit to ``rng.py`` could leave a stale ``pcfg.py`` kernel in the
-cache. The kernels are therefore cached in a folder named by a hash of this package's
-sources: any change to any corpus module compiles afresh.
-
-Why ``numba.config.CACHE_DIR`` and not the ``NUMBA_CACHE_DIR`` variable: numba reads the
-folder from its config when a ``cache=True`` function is decorated, so setting it here,
-before any kernel module decorates one, is enough; the process environment (and every
-subprocess it starts) is left alone. A folder the user chose (``NUMBA_CACHE_DIR``, or
-``numba.config.CACHE_DIR`` set earlier) is kept.
+other modules, so the kernels are cached in a folder named by a hash of this package's
+sources: any change to any corpus module compiles afresh. A folder the user chose is kept;
+why it is set through numba's config: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +19,12 @@ __all__ = ["CACHE_DIR", "njit", "source_cache_dir"]
 
 
 def source_cache_dir() -> str:
-    """``$XDG_CACHE_HOME/hierlab/numba/<hash of the corpus package's sources>``."""
+    """The kernel cache folder of exactly these corpus sources.
+
+    Returns:
+        ``$XDG_CACHE_HOME/hierlab/numba/<hash of the corpus package's sources>``
+        (``~/.cache`` without ``XDG_CACHE_HOME``).
+    """
     here = Path(__file__).parent
     digest = hashlib.sha256()
     for path in sorted(here.glob("*.py")):

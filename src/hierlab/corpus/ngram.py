@@ -1,26 +1,10 @@
 """The n-gram baseline: a mixed-order, hashed-context process with no hierarchy
 (docs/reference-study.md#the-n-gram-process).
 
-Before each token an order n is drawn from ``orders`` (weights ∝ i^-1.5 by default); the
-context is the last n tokens of the current sentence (fewer at its start), hashed to one
-of ``num_contexts`` tables. Context c samples a rank r with P(r) ∝ (r+1)^-e_c, where
-e_c = max(Normal(mean, std), floor), and emits word ``ranking_c[r]`` (the identity ranking
-in the reference; per-context rankings with ``permute_rankings``), redrawing EOS. A
-sentence has a length drawn from its law, then EOS. With ``copy_probability`` = rho > 0
-(our extension) a sentence is followed at once, with probability rho, by its verbatim copy
-and EOS; the copy belongs to the same sentence index (same stream), and is never copied
-again. Sentence lengths vary, so the copy lies at a new offset every time. With
-``copy_separator: false`` the copy runs on from its source with no EOS between them, so
-no boundary token marks where it starts: "the same slot after the last EOS" no longer
-finds the copied token, and only a head that matches token identity can.
-With ``emit_eos: false`` no EOS is written at all: sentences and copies run together.
-
-Differences from the reference, by design: every setting is honoured (the reference
-ignored ``order`` and the length law), a test split exists, and every sentence's stream
-derives from (seed, split, sentence index), so there are no seed collisions and the
-corpus does not depend on the thread count (docs/reference-study.md#known-defects). The
-context hash is a keyed SplitMix64 chain instead of SipHash; any fixed hash gives the same
-distribution.
+Before each token an order n is drawn; the last n tokens of the sentence are hashed to one
+of ``num_contexts`` Zipf tables. Every sentence's stream derives from (seed, split,
+sentence index), so any range of sentences is generated alone. The process in detail, its
+flat copies and where it differs from the reference: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -59,19 +43,30 @@ def _finish(suffix, n, key, n_ctx) -> int:
 
 
 @njit(cache=True, inline="always")
-def context_id(sent, pos, order, key, n_ctx) -> int:
-    """Context table of the last ``min(order, pos)`` tokens before ``pos`` (direct form).
+def context_id(sentence: np.ndarray, position: int, order: int, key: np.uint64,
+               n_contexts: int) -> int:
+    """The context table that the token at ``position`` is drawn from (direct form).
 
     The suffix is hashed as the polynomial sum (t+1) * B^j mod 2^64, then mixed with its
     length and the corpus key; the sampler computes the same value in O(1) per order from
     prefix sums (``_sample_sentences``), which the tests check against this form; the
     n-gram loss floor (:mod:`hierlab.corpus.entropy`) uses this form.
+
+    Args:
+        sentence: the sentence's tokens so far.
+        position: the token's position in the sentence.
+        order: the drawn order; the context is the last ``min(order, position)`` tokens.
+        key: the corpus's context-hash key (``NgramSampler.hash_key``).
+        n_contexts: the number of context tables.
+
+    Returns:
+        The context table's index, in ``[0, n_contexts)``.
     """
-    n = min(order, pos)
+    n = min(order, position)
     h = np.uint64(0)
-    for i in range(pos - n, pos):
-        h = h * _POLY + np.uint64(sent[i]) + np.uint64(1)
-    return _finish(h, n, key, n_ctx)
+    for i in range(position - n, position):
+        h = h * _POLY + np.uint64(sentence[i]) + np.uint64(1)
+    return _finish(h, n, key, n_contexts)
 
 
 LATENTS = ("none", "document", "hierarchy", "segment")
@@ -223,9 +218,18 @@ def _context_params(seed, n_ctx, vocab, mean, std, floor, permuted):
 
 
 class NgramSampler:
-    """Generates any contiguous range of a split's sentences, independently of the rest."""
+    """Generates any contiguous range of a split's sentences, independently of the rest.
+
+    The context tables (exponents, rankings, alias tables) are drawn once from the seed on
+    construction; :meth:`generate` then costs only the sentences asked for.
+    """
 
     def __init__(self, cfg: NgramConfig) -> None:
+        """Draw the process's tables from the config.
+
+        Args:
+            cfg: the n-gram corpus config.
+        """
         self.cfg = cfg
         V = cfg.vocab_size
         self.exponents, self.rankings = _context_params(
@@ -263,18 +267,37 @@ class NgramSampler:
             w = np.arange(1, n + 1, dtype=np.float64) ** -cfg.length_zipf_exponent
         return w / w.sum()
 
-    def context_distribution(self, c: int) -> np.ndarray:
-        """P(word | context c), EOS removed and renormalised (what the sampler draws)."""
+    def context_distribution(self, context: int) -> np.ndarray:
+        """The law one context table draws from, for exact likelihoods (the loss floor).
+
+        Args:
+            context: the context table's index.
+
+        Returns:
+            P(word | context) over the vocabulary, EOS removed and renormalised: what the
+            sampler draws.
+        """
         V = self.cfg.vocab_size
-        p = np.arange(1, V + 1, dtype=np.float64) ** -self.exponents[c]
-        words = self.rankings[c] if self.cfg.permute_rankings else np.arange(V)
+        p = np.arange(1, V + 1, dtype=np.float64) ** -self.exponents[context]
+        words = self.rankings[context] if self.cfg.permute_rankings else np.arange(V)
         out = np.zeros(V)
         out[words] = p
         out[self.cfg.eos_id] = 0.0
         return out / out.sum()
 
     def generate(self, split: str, start: int, stop: int, test_set: object = None) -> ShardOutput:
-        """Sentences ``[start, stop)`` of ``split``."""
+        """Generate sentences ``[start, stop)`` of ``split``: one shard's worth.
+
+        Args:
+            split: ``train`` or ``test`` (independent streams).
+            start: the first sentence index.
+            stop: one past the last.
+            test_set: unused; the n-gram process is not de-duplicated (the PCFG sampler's
+                signature, so generation treats both alike).
+
+        Returns:
+            The shard's tokens, sentence starts and annotations.
+        """
         cfg = self.cfg
         stage = STAGE_NGRAM_TRAIN if split == "train" else STAGE_NGRAM_TEST
         tokens, starts, a_sen, a_role = _sample_sentences(

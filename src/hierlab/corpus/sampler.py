@@ -35,7 +35,18 @@ ROLE_WORD: int = ROLE_CODES["word"]  # an n-gram word (no grammatical role)
 
 @dataclass
 class ShardOutput:
-    """What one shard's generation returns."""
+    """What one shard's generation returns.
+
+    Attributes:
+        tokens: the shard's token ids, in stream order.
+        doc_starts: offsets within ``tokens`` where a document starts (a training window
+            may be aligned to them).
+        annotations: per-token latent annotation columns (``role``, ...) or None.
+        units: the documents or sentences the shard holds.
+        rejected: sentences redrawn because they occur in the test split.
+        sentences: sentences written.
+        copies: sentences that copy an earlier one (the grammar's repeats and recalls).
+    """
 
     tokens: np.ndarray
     doc_starts: np.ndarray

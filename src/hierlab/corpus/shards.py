@@ -1,16 +1,9 @@
 """Token shards on disk: Arrow IPC *stream* format, a manifest, atomic writes, a reader.
 
-Why this format: an Arrow IPC stream of one record batch, memory-mapped, gives a reader a
-zero-copy ``uint16`` numpy view of a shard, so peak memory stays independent of corpus
-size; HF ``datasets.Dataset.from_file`` (which reads the *stream* format, memory-mapped)
-and any Arrow tool read it directly. One row per token, column ``input_ids`` (uint16),
-optional annotation columns. Each shard is a single record batch so its column maps to
-one contiguous numpy array. Document start offsets (within the shard) go to a sidecar
-``<shard>.docs.arrow`` (same format) so training can align windows to documents. Shards
-in the Arrow IPC *file* format (written by earlier hierlab versions) are still read.
-
-Every file is written under a temporary name and renamed when complete
-(:mod:`hierlab.io`), so a killed job never leaves a half-written shard under a final name.
+A memory-mapped shard gives a reader a zero-copy ``uint16`` numpy view, so peak memory
+stays independent of corpus size, and HF ``datasets`` and any Arrow tool read it directly.
+Every file is published by an atomic rename, so a killed job never leaves a half-written
+shard under a final name. Why this layout: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -44,13 +37,30 @@ ANNOTATION_TYPES: dict[str, pa.DataType] = {
 
 
 def shard_name(index: int) -> str:
+    """The file name of a shard, zero-padded so that names sort by index.
+
+    Args:
+        index: the shard's index in its split.
+
+    Returns:
+        ``shard-NNNNN.arrow``.
+    """
     return f"shard-{index:05d}.arrow"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+def sha256_file(path: Path, chunk_bytes: int = 1 << 22) -> str:
+    """A file's SHA-256, read in chunks so that memory does not grow with the file.
+
+    Args:
+        path: the file.
+        chunk_bytes: bytes read at a time.
+
+    Returns:
+        The hex digest.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
+        while block := fh.read(chunk_bytes):
             h.update(block)
     return h.hexdigest()
 
@@ -77,11 +87,22 @@ def write_shard(
     doc_starts: np.ndarray | None = None,
     annotations: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Write shard ``index`` (and its doc-offset sidecar) atomically; return its record.
+    """Write shard ``index`` (and its doc-offset sidecar) atomically.
 
-    The record (file, tokens, units, sha256, docs_file) is what the manifest lists. A
-    ``.done.json`` marker is written last, so a shard counts as finished only once its
+    A ``.done.json`` marker is written last, so a shard counts as finished only once its
     data and sidecar are both complete.
+
+    Args:
+        split_dir: the split's folder.
+        index: the shard's index.
+        tokens: its token ids (uint16).
+        units: the documents or sentences it holds.
+        doc_starts: offsets within the shard where a document starts (None: no sidecar).
+        annotations: per-token annotation columns, each as long as ``tokens``.
+
+    Returns:
+        The shard's record (file, tokens, units, sha256, docs_file, docs_sha256): what the
+        manifest lists.
     """
     if tokens.dtype != np.uint16:
         raise ValueError(f"tokens must be uint16, got {tokens.dtype}")
@@ -113,7 +134,14 @@ def finished_shard(split_dir: Path, index: int) -> dict[str, Any] | None:
     """The record of a finished shard, or None if it must be (re)generated.
 
     A shard is finished when its marker exists and the file sizes are plausible; the
-    checksum is verified by :meth:`SplitReader.verify` (and ``hierlab corpus --verify``).
+    checksum is verified by :meth:`SplitReader.verify`.
+
+    Args:
+        split_dir: the split's folder.
+        index: the shard's index.
+
+    Returns:
+        The record its marker holds, or None.
     """
     marker = Path(split_dir) / f".{shard_name(index)}.done.json"
     if not marker.exists():
@@ -131,7 +159,18 @@ def finished_shard(split_dir: Path, index: int) -> dict[str, Any] | None:
 
 
 def write_manifest(split_dir: Path, records: list[dict[str, Any]], **fields: Any) -> Path:
-    """Write ``manifest.json`` atomically: shard list, totals, and the caller's fields."""
+    """Write ``manifest.json`` atomically, which marks the split complete.
+
+    The shards' ``.done.json`` markers are removed afterwards: the manifest now lists them.
+
+    Args:
+        split_dir: the split's folder.
+        records: every shard's record, in index order.
+        **fields: the caller's fields (corpus, config, hash, ids, loss floors ...).
+
+    Returns:
+        The manifest's path.
+    """
     split_dir = Path(split_dir)
     manifest = {
         "format": FORMAT,
@@ -155,7 +194,17 @@ def write_split(
     manifest: dict[str, Any],
     doc_starts: list[np.ndarray] | None = None,
 ) -> Path:
-    """Write a whole split from in-memory arrays (tests, small tools)."""
+    """Write a whole split from in-memory arrays (tests, small tools).
+
+    Args:
+        split_dir: the split's folder.
+        shards: each shard's tokens.
+        manifest: the manifest's fields beside the shard list (``vocab_size`` ...).
+        doc_starts: each shard's document offsets (None: no sidecars, 0 units).
+
+    Returns:
+        The manifest's path.
+    """
     records = [
         write_shard(
             split_dir,
@@ -170,6 +219,15 @@ def write_split(
 
 
 def read_manifest(split_dir: Path) -> dict[str, Any]:
+    """A split's manifest, checked to be one this version reads.
+
+    Args:
+        split_dir: the split's folder.
+
+    Returns:
+        The manifest; a missing, corrupt or foreign one is a
+        :class:`~hierlab.errors.DataError`.
+    """
     path = Path(split_dir) / MANIFEST
     if not path.exists():
         raise DataError(f"{path}: no manifest (generate the corpus first: hierlab corpus)")
@@ -190,6 +248,12 @@ def map_batch(path: str | Path) -> pa.RecordBatch:
 
     Reads the IPC stream format (written now) and the IPC file format (earlier
     corpora), told apart by the file format's leading magic bytes.
+
+    Args:
+        path: the shard (or sidecar) file.
+
+    Returns:
+        The record batch.
     """
     source = pa.memory_map(str(path), "r")
     if source.read(len(_FILE_MAGIC)) == _FILE_MAGIC:
@@ -214,6 +278,11 @@ class SplitReader:
     """
 
     def __init__(self, split_dir: str | Path) -> None:
+        """Open a split by its manifest; no shard is read yet.
+
+        Args:
+            split_dir: the split's folder.
+        """
         self.path = Path(split_dir)
         self.manifest = read_manifest(self.path)
         self._shards: list[np.ndarray | None] = [None] * len(self.manifest["shards"])
@@ -222,40 +291,67 @@ class SplitReader:
 
     @property
     def total_tokens(self) -> int:
+        """Tokens in the whole split."""
         return int(self.offsets[-1])
 
     @property
     def num_shards(self) -> int:
+        """Shards in the split."""
         return len(self._shards)
 
     @property
     def vocab_size(self) -> int:
+        """The vocabulary a model needs for this corpus (the manifest's ``vocab_size``)."""
         return int(self.manifest["vocab_size"])
 
-    def shard_tokens(self, i: int) -> np.ndarray:
-        """Shard ``i``'s tokens as a zero-copy, read-only uint16 array."""
-        arr = self._shards[i]
+    def shard_tokens(self, index: int) -> np.ndarray:
+        """One shard's tokens, memory-mapped once and kept.
+
+        Args:
+            index: the shard's index.
+
+        Returns:
+            A zero-copy, read-only uint16 array.
+        """
+        arr = self._shards[index]
         if arr is None:
-            rec = self.manifest["shards"][i]
+            rec = self.manifest["shards"][index]
             arr = _map_column(self.path / rec["file"], "input_ids")
             if len(arr) != rec["tokens"]:
                 raise DataError(
                     f"{self.path / rec['file']}: {len(arr)} tokens, manifest says {rec['tokens']}"
                 )
-            self._shards[i] = arr
+            self._shards[index] = arr
         return arr
 
-    def column(self, i: int, name: str) -> np.ndarray:
-        """An annotation column of shard ``i`` (zero-copy)."""
+    def column(self, index: int, name: str) -> np.ndarray:
+        """An annotation column of one shard.
+
+        Args:
+            index: the shard's index.
+            name: the column (``role``, ``sentence``, ...).
+
+        Returns:
+            A zero-copy array; a corpus generated without annotations is a
+            :class:`~hierlab.errors.DataError` that says how to get them.
+        """
         if name not in self.manifest.get("columns", ["input_ids"]):
             raise DataError(
                 f"{self.path}: no column {name!r} (columns: {self.manifest.get('columns')}); "
                 "generate the corpus with annotations: true"
             )
-        return _map_column(self.path / self.manifest["shards"][i]["file"], name)
+        return _map_column(self.path / self.manifest["shards"][index]["file"], name)
 
     def read(self, start: int, length: int) -> np.ndarray:
-        """Tokens ``[start, start+length)`` of the whole split, across shard boundaries."""
+        """A window of the whole split, across shard boundaries.
+
+        Args:
+            start: the first token's offset in the split.
+            length: the window's length.
+
+        Returns:
+            Tokens ``[start, start+length)``, a new uint16 array (only they are copied).
+        """
         if start < 0 or length < 0 or start + length > self.total_tokens:
             raise DataError(
                 f"{self.path}: window [{start}, {start + length}) outside the split's "
@@ -273,7 +369,12 @@ class SplitReader:
         return out
 
     def doc_starts(self) -> np.ndarray:
-        """Global offsets at which documents (pcfg) or sentences (ngram) start."""
+        """Where documents start, so that training windows can be aligned to them.
+
+        Returns:
+            Offsets in the whole split (int64) at which documents (pcfg) or sentences
+            (ngram) start.
+        """
         parts = []
         for i, rec in enumerate(self.manifest["shards"]):
             if not rec.get("docs_file"):

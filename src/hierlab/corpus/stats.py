@@ -1,12 +1,8 @@
 """Corpus statistics, measured from the shards, to check them against the config.
 
-``corpus_stats`` reads each split (up to ``max_tokens``), and reports tokens, sentences,
-the sentence-length histogram, the unique-sentence fraction and the train/test overlap;
-for PCFG also the SVO/VSO ratio, the clause counts and, per role, the frequency of each
-Zipf rank (the rank of a word is read off its document's latent permutation, regenerated
-from the seed, so the fit is exact rather than an order-statistics estimate); for
-n-gram the unigram head and the context-exponent floor share. The loss floors come from
-the manifest.
+Tokens, sentences, lengths, uniqueness and the train/test overlap for both processes; the
+grammar's branch ratio, clause counts and rank frequencies, and the n-gram process's
+unigram head and copy statistics. What each one measures: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -306,8 +302,20 @@ def _latent_rates(cfg: PcfgConfig, sampler: PcfgSampler, tokens: np.ndarray, bou
 def corpus_stats(corpus_dir: str | Path, max_tokens: int | None = 20_000_000,
                  save: bool = True, max_docs: int = 20_000, context: int = 64
                  ) -> dict[str, Any]:
-    """Statistics of ``RUN/corpus/<name>`` (both splits), saved to ``stats.json``; for
-    boundary-free copy designs also :func:`copy_statistics` in windows of ``context``."""
+    """Measure a generated corpus, to check it against its config (``hierlab corpus-stats``).
+
+    Args:
+        corpus_dir: the corpus folder, ``RUN/corpus/<name>``.
+        max_tokens: read at most this many tokens per split (None: all).
+        save: also write ``corpus_dir/stats.json``.
+        max_docs: documents whose latent is regenerated for the grammar's rank frequencies.
+        context: window length of :func:`copy_statistics`, computed for boundary-free copy
+            designs.
+
+    Returns:
+        The statistics: the loss floors from the manifest, per split the measured values,
+        and the train/test sentence overlap.
+    """
     corpus_dir = Path(corpus_dir)
     if not (corpus_dir / "corpus.json").exists():
         raise DataError(f"{corpus_dir}: not a corpus folder (no corpus.json); "
@@ -365,7 +373,14 @@ def corpus_stats(corpus_dir: str | Path, max_tokens: int | None = 20_000_000,
 
 
 def format_stats(stats: dict[str, Any]) -> str:
-    """A short human-readable summary."""
+    """A short human-readable summary, as ``hierlab corpus-stats`` prints it.
+
+    Args:
+        stats: what :func:`corpus_stats` returned.
+
+    Returns:
+        The summary, one line per fact, measured values beside the configured ones.
+    """
     lines = [f"corpus {stats['corpus']} ({stats['kind']})"]
     floors = ", ".join(f"{k} {v:.4f}" for k, v in stats["loss_floors"].items()
                        if k in ("no_context", "latent_known", "entropy_rate", "context_entropy"))

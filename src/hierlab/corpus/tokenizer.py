@@ -8,12 +8,23 @@ boundary), ``[UNK]``, ``[PAD]``; the tokenizer's length is the vocabulary a mode
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hierlab.corpus.config import NgramConfig, PcfgConfig
 
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedTokenizerFast
+
 
 def vocabulary(cfg: PcfgConfig | NgramConfig) -> list[str]:
-    """Token names in id order."""
+    """The name of every id, so a decoded sentence reads as roles (``S0 V12 O7 [EOS]``).
+
+    Args:
+        cfg: the corpus config.
+
+    Returns:
+        Token names in id order, ending with ``[UNK]`` and ``[PAD]``.
+    """
     if isinstance(cfg, PcfgConfig):
         lx = cfg.lexicon
         names = [f"S{i}" for i in range(lx.subjects)]
@@ -28,8 +39,16 @@ def vocabulary(cfg: PcfgConfig | NgramConfig) -> list[str]:
     return names + ["[UNK]", "[PAD]"]
 
 
-def build_tokenizer(cfg: PcfgConfig | NgramConfig):  # -> PreTrainedTokenizerFast
-    """A ``PreTrainedTokenizerFast`` (WordLevel, whitespace split) for the corpus."""
+def build_tokenizer(cfg: PcfgConfig | NgramConfig) -> PreTrainedTokenizerFast:
+    """The corpus's tokenizer, so HF tools encode and decode our ids.
+
+    Args:
+        cfg: the corpus config.
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` (WordLevel, whitespace split) with EOS, UNK and PAD
+        set, and ``[DOC]`` as BOS when the corpus has a boundary token.
+    """
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -48,7 +67,15 @@ def build_tokenizer(cfg: PcfgConfig | NgramConfig):  # -> PreTrainedTokenizerFas
 
 
 def save_tokenizer(cfg: PcfgConfig | NgramConfig, out_dir: Path) -> Path:
-    """Save the tokenizer with ``save_pretrained`` into ``out_dir``."""
+    """Save the corpus's tokenizer, so ``AutoTokenizer.from_pretrained`` finds it.
+
+    Args:
+        cfg: the corpus config.
+        out_dir: the folder (created if missing).
+
+    Returns:
+        ``out_dir``.
+    """
     tok = build_tokenizer(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(out_dir))

@@ -1,12 +1,10 @@
 """Figures, claim checks and the HTML report, drawn from a run's tables only.
 
-``make_figures(run_dir)`` reads ``RUN/metrics/*.parquet`` and ``RUN/models/<c>/{loss.csv,
-eval.csv,run.json}`` (never a model) and writes ``RUN/figures/<name>.{png,svg,csv}``;
-``evaluate_claims`` checks the reference study's claims on the same tables and
-``write_report`` bundles everything into ``RUN/report.html``.
-
-The heavy imports (matplotlib, pandas) are deferred: :mod:`hierlab.config` imports
-:mod:`hierlab.figures.config` on every command.
+``make_figures(run_dir)`` reads the metrics tables and training logs (never a model) and
+writes ``RUN/figures/``; ``evaluate_claims`` checks the reference study's claims on the same
+tables and ``write_report`` bundles everything into ``RUN/report.html``. The heavy imports
+are deferred, since :mod:`hierlab.config` imports :mod:`hierlab.figures.config` on every
+command.
 """
 
 from __future__ import annotations

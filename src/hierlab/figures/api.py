@@ -1,4 +1,8 @@
-"""``make_figures``: draw every figure of a run from its tables, in seconds."""
+"""``make_figures``: draw every figure of a run from its tables, in seconds.
+
+Figures read tables only, never a model, so a change of style or threshold is redrawn
+without rerunning a probe.
+"""
 
 from __future__ import annotations
 
@@ -33,13 +37,23 @@ def make_figures(
     extra_runs: Iterable[Path] = (),
     data: RunData | None = None,
 ) -> list[Path]:
-    """Draw all figures of ``run_dir`` into ``RUN/figures/`` and return the written paths.
+    """Draw all figures of ``run_dir`` into ``RUN/figures/``, from its tables only.
 
     Reads only ``RUN/metrics/*.parquet`` and ``RUN/models/<c>/{loss,eval}.csv, run.json``
     (plus those of ``extra_runs``, merged), never a model. Each figure is written in every
     format of ``cfg.formats`` with its data as ``<name>.csv``. A panel without data says
-    "no data"; a missing run dir or a run with nothing to draw raises DataError.
-    ``data`` lets a caller that already loaded the tables skip reading them again.
+    "no data".
+
+    Args:
+        run_dir: the run directory.
+        cfg: the figures section (None: the defaults).
+        olmo_loss: a CSV of OLMo-1B's training loss for Fig. 2's third panel.
+        extra_runs: other run directories whose models are merged in.
+        data: the tables, when the caller already loaded them (not read again).
+
+    Returns:
+        The files written. A missing run dir or a run with nothing to draw is a
+        :class:`~hierlab.errors.DataError`.
     """
     cfg = cfg or FiguresConfig()
     t0 = time.perf_counter()
@@ -61,6 +75,12 @@ def run_figures_config(run_dir: Path) -> FiguresConfig:
     """The ``figures`` section of ``RUN/config.yml`` (defaults when absent).
 
     Only that section is read, so a run written by an older or newer hierlab still draws.
+
+    Args:
+        run_dir: the run directory.
+
+    Returns:
+        The section, validated; an invalid one is a :class:`~hierlab.errors.ConfigError`.
     """
     import yaml
     from pydantic import ValidationError

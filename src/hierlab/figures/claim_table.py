@@ -19,7 +19,17 @@ COLUMNS = ["claim", "variant", "statement", "value", "threshold", "verdict", "de
 
 @dataclass
 class ClaimResult:
-    """One row of the claims table."""
+    """One row of the claims table.
+
+    Attributes:
+        claim: the claim's id (``C1`` ...).
+        variant: ``reference`` or ``standard``.
+        statement: what the claim says.
+        value: the number behind the verdict (NaN: none).
+        threshold: the test, in words.
+        verdict: PASS, FAIL or N/A.
+        detail: the numbers a reader needs to judge the verdict.
+    """
 
     claim: str
     variant: str
@@ -30,13 +40,28 @@ class ClaimResult:
     detail: str
 
 
-def fmt(x: float | None) -> str:
-    """A number as the tables print it: 4 significant digits, ``nan`` when missing."""
-    return "nan" if x is None or not np.isfinite(x) else f"{x:.4g}"
+def fmt(value: float | None) -> str:
+    """A number as the claims table prints it, so every detail reads alike.
+
+    Args:
+        value: the number (None: missing).
+
+    Returns:
+        4 significant digits, or ``nan`` when missing or not finite.
+    """
+    return "nan" if value is None or not np.isfinite(value) else f"{value:.4g}"
 
 
 def side_by_side(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim: statement, then value/verdict per variant (for reports)."""
+    """The claims table with the two variants side by side, as the report shows it.
+
+    Args:
+        table: the claims table, one row per (claim, variant).
+
+    Returns:
+        One row per claim: statement, then value, verdict, threshold and detail per
+        variant.
+    """
     rows = []
     for claim, g in table.groupby("claim", sort=False):
         row = {"claim": claim, "statement": g["statement"].iloc[0]}
@@ -51,7 +76,15 @@ def side_by_side(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_claims(table: pd.DataFrame) -> str:
-    """A plain-text table of the verdicts, reference and standard side by side."""
+    """A plain-text table of the verdicts, as ``hierlab figures`` prints it.
+
+    Args:
+        table: the claims table.
+
+    Returns:
+        One line per claim: the reference and the standard verdict with its value, and the
+        statement.
+    """
     lines = [f"{'claim':<5} {'reference':<18} {'standard':<18} statement"]
     for claim, g in table.groupby("claim", sort=False):
         cells = []

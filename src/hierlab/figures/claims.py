@@ -1,15 +1,10 @@
 """Check the reference study's claims C1-C10 on a run's tables, for both metric variants.
 
 The claims are hypotheses: every check returns the number behind it and PASS, FAIL or N/A
-(the data it needs are missing), and a FAIL is reported as plainly as a PASS. Thresholds
-are the named constants of :mod:`hierlab.figures.config` (``C1_MIN_EARLY_SHARE`` ...),
-overridable through :class:`~hierlab.figures.config.ClaimThresholds`.
-
-Each check is registered with ``@claim(id, statement)`` and its docstring states the exact
-test. The series it reads (loss curves, ``L_init``, ``L(f)``, ``L_final``, induction series,
-Hydra cells, "fraction of training") follow the conventions of :mod:`hierlab.figures.series`;
-a check that needs ``L(f)`` is N/A when the first logged step lies after f x last step (the
-curve cannot resolve it). The table's shape is :mod:`hierlab.figures.claim_table`.
+(the data it needs are missing), and a FAIL is reported as plainly as a PASS. Each check is
+registered with ``@claim(id, statement)`` and its docstring states the exact test; its
+thresholds are :class:`~hierlab.figures.config.ClaimThresholds` and the series it reads
+follow the conventions of :mod:`hierlab.figures.series` (``docs/design-pipeline.md``).
 """
 
 from __future__ import annotations
@@ -47,7 +42,14 @@ when it converged cannot be seen, so C1 is N/A (and FAIL if the loss rose by mor
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a check decides; :meth:`Claim.result` adds the claim, variant and statement."""
+    """What a check decides; :meth:`Claim.result` adds the claim, variant and statement.
+
+    Attributes:
+        value: the number behind the verdict (None: there is none).
+        threshold: the test, in words.
+        verdict: PASS, FAIL or N/A.
+        detail: the numbers a reader needs to judge the verdict.
+    """
 
     value: float | None
     threshold: str
@@ -56,7 +58,15 @@ class Outcome:
 
 
 def na(threshold: str, why: str) -> Outcome:
-    """N/A: the data the check needs are missing (``why`` says which)."""
+    """The outcome of a check whose data are missing: N/A, never a silent PASS or FAIL.
+
+    Args:
+        threshold: the test, in words.
+        why: which data are missing.
+
+    Returns:
+        An N/A outcome without a value.
+    """
     return Outcome(None, threshold, NA, why)
 
 
@@ -72,9 +82,18 @@ class Claim:
     statement: str
     check: Check
 
-    def result(self, data: RunData, variant: str, t: ClaimThresholds) -> ClaimResult:
-        """The claims-table row of this claim for one variant."""
-        o = self.check(data, variant, t)
+    def result(self, data: RunData, variant: str, thresholds: ClaimThresholds) -> ClaimResult:
+        """The claims-table row of this claim for one variant.
+
+        Args:
+            data: the run's tables.
+            variant: ``reference`` or ``standard``.
+            thresholds: the claim thresholds.
+
+        Returns:
+            The row: the check's outcome with the claim's id, variant and statement.
+        """
+        o = self.check(data, variant, thresholds)
         value = float("nan") if o.value is None else float(o.value)
         return ClaimResult(
             self.id, variant, self.statement, value, o.threshold, o.verdict, o.detail
@@ -86,7 +105,15 @@ CLAIMS: dict[str, Claim] = {}
 
 
 def claim(claim_id: str, statement: str) -> Callable[[Check], Check]:
-    """Register a check as claim ``claim_id``: a new claim is one decorated function."""
+    """Register a check as a claim, so that a new claim is one decorated function.
+
+    Args:
+        claim_id: the claim's id (``C1`` ...); the table lists claims in registration order.
+        statement: what the claim says, in words.
+
+    Returns:
+        The decorator; the check itself is returned unchanged.
+    """
 
     def register(check: Check) -> Check:
         CLAIMS[claim_id] = Claim(claim_id, statement, check)
@@ -102,25 +129,36 @@ def _no_curve(model: str, variant: str) -> str:
 
 
 @claim("C1", "n-gram LM converges almost immediately, then stays flat")
-def check_c1(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
+def check_c1(data: RunData, variant: str, thresholds: ClaimThresholds) -> Outcome:
     """early share = (L_init - L(C1_EARLY_FRACTION)) / (L_init - L_final) >=
     C1_MIN_EARLY_SHARE; N/A when the curve is flat (within FLAT_REL_TOL) from its first
-    logged step on."""
-    thr = f"early share ≥ {t.c1_min_early_share:g} at {t.c1_early_fraction:.0%} of training"
+    logged step on.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        thresholds: the claim thresholds (``figures.claims``).
+
+    Returns:
+        The verdict and its detail; the value is the early share.
+    """
+    thr = (f"early share ≥ {thresholds.c1_min_early_share:g} at "
+           f"{thresholds.c1_early_fraction:.0%} of training")
     curve = loss_curve(data, "ngram", variant)
     if curve is None:
         return na(thr, _no_curve("n-gram", variant))
     l_init = float(curve["loss"].iloc[0])
-    l_early = loss_at(curve, t.c1_early_fraction)
+    l_early = loss_at(curve, thresholds.c1_early_fraction)
     l_final = float(smooth(curve["loss"].to_numpy())[-1])
     if l_early is None:
         return na(
             thr,
             f"first logged step {int(curve['step'].iloc[0])} is after "
-            f"{t.c1_early_fraction:.0%} of training",
+            f"{thresholds.c1_early_fraction:.0%} of training",
         )
     detail = (
-        f"L_init {fmt(l_init)}, L({t.c1_early_fraction:.0%}) {fmt(l_early)}, final {fmt(l_final)}"
+        f"L_init {fmt(l_init)}, L({thresholds.c1_early_fraction:.0%}) {fmt(l_early)}, "
+        f"final {fmt(l_final)}"
     )
     if l_init - l_final <= FLAT_REL_TOL * abs(l_final):
         if abs(l_init - l_final) <= FLAT_REL_TOL * abs(l_final):
@@ -128,14 +166,23 @@ def check_c1(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
             return na(thr, detail + "; flat from the first logged step on")
         return Outcome(None, thr, FAIL, detail + "; the loss rose")
     share = (l_init - l_early) / (l_init - l_final)
-    return Outcome(share, thr, PASS if share >= t.c1_min_early_share else FAIL, detail)
+    return Outcome(share, thr, PASS if share >= thresholds.c1_min_early_share else FAIL, detail)
 
 
 @claim("C2", "PCFG LM improves throughout training")
-def check_c2(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
+def check_c2(data: RunData, variant: str, thresholds: ClaimThresholds) -> Outcome:
     """late share = (L(0.5) - L_final) / (L_init - L_final) >= C2_MIN_LATE_SHARE (so the
-    final loss is below the mid-training loss by a real margin)."""
-    thr = f"late share ≥ {t.c2_min_late_share:g} (decrease after 50% / total decrease)"
+    final loss is below the mid-training loss by a real margin).
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        thresholds: the claim thresholds (``figures.claims``).
+
+    Returns:
+        The verdict and its detail; the value is the late share.
+    """
+    thr = f"late share ≥ {thresholds.c2_min_late_share:g} (decrease after 50% / total decrease)"
     curve = loss_curve(data, "pcfg", variant)
     if curve is None:
         return na(thr, _no_curve("PCFG", variant))
@@ -144,22 +191,31 @@ def check_c2(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
     l_final = float(smooth(curve["loss"].to_numpy())[-1])
     if l_mid is None:
         return na(thr, "the log starts after 50% of training")
-    early = loss_at(curve, t.c1_early_fraction)
+    early = loss_at(curve, thresholds.c1_early_fraction)
     detail = f"L_init {fmt(l_init)}, L(50%) {fmt(l_mid)}, final {fmt(l_final)}"
     if l_init - l_final <= 0:
         return Outcome(None, thr, FAIL, detail + "; the loss did not decrease")
     share = (l_mid - l_final) / (l_init - l_final)
     if early is not None:
         done = (l_init - early) / (l_init - l_final)
-        detail += f"; share done at {t.c1_early_fraction:.0%}: {fmt(done)}"
-    return Outcome(share, thr, PASS if share >= t.c2_min_late_share else FAIL, detail)
+        detail += f"; share done at {thresholds.c1_early_fraction:.0%}: {fmt(done)}"
+    return Outcome(share, thr, PASS if share >= thresholds.c2_min_late_share else FAIL, detail)
 
 
 @claim("C3", "PCFG model learns the syntax")
-def check_c3(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
+def check_c3(data: RunData, variant: str, thresholds: ClaimThresholds) -> Outcome:
     """min(verb_to_object, connector_to_subject) at the final checkpoint >= C3_MIN_SCORE
-    (subject_to_verb is reported: VSO sentences cap it ~0.84)."""
-    thr = f"min(V→O, C→S) at the final checkpoint ≥ {t.c3_min_score:g}"
+    (subject_to_verb is reported: VSO sentences cap it ~0.84).
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        thresholds: the claim thresholds (``figures.claims``).
+
+    Returns:
+        The verdict and its detail; the value is min(verb_to_object, connector_to_subject).
+    """
+    thr = f"min(V→O, C→S) at the final checkpoint ≥ {thresholds.c3_min_score:g}"
     m = data.panel("pcfg")
     scores = {}
     df = data.rows(m, "structure", variant)
@@ -172,31 +228,50 @@ def check_c3(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
     value = min(scores[k] for k in need)
     step = int(df["step"].max())
     detail = f"step {step}: " + ", ".join(f"{k} {fmt(v)}" for k, v in sorted(scores.items()))
-    return Outcome(value, thr, PASS if value >= t.c3_min_score else FAIL, detail)
+    return Outcome(value, thr, PASS if value >= thresholds.c3_min_score else FAIL, detail)
 
 
 @claim("C4", "induction heads never form on n-gram data")
-def check_c4(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
-    """max over checkpoints of the induction series < C4_MAX_SCORE."""
-    thr = f"max over checkpoints < {t.c4_max_score:g}"
+def check_c4(data: RunData, variant: str, thresholds: ClaimThresholds) -> Outcome:
+    """max over checkpoints of the induction series < C4_MAX_SCORE.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        thresholds: the claim thresholds (``figures.claims``).
+
+    Returns:
+        The verdict and its detail; the value is the maximum score.
+    """
+    thr = f"max over checkpoints < {thresholds.c4_max_score:g}"
     s = induction_series(data, "ngram", variant)
     if not len(s):
         return na(thr, f"no {variant} induction rows for the n-gram model")
     value = float(s.max())
     detail = f"{len(s)} checkpoints; max at step {int(s.idxmax())}, final {fmt(float(s.iloc[-1]))}"
-    return Outcome(value, thr, PASS if value < t.c4_max_score else FAIL, detail)
+    return Outcome(value, thr, PASS if value < thresholds.c4_max_score else FAIL, detail)
 
 
 @claim("C5", "induction heads form abruptly on PCFG data")
-def check_c5(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
+def check_c5(data: RunData, variant: str, thresholds: ClaimThresholds) -> Outcome:
     """With s0 the first and smax the maximum of the series and D = smax - s0, t10 / t90
     the first checkpoints where s >= s0 + 0.1 D / s0 + 0.9 D: smax >= C5_MIN_SCORE and rise
     width (t90 - t10) / last step <= C5_MAX_RISE_WIDTH. The steepest rise between
     consecutive checkpoints, its step and its share of D are reported. Where the mechanism
     probe ran, the claim also needs the final checkpoint's mechanism label to read
     ``content induction``: a score made by a positional or role-keyed copy head is not an
-    induction head."""
-    thr = f"max ≥ {t.c5_min_score:g} and 10→90% rise within ≤ {t.c5_max_rise_width:g} of training"
+    induction head.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        thresholds: the claim thresholds (``figures.claims``).
+
+    Returns:
+        The verdict and its detail; the value is the rise width.
+    """
+    thr = (f"max ≥ {thresholds.c5_min_score:g} and 10→90% rise within ≤ "
+           f"{thresholds.c5_max_rise_width:g} of training")
     s = induction_series(data, "pcfg", variant)
     if len(s) < 3:
         return na(thr, f"{len(s)} PCFG {variant} induction checkpoints (need ≥ 3)")
@@ -218,37 +293,47 @@ def check_c5(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
         f"+{fmt(r['steep'])} between steps {int(r['steep_from'])} and {int(r['steep_to'])}"
         f" ({r['steep_share']:.0%} of the rise)"
     )
-    ok = r["max"] >= t.c5_min_score and r["width"] <= t.c5_max_rise_width
+    ok = r["max"] >= thresholds.c5_min_score and r["width"] <= thresholds.c5_max_rise_width
     if len(labels):
         ok = ok and labels.iloc[-1] == "content induction"
     return Outcome(r["width"], thr, PASS if ok else FAIL, detail + mech)
 
 
 @claim("C6", "induction heads form early in the external model and persist")
-def check_c6(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
+def check_c6(data: RunData, variant: str, thresholds: ClaimThresholds) -> Outcome:
     """The first checkpoint with s >= C6_MIN_SCORE lies within C6_EARLY_FRACTION of its
-    training, and the final score >= C6_MIN_PERSIST x its maximum."""
+    training, and the final score >= C6_MIN_PERSIST x its maximum.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        thresholds: the claim thresholds (``figures.claims``).
+
+    Returns:
+        The verdict and its detail; the value is the fraction of training at which the score
+        is reached.
+    """
     thr = (
-        f"reaches {t.c6_min_score:g} within {t.c6_early_fraction:.0%} of training; "
-        f"final ≥ {t.c6_min_persist:g} × max"
+        f"reaches {thresholds.c6_min_score:g} within {thresholds.c6_early_fraction:.0%} of "
+        f"training; final ≥ {thresholds.c6_min_persist:g} × max"
     )
     s = induction_series(data, "external", variant)
     if len(s) < 2:
         return na(thr, f"no external-model {variant} induction series")
     smax, final = float(s.max()), float(s.iloc[-1])
-    reached = s[s >= t.c6_min_score]
+    reached = s[s >= thresholds.c6_min_score]
     persist = final / smax if smax > 0 else 0.0
     name = data.panel("external").model
     if not len(reached):
         return Outcome(
-            None, thr, FAIL, f"{name}: never reaches {t.c6_min_score:g} (max {fmt(smax)})"
+            None, thr, FAIL, f"{name}: never reaches {thresholds.c6_min_score:g} (max {fmt(smax)})"
         )
     frac = float(reached.index[0]) / float(s.index[-1])
     detail = (
-        f"{name}: reaches {t.c6_min_score:g} at step {int(reached.index[0])}; max {fmt(smax)},"
-        f" final {fmt(final)} ({persist:.0%} of max)"
+        f"{name}: reaches {thresholds.c6_min_score:g} at step {int(reached.index[0])}; "
+        f"max {fmt(smax)}, final {fmt(final)} ({persist:.0%} of max)"
     )
-    ok = frac <= t.c6_early_fraction and persist >= t.c6_min_persist
+    ok = frac <= thresholds.c6_early_fraction and persist >= thresholds.c6_min_persist
     return Outcome(frac, thr, PASS if ok else FAIL, detail)
 
 
@@ -272,10 +357,19 @@ def _cell_detail(cells: pd.DataFrame, ok: pd.Series | None = None) -> str:
 
 
 @claim("C7", "Hydra compensation at every PCFG layer and checkpoint")
-def check_c7(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
-    """Fraction of compensating PCFG cells >= C7_MIN_FRACTION."""
+def check_c7(data: RunData, variant: str, thresholds: ClaimThresholds) -> Outcome:
+    """Fraction of compensating PCFG cells >= C7_MIN_FRACTION.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        thresholds: the claim thresholds (``figures.claims``).
+
+    Returns:
+        The verdict and its detail; the value is the fraction of compensating cells.
+    """
     what = "drop (k=1) < 0" if variant == "reference" else "compensation > 0"
-    thr = f"fraction of cells with {what} ≥ {t.c7_min_fraction:g}"
+    thr = f"fraction of cells with {what} ≥ {thresholds.c7_min_fraction:g}"
     cells = hydra_cells(data, data.panel("pcfg"), variant)
     if not len(cells):
         return na(thr, f"no {variant} hydra rows for the PCFG model")
@@ -283,55 +377,83 @@ def check_c7(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
     return Outcome(
         frac,
         thr,
-        PASS if frac >= t.c7_min_fraction else FAIL,
+        PASS if frac >= thresholds.c7_min_fraction else FAIL,
         _cell_detail(cells, cells["compensates"]),
     )
 
 
 @claim("C8", "no Hydra compensation for n-gram")
-def check_c8(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
-    """Fraction of non-compensating n-gram cells >= C8_MIN_FRACTION (reference: drop > 0)."""
+def check_c8(data: RunData, variant: str, thresholds: ClaimThresholds) -> Outcome:
+    """Fraction of non-compensating n-gram cells >= C8_MIN_FRACTION (reference: drop > 0).
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        thresholds: the claim thresholds (``figures.claims``).
+
+    Returns:
+        The verdict and its detail; the value is the fraction of non-compensating cells.
+    """
     neg = "drop (k=1) > 0" if variant == "reference" else "compensation ≤ 0"
-    thr = f"fraction of cells with {neg} ≥ {t.c8_min_fraction:g}"
+    thr = f"fraction of cells with {neg} ≥ {thresholds.c8_min_fraction:g}"
     cells = hydra_cells(data, data.panel("ngram"), variant)
     if not len(cells):
         return na(thr, f"no {variant} hydra rows for the n-gram model")
     ok = cells["value"] > 0 if variant == "reference" else ~cells["compensates"]
     frac = float(ok.mean())
-    return Outcome(frac, thr, PASS if frac >= t.c8_min_fraction else FAIL, _cell_detail(cells, ok))
+    return Outcome(frac, thr, PASS if frac >= thresholds.c8_min_fraction else FAIL,
+                   _cell_detail(cells, ok))
 
 
 @claim("C9", "partial Hydra compensation in the external model, concentrated in late layers")
-def check_c9(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
+def check_c9(data: RunData, variant: str, thresholds: ClaimThresholds) -> Outcome:
     """Some but not all cells compensate, and the compensation mass (sum of max(0, -drop)
     or of max(0, compensation)) in layers >= C9_LATE_LAYER_FRACTION x deepest layer is
-    >= C9_MIN_LATE_SHARE of the total."""
+    >= C9_MIN_LATE_SHARE of the total.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        thresholds: the claim thresholds (``figures.claims``).
+
+    Returns:
+        The verdict and its detail; the value is the late-layer share of the compensation mass.
+    """
     thr = (
-        f"0 < fraction compensating < 1 and late-layer (≥ {t.c9_late_layer_fraction:g} × "
-        f"deepest) share of compensation mass ≥ {t.c9_min_late_share:g}"
+        f"0 < fraction compensating < 1 and late-layer (≥ {thresholds.c9_late_layer_fraction:g} × "
+        f"deepest) share of compensation mass ≥ {thresholds.c9_min_late_share:g}"
     )
     m = data.panel("external")
     cells = hydra_cells(data, m, variant)
     if not len(cells):
         return na(thr, f"no external-model {variant} hydra rows")
     frac = float(cells["compensates"].mean())
-    cut = t.c9_late_layer_fraction * float(cells["layer"].max())
+    cut = thresholds.c9_late_layer_fraction * float(cells["layer"].max())
     late = cells["layer"].astype(float) >= cut
     total = float(cells["mass"].sum())
     share = float(cells.loc[late, "mass"].sum()) / total if total > 0 else 0.0
     detail = f"{m.model}: {frac:.0%} of cells compensate; late layers ≥ {cut:.3g}; " + _cell_detail(
         cells
     )
-    ok = 0 < frac < 1 and share >= t.c9_min_late_share
+    ok = 0 < frac < 1 and share >= thresholds.c9_min_late_share
     return Outcome(share, thr, PASS if ok else FAIL, detail)
 
 
 @claim("C10", "function vectors emerge over training in the PCFG model")
-def check_c10(data: RunData, variant: str, t: ClaimThresholds) -> Outcome:
+def check_c10(data: RunData, variant: str, thresholds: ClaimThresholds) -> Outcome:
     """Reference: max over layers of ``fv_improvement`` at the final checkpoint > 0 and >
     the same at the first checkpoint; standard: the FV gain (:func:`~hierlab.figures.series.
     fv_gain`) at the final checkpoint > 0 and > the gain at the first. N/A with a single
-    checkpoint."""
+    checkpoint.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        thresholds: the claim thresholds (``figures.claims``).
+
+    Returns:
+        The verdict and its detail; the value is the one at the final checkpoint.
+    """
     m = data.panel("pcfg")
     if variant == "reference":
         thr = "max-layer fv_improvement at the final checkpoint > 0 and > at the first"
@@ -374,8 +496,19 @@ def evaluate_claims(
     data: RunData | None = None,
     write: bool = True,
 ) -> pd.DataFrame:
-    """Evaluate C1-C10 for both variants; returns (claim, variant, statement, value,
-    threshold, verdict, detail) and writes ``RUN/claims.csv`` unless ``write`` is False."""
+    """Evaluate C1-C10 for both variants and write ``RUN/claims.csv``.
+
+    Args:
+        run_dir: the run directory (may be None when ``data`` is given and nothing is
+            written).
+        cfg: the figures section, whose ``claims`` are the thresholds (None: defaults).
+        extra_runs: other run directories merged in (the external model's claims).
+        data: the tables, when the caller already loaded them.
+        write: write ``claims.csv`` into the run directory.
+
+    Returns:
+        The claims table: claim, variant, statement, value, threshold, verdict, detail.
+    """
     cfg = cfg or FiguresConfig()
     if data is None:
         if run_dir is None:

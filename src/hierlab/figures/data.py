@@ -1,13 +1,9 @@
 """Load what the figures need: merged metrics tables, training logs and panel assignment.
 
 Figures read only tables, never models, so a figure is re-drawn in seconds. This module is
-the one place that knows the run-directory layout (notes/CONTRACTS.md): every figure and
-claim asks :class:`RunData` for "the PCFG model's rows of probe P, variant V" and never
-touches a path.
-
-Panel assignment: a ``source == "run"`` model is an ``ngram`` or ``pcfg`` panel model by the
-``kind`` in ``models/<model>/run.json``; any other source (``hub:...``, ``local:...``) is the
-third, ``external`` panel, titled with the model name.
+the one place that knows the run-directory layout: every figure and claim asks
+:class:`RunData` for "the PCFG model's rows of probe P, variant V" and never touches a
+path. Which model goes to which panel: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -34,7 +30,17 @@ OLMO_LOSS_COLUMNS = ("loss", "train_loss", "train/CrossEntropyLoss")
 
 @dataclass(frozen=True)
 class ModelRef:
-    """One model seen in the tables: where it comes from and which panel it belongs to."""
+    """One model seen in the tables: where it comes from and which panel it belongs to.
+
+    Attributes:
+        key: unique across the merged run dirs: ``<run dir>::<model>`` for a trained model,
+            ``<source>::<model>`` otherwise.
+        source: ``run`` for a trained model, else the checkpoint source (``hub:...``).
+        model: the model's name.
+        kind: its panel, ``ngram``, ``pcfg``, ``external`` or ``unknown``.
+        run_dir: the run dir it was read from.
+        info: its ``run.json`` (kind, loss floors, ...), empty for an external model.
+    """
 
     key: str
     source: str
@@ -53,6 +59,7 @@ class ModelRef:
 
     @property
     def loss_floors(self) -> dict[str, float]:
+        """The corpus's loss floors from ``run.json`` (empty for an external model)."""
         floors = self.info.get("loss_floors") or {}
         return {str(k): float(v) for k, v in floors.items() if v is not None}
 
@@ -72,10 +79,16 @@ class RunData:
 
     # -- panels ---------------------------------------------------------------------------
     def panel(self, kind: str) -> ModelRef | None:
-        """The model drawn in the panel of ``kind`` (None: that panel says "no data").
+        """The model drawn in the panel of ``kind``.
 
         Preference: a model of the main run dir, then the model named like its kind, then
         the one with the most metric rows; others of the same kind are logged and skipped.
+
+        Args:
+            kind: ``ngram``, ``pcfg`` or ``external``.
+
+        Returns:
+            The model, or None (that panel says "no data").
         """
         if self._panels is None:
             self._panels = {k: self._choose(k) for k in PANEL_KINDS}
@@ -103,7 +116,14 @@ class RunData:
         return cands[0]
 
     def title(self, kind: str) -> str:
-        """Title of a panel: its model's title, or the kind's name when it has no model."""
+        """The title of a panel.
+
+        Args:
+            kind: ``ngram``, ``pcfg`` or ``external``.
+
+        Returns:
+            Its model's title, or the kind's name when it has no model.
+        """
         m = self.panel(kind)
         return KIND_TITLES.get(kind, kind) if m is None else m.title
 
@@ -116,7 +136,18 @@ class RunData:
         metric: str | None = None,
         prefix: str | None = None,
     ) -> pd.DataFrame:
-        """Rows of one model for a probe and variant, optionally one metric or a metric prefix."""
+        """One model's metric rows, so that no figure filters the merged table itself.
+
+        Args:
+            model: the model (None: no rows).
+            probe: the probe's name.
+            variant: ``reference`` or ``standard``.
+            metric: only this metric.
+            prefix: only metrics whose name starts with this (``fv_accuracy:``).
+
+        Returns:
+            The rows (an empty frame with the same columns when there are none).
+        """
         if model is None or not len(self.metrics):
             return self.metrics.iloc[0:0]
         if self._split is None:
@@ -135,8 +166,17 @@ class RunData:
 
     def hydra_grid(self, model: ModelRef | None, variant: str, standard_metric: str
                    ) -> pd.DataFrame:
-        """Hydra values per (step, layer), averaged over duplicates: the reference ``drop``
-        at k = 1 (what the study plotted) or ``standard_metric`` of the standard variant."""
+        """Hydra values per (step, layer), averaged over duplicates.
+
+        Args:
+            model: the model.
+            variant: ``reference`` (the ``drop`` at k = 1, what the study plotted) or
+                ``standard``.
+            standard_metric: the standard variant's metric to read.
+
+        Returns:
+            Columns step, layer, value.
+        """
         if variant == "reference":
             df = self.rows(model, "hydra", "reference", "drop")
             df = df[df["k"] == 1]
@@ -158,7 +198,20 @@ class RunData:
         olmo_loss: pd.DataFrame | None = None,
         run_dir: Path | str = ".",
     ) -> RunData:
-        """Build from tables keyed by model name (``kinds``: run model name -> pcfg|ngram)."""
+        """Build from in-memory tables keyed by model name (tests, notebooks).
+
+        Args:
+            metrics: a metrics table (the public schema columns).
+            kinds: run model name -> ``pcfg`` or ``ngram``.
+            losses: model name -> its ``loss.csv`` table.
+            evals: model name -> its ``eval.csv`` table.
+            run_json: model name -> its ``run.json`` (its ``kind`` fills ``kinds``).
+            olmo_loss: an external loss curve for Fig. 2's third panel.
+            run_dir: the run dir the models are taken to belong to.
+
+        Returns:
+            The run's data, as :func:`load_run_data` would give it.
+        """
         run_dir = Path(run_dir).resolve()
         kinds = dict(kinds or {})
         run_json = {k: dict(v) for k, v in (run_json or {}).items()}
@@ -193,8 +246,16 @@ def load_run_data(
 ) -> RunData:
     """Read a run dir (plus extra run dirs merged in) into :class:`RunData`.
 
-    Raises :class:`DataError` naming the path when a run dir is missing, a table is
-    unreadable, or there is nothing at all to draw (no metrics table and no training log).
+    Args:
+        run_dir: the run dir.
+        extra_runs: other run dirs whose models are merged in (their external models fill
+            the third panel).
+        olmo_loss: a CSV of an external loss curve (:func:`read_olmo_loss`).
+
+    Returns:
+        The merged data. A missing run dir, an unreadable table, or nothing at all to draw
+        (no metrics table and no training log) is a :class:`~hierlab.errors.DataError`
+        naming the path.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -256,6 +317,13 @@ def read_olmo_loss(path: Path | str) -> pd.DataFrame:
 
     W&B exports (``_step``, ``train/CrossEntropyLoss``) are accepted too; rows are sorted by
     step (stable) and de-duplicated on step, as the reference did.
+
+    Args:
+        path: the CSV.
+
+    Returns:
+        Columns step and loss; an unreadable file or missing columns is a
+        :class:`~hierlab.errors.DataError`.
     """
     path = Path(path)
     if not path.is_file():

@@ -28,8 +28,15 @@ _FLOOR_STYLES = ["--", ":", "-."]
 
 
 def build_table(data: RunData) -> pd.DataFrame:
-    """Tidy data of the figure: panel, model, series (train_loss|test_loss|floor:<name>),
-    step (empty for floors), value."""
+    """The figure's data, written beside it as CSV so a reader can redraw it.
+
+    Args:
+        data: the run's tables.
+
+    Returns:
+        Tidy rows: panel, model, series (train_loss | test_loss | floor:<name>), step
+        (empty for floors), value.
+    """
     rows: list[pd.DataFrame] = []
     for kind in ("ngram", "pcfg"):
         m = data.panel(kind)
@@ -71,7 +78,16 @@ def _series(panel: str, model: str, series: str, steps, values) -> pd.DataFrame:
 
 
 def draw(data: RunData, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
-    """Draw Fig. 2 and write it with its CSV; returns the written paths."""
+    """Draw Fig. 2 and write it with its CSV.
+
+    Args:
+        data: the run's tables.
+        out_dir: ``RUN/figures``.
+        cfg: the figures section (size, colours, formats).
+
+    Returns:
+        The files written: the figure in every format and its data as CSV.
+    """
     table = build_table(data)
     panels = ["ngram", "pcfg"] + (["external"] if data.olmo_loss is not None else [])
     with style.style():

@@ -29,16 +29,32 @@ HOW = {
 }
 
 
-def head_max(df: pd.DataFrame) -> pd.Series:
-    """Per-step maximum over (layer, head) of per-head scores (duplicates averaged first)."""
-    if not len(df):
+def head_max(rows: pd.DataFrame) -> pd.Series:
+    """The best head's score at each checkpoint, the figure's and the claims' series.
+
+    Args:
+        rows: per-head metric rows (step, layer, head, value).
+
+    Returns:
+        By step: the maximum over (layer, head), duplicates averaged first.
+    """
+    if not len(rows):
         return pd.Series(dtype=float)
-    per_head = df.groupby(["step", "layer", "head"], dropna=False)["value"].mean()
+    per_head = rows.groupby(["step", "layer", "head"], dropna=False)["value"].mean()
     return per_head.groupby(level="step").max()
 
 
 def reference_metric(data: RunData, kind: str) -> str:
-    """The reference series of a panel: max-then-mean for the external model if measured."""
+    """The reference metric a panel draws, as the study computed it for each model.
+
+    Args:
+        data: the run's tables.
+        kind: the panel.
+
+    Returns:
+        ``score_max_then_mean`` for the external model when measured (the OLMo evaluator's
+        order), else ``score``.
+    """
     m = data.panel(kind)
     if kind == "external" and len(data.rows(m, "induction", "reference", "score_max_then_mean")):
         return "score_max_then_mean"
@@ -46,7 +62,15 @@ def reference_metric(data: RunData, kind: str) -> str:
 
 
 def build_table(data: RunData, variant: str) -> pd.DataFrame:
-    """Tidy data of the figure: panel, model, series, k (reference only), step, value."""
+    """The figure's data, written beside it as CSV so a reader can redraw it.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+
+    Returns:
+        Tidy rows: panel, model, series, k (reference only), step, value.
+    """
     parts = []
     for kind in PANEL_KINDS:
         m = data.panel(kind)
@@ -88,7 +112,17 @@ def build_table(data: RunData, variant: str) -> pd.DataFrame:
 
 
 def draw(data: RunData, variant: str, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
-    """Draw one variant of Fig. 3 and write it with its CSV; returns the written paths."""
+    """Draw one variant of Fig. 3 and write it with its CSV.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        out_dir: ``RUN/figures``.
+        cfg: the figures section (size, colours, formats).
+
+    Returns:
+        The files written: the figure in every format and its data as CSV.
+    """
     table = build_table(data, variant)
     cm = style.cmap(cfg)
     with style.style():

@@ -1,13 +1,9 @@
 """Fig. 3, mechanism panel: which mechanism the induction-type score is made of.
 
-Per model (N-gram | PCFG), against step: the successor attention of the labelled head
-(the checkpoint's ``label_model`` head), its content share (match-breaking) and causal
-share (mean ablation), with the checkpoint's mechanism label written at each checkpoint
-(``probes/mechanism.py``). A dotted vertical line marks the emergence point that the law
-of Aoyama et al. (2025) predicts for the run's own B·C (``hierlab.law``), or a note gives
-it when it lies beyond the run. The step axis is symmetric-log (checkpoints are log
-spaced); content and causal shares are drawn where the head's successor attention is at
-least 0.05 (below it they are ratios of noise).
+Per model (N-gram | PCFG), against step: the successor attention of the labelled head, its
+content share and causal share, with the checkpoint's mechanism label written at each
+checkpoint, and the emergence point that the law of Aoyama et al. (2025) predicts for the
+run's own B·C. What is drawn where: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -36,7 +32,15 @@ COLUMNS = ["panel", "model", "series", "step", "tokens_seen", "layer", "head", "
 
 
 def build_table(data: RunData) -> pd.DataFrame:
-    """Tidy data: one row per (panel, series, step); ``label`` on the ``label_model`` rows."""
+    """The figure's data, written beside it as CSV so a reader can redraw it.
+
+    Args:
+        data: the run's tables.
+
+    Returns:
+        One row per (panel, series, step) with the head's layer and head; ``label`` holds
+        the mechanism label's text on the ``label_model`` rows.
+    """
     parts = []
     for kind in PANELS:
         m = data.panel(kind)
@@ -61,9 +65,17 @@ def build_table(data: RunData) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[COLUMNS]
 
 
-def predicted_step(t: pd.DataFrame) -> float | None:
-    """The law's emergence point in steps: N / (tokens per step) of the run itself."""
-    pos = t[t["step"] > 0]
+def predicted_step(table: pd.DataFrame) -> float | None:
+    """The law's emergence point in steps, for the run's own batch shape.
+
+    Args:
+        table: the figure's data (:func:`build_table`), whose tokens seen per step give
+            B·C.
+
+    Returns:
+        N / (tokens per step), or None without a checkpoint after step 0.
+    """
+    pos = table[table["step"] > 0]
     if not len(pos):
         return None
     per_step = float((pos["tokens_seen"] / pos["step"]).median())
@@ -71,7 +83,16 @@ def predicted_step(t: pd.DataFrame) -> float | None:
 
 
 def draw(data: RunData, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
-    """Draw the mechanism panel and write it with its CSV; returns the written paths."""
+    """Draw the mechanism panel and write it with its CSV.
+
+    Args:
+        data: the run's tables.
+        out_dir: ``RUN/figures``.
+        cfg: the figures section (size, colours, formats).
+
+    Returns:
+        The files written: the figure in every format and its data as CSV.
+    """
     table = build_table(data)
     with style.style():
         fig, axes = style.new_figure(cfg, len(PANELS))

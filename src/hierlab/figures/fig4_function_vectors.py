@@ -35,7 +35,16 @@ def _task(metric: str) -> str:
 
 
 def build_table(data: RunData, variant: str) -> pd.DataFrame:
-    """Tidy data: section (heatmap|last_checkpoint), model, task, series, step, layer, value."""
+    """The figure's data, written beside it as CSV so a reader can redraw it.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+
+    Returns:
+        Tidy rows: section (heatmap | last_checkpoint), model, task, series, step, layer,
+        value.
+    """
     m = data.panel("pcfg")
     parts: list[pd.DataFrame] = []
     if variant == "reference":
@@ -88,7 +97,17 @@ def build_table(data: RunData, variant: str) -> pd.DataFrame:
 
 
 def draw(data: RunData, variant: str, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
-    """Draw one variant of Fig. 4 and write it with its CSV; returns the written paths."""
+    """Draw one variant of Fig. 4 and write it with its CSV.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        out_dir: ``RUN/figures``.
+        cfg: the figures section (size, colours, formats).
+
+    Returns:
+        The files written: the figure in every format and its data as CSV.
+    """
     table = build_table(data, variant)
     title = data.title("pcfg")
     with style.style():

@@ -1,12 +1,10 @@
 """Fig. 5(a) — Hydra heatmaps, layers x checkpoints: N-gram | PCFG | external
 (docs/reference-study.md#hydra-effect).
 
-reference: the reference's k = 1 ``drop`` shown as max(0, -drop) (only "negative drop",
-i.e. compensation, is visible), crest, one shared scale from 0 and one colourbar; unlike the
-reference, the y tick labels are the layer numbers, not array indices.
-standard (McGrath et al. 2023): ``compensation_ratio`` (compensation / direct effect) on a
-diverging map centred at 0, one shared symmetric scale clipped at the 98th percentile of
-|ratio| (a ratio explodes where the direct effect is ~0), one colourbar.
+reference: the study's k = 1 ``drop`` shown as max(0, -drop), as it drew it; standard
+(McGrath et al. 2023): the compensation ratio on a diverging map centred at 0. Each
+variant has one colour scale shared by the three panels; how it is chosen:
+``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -33,7 +31,16 @@ HOW = {
 
 
 def build_table(data: RunData, variant: str) -> pd.DataFrame:
-    """Tidy data: panel, model, step, layer, value (as stored), plotted (colour value)."""
+    """The figure's data, written beside it as CSV so a reader can redraw it.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+
+    Returns:
+        Tidy rows: panel, model, step, layer, value (as stored), plotted (the colour
+        value).
+    """
     parts = []
     for kind in PANEL_KINDS:
         m = data.panel(kind)
@@ -50,7 +57,16 @@ def build_table(data: RunData, variant: str) -> pd.DataFrame:
 
 
 def colour_scale(table: pd.DataFrame, variant: str) -> tuple[float, float]:
-    """The one colour scale shared by the three panels."""
+    """The one colour scale shared by the three panels, so their colours compare.
+
+    Args:
+        table: the figure's data (:func:`build_table`).
+        variant: ``reference`` (0 to the largest value) or ``standard`` (symmetric about
+            0, clipped at the 98th percentile of the absolute ratio).
+
+    Returns:
+        ``(vmin, vmax)``.
+    """
     vals = table["plotted"].to_numpy(dtype=float)
     vals = vals[np.isfinite(vals)]
     if variant == "reference":
@@ -62,7 +78,17 @@ def colour_scale(table: pd.DataFrame, variant: str) -> tuple[float, float]:
 
 
 def draw(data: RunData, variant: str, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
-    """Draw one variant of Fig. 5(a) and write it with its CSV; returns the written paths."""
+    """Draw one variant of Fig. 5(a) and write it with its CSV.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        out_dir: ``RUN/figures``.
+        cfg: the figures section (size, colours, formats).
+
+    Returns:
+        The files written: the figure in every format and its data as CSV.
+    """
     table = build_table(data, variant)
     vmin, vmax = colour_scale(table, variant)
     colormap = style.cmap(cfg) if variant == "reference" else DIVERGING

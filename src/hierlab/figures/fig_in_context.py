@@ -26,8 +26,15 @@ ICL_LABEL = "ICL score (late − early band, nats)\n< 0 = in-context learning"
 
 
 def build_table(data: RunData) -> pd.DataFrame:
-    """Tidy data: panel, model, series (loss_by_position | icl_score | band ends), step,
-    k (position for loss_by_position), value."""
+    """The figure's data, written beside it as CSV so a reader can redraw it.
+
+    Args:
+        data: the run's tables.
+
+    Returns:
+        Tidy rows: panel, model, series (loss_by_position | icl_score | band ends), step,
+        k (the position, for loss_by_position), value.
+    """
     parts = []
     for kind in PANEL_KINDS:
         m = data.panel(kind)
@@ -58,7 +65,16 @@ def build_table(data: RunData) -> pd.DataFrame:
 
 
 def draw(data: RunData, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
-    """Draw the figure and write it with its CSV; returns the written paths."""
+    """Draw the figure and write it with its CSV.
+
+    Args:
+        data: the run's tables.
+        out_dir: ``RUN/figures``.
+        cfg: the figures section (size, colours, formats).
+
+    Returns:
+        The files written: the figure in every format and its data as CSV.
+    """
     table = build_table(data)
     with style.style():
         fig, (ax_l, ax_i) = style.new_figure(cfg, 2)

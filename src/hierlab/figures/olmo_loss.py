@@ -1,19 +1,9 @@
 """``hierlab olmo-loss``: OLMo-1B's training loss from its public W&B project, for Fig. 2.
 
-What the reference's broken ``download_wandb_log.py`` meant to do (docs/reference-study.md#olmo-1b):
-every run of ``ai2-llm/OLMo-1B`` whose name starts with ``"OLMo"``, read with ``scan_history``
-for the keys ``_step`` and ``train/CrossEntropyLoss``, concatenated, sorted by step and
-de-duplicated on step -- here *stably*, with a stated rule instead of the reference's
-unstable sort:
-
-**On a duplicate step the latest run wins** (runs ordered by creation time, then name; the
-API's order when neither is known), and within one run its last row for the step. OLMo's
-runs are restarts: a later run resumed from a checkpoint and re-logged steps the earlier
-run had already logged, so the later values are the trajectory the released weights
-followed.
-
-The output is a CSV with columns ``step, loss, run`` that ``hierlab figures --olmo-loss``
-reads. ``wandb`` is imported only when no API object is given (tests pass a stub).
+It does what the reference's broken export script meant to do, with one stated rule for a
+step that several runs logged: the latest run wins (why: ``docs/design-pipeline.md``). The
+output is a CSV with columns ``step, loss, run`` that ``hierlab figures --olmo-loss`` reads;
+``wandb`` is imported only when no API object is given (tests pass a stub).
 """
 
 from __future__ import annotations
@@ -63,7 +53,21 @@ def fetch_olmo_loss(
     prefix: str = RUN_PREFIX,
     page_size: int = 10_000,
 ) -> pd.DataFrame:
-    """``step, loss, run``: one row per step, sorted by step (see the module doc's rule)."""
+    """Read OLMo's loss from W&B: every matching run, concatenated, one row per step.
+
+    On a duplicate step the latest run wins (runs ordered by creation time, then name; the
+    API's order when neither is known), and within one run its last row for the step.
+
+    Args:
+        api: a ``wandb.Api`` (None: make one; tests pass a stub).
+        project: the W&B project.
+        prefix: only runs whose name starts with this.
+        page_size: rows per ``scan_history`` request.
+
+    Returns:
+        Columns step, loss and run (the run the row came from), sorted by step. No
+        matching run, or no ``wandb``, is a :class:`~hierlab.errors.DataError`.
+    """
     api = api if api is not None else _api()
     runs = _run_order([r for r in api.runs(project) if str(r.name).startswith(prefix)])
     if not runs:
@@ -93,7 +97,17 @@ def fetch_olmo_loss(
 def export_olmo_loss(
     out: Path | str, api: Any | None = None, project: str = PROJECT, prefix: str = RUN_PREFIX
 ) -> Path:
-    """Fetch (:func:`fetch_olmo_loss`) and write the CSV atomically; return its path."""
+    """Fetch OLMo's loss (:func:`fetch_olmo_loss`) and write the CSV atomically.
+
+    Args:
+        out: the CSV's path (its folder is created if missing).
+        api: a ``wandb.Api`` (None: make one).
+        project: the W&B project.
+        prefix: only runs whose name starts with this.
+
+    Returns:
+        ``out``.
+    """
     out = Path(out)
     table = fetch_olmo_loss(api, project, prefix)
     out.parent.mkdir(parents=True, exist_ok=True)

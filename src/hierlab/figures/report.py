@@ -54,7 +54,12 @@ font-size:.8em}
 
 
 def versions() -> dict[str, str]:
-    """Python and key package versions, read from metadata (no heavy imports)."""
+    """Python and key package versions, so a report says what produced it.
+
+    Returns:
+        name -> version, read from package metadata (no heavy imports); ``not
+        installed`` for a missing package.
+    """
     out = {"python": f"{platform.python_version()} ({sys.executable})"}
     for pkg in ("hierlab", "torch", "transformers", "numpy", "pandas", "matplotlib"):
         try:
@@ -91,7 +96,14 @@ def _fmt(value: object) -> str:
 
 
 def claims_html(claims: pd.DataFrame) -> str:
-    """The claims as an HTML table, reference and standard side by side."""
+    """The claims as an HTML table, reference and standard side by side.
+
+    Args:
+        claims: the claims table (:func:`~hierlab.figures.claims.evaluate_claims`).
+
+    Returns:
+        The ``<table>`` element, verdict cells coloured by verdict.
+    """
     wide = side_by_side(claims)
     head = (
         "<tr><th rowspan=2>claim</th><th rowspan=2>statement</th>"
@@ -151,11 +163,21 @@ def write_report(
     timings: dict[str, float] | None = None,
     out: Path | None = None,
 ) -> Path:
-    """Write ``RUN/report.html`` and return its path.
+    """Write ``RUN/report.html``, one self-contained file.
 
-    ``figures``: PNG paths to embed (default: every PNG in ``RUN/figures``); ``claims``: a
-    table from :func:`evaluate_claims` (default: evaluated now); ``timings``: extra
-    {stage: seconds} shown after those of ``RUN/timings.json``.
+    Args:
+        run_dir: the run directory.
+        figures: PNG paths to embed (default: every PNG in ``RUN/figures``); other files
+            are skipped.
+        claims: a table from :func:`~hierlab.figures.claims.evaluate_claims` (default:
+            evaluated now).
+        extra_runs: other run directories, for claims evaluated now.
+        timings: extra {stage: seconds} shown after those of ``RUN/timings.json``.
+        out: where to write (default ``RUN/report.html``).
+
+    Returns:
+        The report's path; a missing run directory is a
+        :class:`~hierlab.errors.DataError`.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -1,25 +1,9 @@
 """The per-model series the claims read, extracted from a run's tables.
 
 Kept apart from the claim checks because the sweep summary reads the same series
-(:func:`rise`, :func:`hydra_cells`), so a sweep row and the claims table agree.
-
-Conventions
------------
-* "fraction of training" of a step is step / (last step of that model's series).
-* Loss curves: *reference* = ``train_loss`` of ``loss.csv`` (what the reference plotted);
-  *standard* = ``test_loss`` of ``eval.csv`` (held-out loss). ``L_init`` is the first
-  logged value (raw: the early drop must not be smoothed away); the curve is otherwise
-  smoothed with a centred rolling median over w = max(1, round(5% of the points)) points;
-  ``L(f)`` is the smoothed curve linearly interpolated at step f x last step, and
-  ``L_final`` its last value. ``L(f)`` is None when the first logged step lies after
-  f x last step (the curve cannot resolve it).
-* Induction series per checkpoint: *reference* = ``score`` averaged over k = 1..10 (the
-  external model uses ``score_max_then_mean`` when present, as the reference's OLMo
-  evaluator did); *standard* = ``prefix_matching_max`` (else the per-step max over heads
-  of ``prefix_matching``).
-* Hydra cells are (layer, checkpoint) means. A cell *compensates* when, in the reference
-  variant, ``drop`` (k = 1) < 0 (the reference's "negative drop") and, in the standard
-  variant, ``compensation`` = direct - total effect > 0 (McGrath et al.).
+(:func:`rise`, :func:`hydra_cells`), so a sweep row and the claims table agree. The
+conventions (fraction of training, smoothing, ``L(f)``, which induction score, when a Hydra
+cell compensates): ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -31,7 +15,18 @@ from hierlab.figures.data import ModelRef, RunData
 
 
 def loss_curve(data: RunData, kind: str, variant: str) -> pd.DataFrame | None:
-    """The loss curve a loss claim reads: train loss (reference) or test loss (standard)."""
+    """The loss curve a loss claim reads: train loss (reference) or test loss (standard).
+
+    Args:
+        data: the run's tables.
+        kind: the panel, ``ngram``, ``pcfg`` or ``external``.
+        variant: ``reference`` (``loss.csv``'s train loss, what the study plotted) or
+            ``standard`` (``eval.csv``'s held-out loss).
+
+    Returns:
+        Columns step and loss (duplicate steps averaged), or None with fewer than two
+        points.
+    """
     m = data.panel(kind)
     if m is None:
         return None
@@ -44,13 +39,29 @@ def loss_curve(data: RunData, kind: str, variant: str) -> pd.DataFrame | None:
 
 
 def smooth(values: np.ndarray) -> np.ndarray:
-    """Centred rolling median over max(1, round(5% of the points)) points."""
+    """Smooth a loss curve without letting one noisy log step move ``L(f)``.
+
+    Args:
+        values: the curve's values, in step order.
+
+    Returns:
+        The centred rolling median over max(1, round(5% of the points)) points.
+    """
     w = max(1, round(0.05 * len(values)))
     return pd.Series(values).rolling(w, center=True, min_periods=1).median().to_numpy()
 
 
 def loss_at(curve: pd.DataFrame, fraction: float) -> float | None:
-    """Smoothed loss at ``fraction`` of training, None if the log starts after that point."""
+    """``L(f)``: the smoothed loss at a fraction of training.
+
+    Args:
+        curve: a loss curve (:func:`loss_curve`).
+        fraction: f, of the last logged step.
+
+    Returns:
+        The smoothed curve interpolated at step f x last step, or None when the log starts
+        after that point (the curve cannot resolve it).
+    """
     steps = curve["step"].to_numpy()
     at = fraction * steps[-1]
     if steps[0] > at:
@@ -59,7 +70,17 @@ def loss_at(curve: pd.DataFrame, fraction: float) -> float | None:
 
 
 def induction_series(data: RunData, kind: str, variant: str) -> pd.Series:
-    """Per-checkpoint induction score of a panel's model (see module docstring)."""
+    """The induction score per checkpoint of a panel's model, as the claims read it.
+
+    Args:
+        data: the run's tables.
+        kind: the panel.
+        variant: ``reference`` (``score`` averaged over k) or ``standard``
+            (``prefix_matching_max``, else the per-step maximum over heads).
+
+    Returns:
+        The score by step, ascending (empty without induction rows).
+    """
     # deferred: fig3_induction pulls in matplotlib, which the sweep summary does not need
     from hierlab.figures.fig3_induction import head_max, reference_metric
 
@@ -77,7 +98,15 @@ def induction_series(data: RunData, kind: str, variant: str) -> pd.Series:
 
 
 def mechanism_labels(data: RunData, kind: str) -> pd.Series:
-    """Per-checkpoint mechanism label (text) of a panel's model; empty without the probe."""
+    """The mechanism label per checkpoint of a panel's model.
+
+    Args:
+        data: the run's tables.
+        kind: the panel.
+
+    Returns:
+        The label's text by step, ascending; empty without the mechanism probe.
+    """
     from hierlab.contracts import MECHANISM_LABELS
 
     df = data.rows(data.panel(kind), "mechanism", "standard", "label_model")
@@ -87,11 +116,21 @@ def mechanism_labels(data: RunData, kind: str) -> pd.Series:
     return codes.map(lambda c: MECHANISM_LABELS[c])
 
 
-def rise(s: pd.Series) -> dict[str, float]:
-    """Shape of a rising series: max, 10->90% rise width (fraction of training), steepest
-    consecutive rise (its start/end steps and share of the total rise)."""
-    steps = s.index.to_numpy(dtype=float)
-    v = s.to_numpy(dtype=float)
+def rise(series: pd.Series) -> dict[str, float]:
+    """The shape of a rising series: how much, how fast and where it rose.
+
+    Args:
+        series: values by step, ascending.
+
+    Returns:
+        ``max``, ``first``, ``total`` (max - first), ``width`` (the 10 -> 90 % rise as a
+        fraction of training) with its steps ``t10`` and ``t90``, and the steepest
+        consecutive rise ``steep`` with its steps ``steep_from``, ``steep_to`` and its
+        ``steep_share`` of the total rise; the rise fields are NaN when the series never
+        rises above its first value.
+    """
+    steps = series.index.to_numpy(dtype=float)
+    v = series.to_numpy(dtype=float)
     s0, smax = v[0], v.max()
     total = smax - s0
     out = {
@@ -125,7 +164,18 @@ def rise(s: pd.Series) -> dict[str, float]:
 
 
 def hydra_cells(data: RunData, model: ModelRef | None, variant: str) -> pd.DataFrame:
-    """(step, layer, value, compensates, mass) per Hydra cell of a model."""
+    """A model's Hydra cells, each marked where the later layers compensate.
+
+    Args:
+        data: the run's tables.
+        model: the model.
+        variant: ``reference`` (a cell compensates when ``drop`` < 0) or ``standard``
+            (when ``compensation`` > 0).
+
+    Returns:
+        Columns step, layer, value, compensates (bool) and mass (the compensating
+        amount, 0 elsewhere).
+    """
     g = data.hydra_grid(model, variant, "compensation")
     if not len(g):
         return pd.DataFrame(columns=["step", "layer", "value", "compensates", "mass"])
@@ -138,9 +188,18 @@ def hydra_cells(data: RunData, model: ModelRef | None, variant: str) -> pd.DataF
     return g
 
 
-def fv_gain(data: RunData, m: ModelRef | None) -> pd.Series:
-    """Per-step FV gain: max over layers of fv_accuracy minus zero-shot, mean over tasks."""
-    acc = data.rows(m, "fv", "standard", prefix="fv_accuracy:")
+def fv_gain(data: RunData, model: ModelRef | None) -> pd.Series:
+    """The function-vector gain per checkpoint: what injecting the vector adds to zero-shot.
+
+    Args:
+        data: the run's tables.
+        model: the model.
+
+    Returns:
+        By step: the maximum over layers of ``fv_accuracy`` minus the zero-shot accuracy,
+        averaged over tasks (empty without FV rows).
+    """
+    acc = data.rows(model, "fv", "standard", prefix="fv_accuracy:")
     if not len(acc):
         return pd.Series(dtype=float)
     best = (
@@ -151,7 +210,7 @@ def fv_gain(data: RunData, m: ModelRef | None) -> pd.Series:
         .reset_index()
     )
     best["task"] = best["metric"].str.split(":", n=1).str[1]
-    zs = data.rows(m, "fv", "standard", prefix="zero_shot_accuracy:")
+    zs = data.rows(model, "fv", "standard", prefix="zero_shot_accuracy:")
     if len(zs):
         z = zs.groupby(["metric", "step"])["value"].mean().reset_index()
         z["task"] = z["metric"].str.split(":", n=1).str[1]

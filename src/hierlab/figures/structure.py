@@ -27,7 +27,15 @@ REFERENCE_YLIM = (0.7, 1.0)
 
 
 def build_table(data: RunData, variant: str) -> pd.DataFrame:
-    """Tidy data: model, series (metric name), step, value."""
+    """The figure's data, written beside it as CSV so a reader can redraw it.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+
+    Returns:
+        Tidy rows: model, series (the metric's name), step, value.
+    """
     m = data.panel("pcfg")
     parts = []
     for metric in SERIES:
@@ -41,7 +49,14 @@ def build_table(data: RunData, variant: str) -> pd.DataFrame:
 
 
 def ylim(values: pd.Series) -> tuple[float, float] | None:
-    """The reference's 0.7-1.0 if every value fits, else None (automatic)."""
+    """The y range, so the figure compares directly with the study's where it can.
+
+    Args:
+        values: the plotted values.
+
+    Returns:
+        The reference's 0.7-1.0 if every value fits in it, else None (automatic).
+    """
     lo, hi = REFERENCE_YLIM
     if len(values) and values.min() >= lo and values.max() <= hi:
         return REFERENCE_YLIM
@@ -49,7 +64,17 @@ def ylim(values: pd.Series) -> tuple[float, float] | None:
 
 
 def draw(data: RunData, variant: str, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
-    """Draw one variant of the structure figure and write it with its CSV."""
+    """Draw one variant of the structure figure and write it with its CSV.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        out_dir: ``RUN/figures``.
+        cfg: the figures section (size, colours, formats).
+
+    Returns:
+        The files written: the figure in every format and its data as CSV.
+    """
     table = build_table(data, variant)
     cm = style.cmap(cfg)
     with style.style():

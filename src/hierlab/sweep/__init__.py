@@ -1,14 +1,9 @@
 """``hierlab sweep``: many ordinary run directories from one base config and overrides.
 
-A sweep file names a base config (preset or path), overrides shared by every run, a
-cartesian ``grid`` and/or explicit ``runs`` (dotted keys; ``null`` deletes a key). Every
-run's config is validated at load time; runs go through :func:`hierlab.pipeline.run` in
-parallel spawn processes; finished runs are skipped and killed ones resume; the summary
-table and figure are rewritten at the end, and, for runs that name an ``arm`` and a
-``seed``, the emergence statistics and Kaplan-Meier figure. Notebook use::
-
-    from hierlab.sweep import run_sweep
-    table = run_sweep("configs/sweep-example.yml", out="sweeps/example")
+A sweep file names a base config, shared overrides, a cartesian ``grid`` and/or explicit
+``runs``; every run goes through :func:`hierlab.pipeline.run` in parallel processes,
+resumably, and the summary table and figure are rewritten at the end (docs/sweeps.md).
+From a notebook: ``table, results = run_sweep("configs/sweep-example.yml", out=...)``.
 """
 
 from __future__ import annotations

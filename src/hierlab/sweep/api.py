@@ -1,4 +1,8 @@
-"""``run_sweep``: load, execute and summarise a sweep in one call (the CLI's and notebooks')."""
+"""``run_sweep``: load, execute and summarise a sweep in one call.
+
+The one entry point of the ``hierlab sweep`` command and of notebooks, so both plan, run
+and summarise a sweep alike.
+"""
 
 from __future__ import annotations
 
@@ -26,12 +30,24 @@ def run_sweep(
     progress: bool | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, list[RunResult]]:
-    """Load, run (unless ``summary_only``) and summarise a sweep; return the summary table
-    and each run's result. ``only`` restricts the runs executed (the summary keeps all);
-    runs that name an arm and a seed also get the emergence statistics
-    (``emergence.csv``, ``emergence_stats.csv``, ``kaplan_meier.png``);
-    ``progress``: a progress bar (None: when output is a terminal); ``overrides``: dotted
-    keys set on every run last (the command's ``--set``)."""
+    """Load, run (unless ``summary_only``) and summarise a sweep, resumably.
+
+    Runs that name an arm and a seed also get the emergence statistics
+    (``emergence.csv``, ``emergence_stats.csv``, ``kaplan_meier.png``).
+
+    Args:
+        path: the sweep YAML file.
+        out: the sweep folder (default ``sweeps/<sweep name>``).
+        parallel: runs at once (None: the sweep file's ``parallel``).
+        only: run only these runs; the summary still covers all of them.
+        summary_only: run nothing, only rewrite the summary from the run directories.
+        cores: CPU cores to share among the parallel runs (None: all).
+        progress: draw a progress bar (None: when output is a terminal).
+        overrides: dotted keys set on every run last (the command's ``--set``).
+
+    Returns:
+        The summary table (one row per run and model) and each executed run's result.
+    """
     from hierlab.sweep.summary import summarize  # pandas and matplotlib: on use only
 
     sweep, runs = load_sweep(path, overrides)

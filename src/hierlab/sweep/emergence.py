@@ -41,7 +41,14 @@ _COLUMNS = ["source", "model", "step", "tokens_seen", "variant", "metric", "k", 
 
 
 def criterion_names(settings: EmergenceSettings) -> dict[str, str]:
-    """What each criterion means, in words (the stats table's and figure's text)."""
+    """What each criterion means, in words (the stats table's and figure's text).
+
+    Args:
+        settings: the sweep's ``emergence`` section (its label and thresholds).
+
+    Returns:
+        criterion -> its description.
+    """
     return {
         "label": "label stays " + (f"'{settings.label}'" if isinstance(settings.label, str)
                                    else " or ".join(f"'{x}'" for x in settings.label)),

@@ -35,7 +35,15 @@ pipeline) or ``name@stage`` (it raises when that stage starts, as a kill there w
 
 @dataclass(frozen=True)
 class RunResult:
-    """What happened to one run: ``done``, ``skipped`` (already finished) or ``failed``."""
+    """What happened to one run.
+
+    Attributes:
+        name: the run's name.
+        status: ``done``, ``skipped`` (already finished), ``stopped`` (at a safe point) or
+            ``failed``.
+        run_dir: its run directory.
+        error: the failure or stop message, else None.
+    """
 
     name: str
     status: str
@@ -44,11 +52,29 @@ class RunResult:
 
 
 def run_dir_of(out: Path, name: str) -> Path:
+    """Where a sweep's run lives, an ordinary run directory.
+
+    Args:
+        out: the sweep folder.
+        name: the run's name.
+
+    Returns:
+        ``out/runs/<name>``.
+    """
     return Path(out) / "runs" / name
 
 
 def recorded_matches(run: PlannedRun, run_dir: Path) -> bool | None:
-    """None: no config recorded yet; True/False: the recorded config equals the intended."""
+    """Whether a run directory was made for this run, so a sweep never overwrites another.
+
+    Args:
+        run: the planned run.
+        run_dir: its run directory.
+
+    Returns:
+        None when no config is recorded yet; else whether the recorded config equals the
+        intended one (an unreadable one does not).
+    """
     path = run_dir / "config.yml"
     if not path.is_file():
         return None
@@ -60,12 +86,28 @@ def recorded_matches(run: PlannedRun, run_dir: Path) -> bool | None:
 
 
 def is_finished(run: PlannedRun, run_dir: Path) -> bool:
-    """Finished: the report exists and the recorded config is the intended one."""
+    """Whether a run can be skipped.
+
+    Args:
+        run: the planned run.
+        run_dir: its run directory.
+
+    Returns:
+        True when the report exists and the recorded config is the intended one.
+    """
     return (run_dir / "report.html").is_file() and recorded_matches(run, run_dir) is True
 
 
 def check_run_dirs(runs: list[PlannedRun], out: Path) -> None:
-    """Refuse (before any work) a run directory that holds a different config."""
+    """Refuse, before any work, a run directory that holds a different config.
+
+    Args:
+        runs: the planned runs.
+        out: the sweep folder.
+
+    Raises:
+        ConfigError: naming the first such run and what to do.
+    """
     for run in runs:
         d = run_dir_of(out, run.name)
         if recorded_matches(run, d) is False:
@@ -125,7 +167,22 @@ def execute(
     cores: int | None = None,
     progress: bool | None = None,
 ) -> list[RunResult]:
-    """Run every unfinished run (skipping finished ones); failures are reported, not raised."""
+    """Run every unfinished run, in parallel processes; failures are reported, not raised.
+
+    Holds the sweep folder's writer lock; on SIGTERM/SIGINT the running runs stop at their
+    safe points and none is started after.
+
+    Args:
+        runs: the planned runs.
+        out: the sweep folder.
+        parallel: runs at once.
+        cores: CPU cores shared among them, ``max(1, cores // parallel)`` threads each
+            (None: all cores).
+        progress: draw a progress bar (None: when output is a terminal).
+
+    Returns:
+        Each run's result, in the order of ``runs``.
+    """
     out = Path(out)
     check_run_dirs(runs, out)
     cores = cores or os.cpu_count() or 1

@@ -1,11 +1,9 @@
 """The emergence law, measured: emergence token count against sqrt(B*C) (docs/sweeps.md).
 
-For every summary row whose mechanism label first read ``content induction`` at some
-checkpoint, its token count against sqrt(B*C) (B*C = tokens per step), with the line
-``N = 10^5.7 * sqrt(B*C)`` of Aoyama, Wilcox and Schneider (2025) and the least-squares
-exponent of our own points (``log10 N = a + e log10(B*C)``; the law says e = 0.5).
-Rows where the label never read so are drawn at their final token count as open markers
-(a lower bound on their emergence point), so an empty fit is visible, not hidden.
+Each summary row's tokens at which the mechanism label first read ``content induction``,
+against the line of Aoyama, Wilcox and Schneider (2025) and the exponent fitted to our own
+points. Rows where the label never read so are drawn at their final token count as open
+markers (a lower bound on their emergence point), so an empty fit is visible, not hidden.
 """
 
 from __future__ import annotations
@@ -20,12 +18,21 @@ from hierlab.law import LOG10_PREFACTOR, fit_law
 __all__ = ["law_figure", "law_table"]
 
 
-def law_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows with a shape: run, model, sqrt_bc, emerged (bool), tokens (emergence or final)."""
+def law_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The points of the law figure, one per summary row that has a batch shape.
+
+    Args:
+        summary: the sweep summary (``tokens_per_step``, ``content_induction_tokens``,
+            ``final_tokens``); without those columns the table is empty.
+
+    Returns:
+        Columns run, model, sqrt_bc, emerged (bool) and tokens (the emergence point, or
+        the final token count where nothing emerged).
+    """
     need = {"tokens_per_step", "content_induction_tokens", "final_tokens"}
-    if not len(df) or not need <= set(df.columns):
+    if not len(summary) or not need <= set(summary.columns):
         return pd.DataFrame(columns=["run", "model", "sqrt_bc", "emerged", "tokens"])
-    d = df[np.isfinite(pd.to_numeric(df["tokens_per_step"], errors="coerce"))].copy()
+    d = summary[np.isfinite(pd.to_numeric(summary["tokens_per_step"], errors="coerce"))].copy()
     emerged = np.isfinite(pd.to_numeric(d["content_induction_tokens"], errors="coerce"))
     return pd.DataFrame({
         "run": d["run"], "model": d["model"],
@@ -35,14 +42,24 @@ def law_table(df: pd.DataFrame) -> pd.DataFrame:
     }).reset_index(drop=True)
 
 
-def law_figure(df: pd.DataFrame, out: Path) -> tuple[list[Path], tuple[float, float] | None]:
-    """Draw ``law_figure.{png,svg,csv}`` into ``out``; returns the paths and the fit."""
+def law_figure(summary: pd.DataFrame,
+               out: Path) -> tuple[list[Path], tuple[float, float] | None]:
+    """Draw the law figure, ``law_figure.{png,svg,csv}``.
+
+    Args:
+        summary: the sweep summary (or any subset of its rows).
+        out: the folder to write into.
+
+    Returns:
+        The files written and the fit ``(e, a)`` of :func:`hierlab.law.fit_law` (None
+        with fewer than two distinct shapes that emerged).
+    """
     from matplotlib.figure import Figure
 
     from hierlab.figures.config import FiguresConfig
     from hierlab.figures.style import save, style
 
-    t = law_table(df)
+    t = law_table(summary)
     # as bool: an empty object column would select columns, not rows (a sweep summarised
     # before any run trained lost its sqrt_bc column and failed)
     emerged = t["emerged"].astype(bool)

@@ -109,8 +109,15 @@ def _fmt(value: Any) -> str:
 
 
 def grid_run_name(values: dict[str, Any]) -> str:
-    """Deterministic, filesystem-safe name of a grid point: ``leaf=value`` joined by ``+``,
-    where leaf is the shortest unique tail of each dotted key."""
+    """The deterministic, filesystem-safe name of a grid point, so reruns find its folder.
+
+    Args:
+        values: dotted key -> value of the point.
+
+    Returns:
+        ``leaf=value`` joined by ``+``, where leaf is the shortest unique tail of each
+        dotted key (``base`` for no keys).
+    """
     keys = list(values)
     tails = {}
     for key in keys:
@@ -133,12 +140,21 @@ def _base_dict(base: str, sweep_file: Path | None) -> dict[str, Any]:
 
 
 def plan_runs(sweep: SweepConfig, sweep_file: Path | None = None,
-              cli: dict[str, Any] | None = None) -> list[PlannedRun]:
-    """Every run's name, overrides and validated config (errors name the run and field).
-    ``cli`` (the command's ``--set``) overrides every run last; a key the grid varies is
-    refused, since it would make every grid point the same run."""
+              cli_overrides: dict[str, Any] | None = None) -> list[PlannedRun]:
+    """Every run's name, overrides and validated config, before any work.
+
+    Args:
+        sweep: the sweep file's settings.
+        sweep_file: the sweep file, to resolve a relative ``base`` path against.
+        cli_overrides: dotted keys set on every run last (the command's ``--set``); a key
+            the grid varies is refused, since it would make every grid point the same run.
+
+    Returns:
+        The planned runs, grid points first; an invalid run is a
+        :class:`~hierlab.errors.ConfigError` naming the run and the field.
+    """
     where = f"sweep '{sweep.name}'"
-    cli = cli or {}
+    cli = cli_overrides or {}
     clash = sorted(set(cli) & set(sweep.grid))
     if clash:
         raise ConfigError(f"--set {clash[0]}: the sweep's grid varies this key; set it in the "
@@ -170,9 +186,17 @@ def plan_runs(sweep: SweepConfig, sweep_file: Path | None = None,
 
 
 def check_arms(runs: list[PlannedRun], settings: EmergenceSettings, where: str) -> None:
-    """Refuse, at load time, arms the emergence statistics could not read: an arm without a
-    seed (or the reverse), an (arm, seed) given twice, a control that is no arm, a label
-    that is no mechanism label, or a run whose model to read is ambiguous or absent."""
+    """Refuse, at load time, arms the emergence statistics could not read.
+
+    That is an arm without a seed (or the reverse), an (arm, seed) given twice, a control
+    that is no arm, a label that is no mechanism label, or a run whose model to read is
+    ambiguous or absent.
+
+    Args:
+        runs: the planned runs.
+        settings: the sweep's ``emergence`` section.
+        where: the sweep's name, to start the error message with.
+    """
     armed = [r for r in runs if r.arm is not None or r.seed is not None]
     if not armed:
         return
@@ -204,13 +228,14 @@ def check_arms(runs: list[PlannedRun], settings: EmergenceSettings, where: str) 
 
 
 def load_sweep(
-    path: str | Path, cli: dict[str, Any] | None = None
+    path: str | Path, cli_overrides: dict[str, Any] | None = None
 ) -> tuple[SweepConfig, list[PlannedRun]]:
     """Read and validate a sweep file and every run it defines.
 
     Args:
         path: the sweep YAML file.
-        cli: dotted-key overrides for every run, applied last (the command's ``--set``).
+        cli_overrides: dotted-key overrides for every run, applied last (the command's
+            ``--set``).
 
     Returns:
         The sweep's settings and its planned runs, each with its validated config.
@@ -230,4 +255,4 @@ def load_sweep(
         first = err.errors()[0]
         loc = ".".join(map(str, first["loc"]))
         raise ConfigError(f"{p}: {loc}: {first['msg']}") from None
-    return sweep, plan_runs(sweep, p, cli)
+    return sweep, plan_runs(sweep, p, cli_overrides)

@@ -65,10 +65,17 @@ def _select(metrics: pd.DataFrame, key: str, metric: str, variant: str,
 
 
 def rise_width(series: pd.Series) -> tuple[float, float]:
-    """Steps of the 10 -> 90 % rise (from the first checkpoint's value to the max), and that
-    width as a fraction of the final step: the same measure as claim C5
-    (:func:`hierlab.figures.series.rise`), so a row and the claims table agree. NaN when the
-    series never rises above its first value."""
+    """How abruptly a score rose: the same measure as claim C5, so a row and the claims agree.
+
+    Args:
+        series: the score per checkpoint step.
+
+    Returns:
+        The steps of the 10 -> 90 % rise (from the first checkpoint's value to the max),
+        and that width as a fraction of the final step
+        (:func:`hierlab.figures.series.rise`); NaN, NaN when the series never rises above
+        its first value.
+    """
     from hierlab.figures.series import rise
 
     s = series.sort_index()
@@ -180,7 +187,16 @@ def _final_test_loss(mdir: Path) -> float:
 
 
 def run_rows(run: PlannedRun, run_dir: Path) -> list[dict[str, Any]]:
-    """One row per model of a run directory (none when nothing was trained yet)."""
+    """The summary rows of one run directory, read from its tables as its report reads them.
+
+    Args:
+        run: the planned run.
+        run_dir: its run directory.
+
+    Returns:
+        One row per trained model (none when nothing was trained yet): losses against the
+        floors, score, FV, mechanism and Hydra columns, train seconds.
+    """
     from hierlab.figures.data import load_run_data
 
     base: dict[str, Any] = {"run": run.name}
@@ -233,8 +249,21 @@ def _column(values: list[Any]) -> list[Any]:
 def summarize(runs: list[PlannedRun], out: str | Path,
               results: list[RunResult] | None = None,
               emergence: EmergenceSettings | None = None) -> pd.DataFrame:
-    """Write ``summary.parquet``/``summary.csv`` (atomically) and the summary figure; when
-    runs name an arm and a seed, the emergence statistics too (``emergence`` settings)."""
+    """Write the sweep's summary table, its figures and, for arms, the emergence statistics.
+
+    ``summary.parquet`` and ``summary.csv`` are written atomically, then the summary and
+    law figures; when runs name an arm and a seed, the emergence statistics too.
+
+    Args:
+        runs: the planned runs (every one gets a row, run or not).
+        out: the sweep folder.
+        results: this invocation's run results, for the status column (None: read the
+            status off the run directories).
+        emergence: the sweep's ``emergence`` section (None: the defaults).
+
+    Returns:
+        The summary table.
+    """
     out = Path(out)
     status = {r.name: r for r in results or []}
     keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
@@ -292,12 +321,23 @@ def _label(row: pd.Series, keys: list[str]) -> str:
     return f"{row['run']} / {row['model']}{mech}" + (f"\n{settings}" if extra else "")
 
 
-def summary_figure(df: pd.DataFrame, keys: list[str], out: Path) -> list[Path]:
-    """Heatmap runs x phenomena; colour normalised per column, raw values printed."""
+def summary_figure(summary: pd.DataFrame, keys: list[str], out: Path) -> list[Path]:
+    """Draw ``summary_figure.{png,svg,csv}``: runs x phenomena at a glance.
+
+    The colour is normalised per column and the raw values are printed in the cells.
+
+    Args:
+        summary: the sweep summary.
+        keys: the overridden settings, written beside each row's name.
+        out: the folder to write into.
+
+    Returns:
+        The files written.
+    """
     from hierlab.figures.config import FiguresConfig
     from hierlab.figures.style import CREST, save, style
 
-    d = df[df["model"].notna()].reset_index(drop=True)
+    d = summary[summary["model"].notna()].reset_index(drop=True)
     cols = list(FIGURE_COLUMNS)
     vals = pd.DataFrame({c: pd.to_numeric(d[c], errors="coerce") if c in d else NAN
                          for c in cols}, index=d.index)

@@ -1,13 +1,10 @@
 """The C heap's policy while training: keep freed memory instead of handing it back.
 
-A training step frees and re-allocates the same activation buffers every step. glibc hands
-a freed block back to the operating system when it was mmap-ed (above the mmap threshold,
-128 KiB in a fresh process, raised only once a large block has been freed) or sits at the
-top of the heap (trim threshold), so a fresh ``hierlab train`` re-faulted ~10,000 pages
-(~40 MB) per step of the quickstart model: ~20 ms of kernel time in a step that takes
-~35 ms without it. A process that had freed a large array before (the in-process
-benchmark, after generating its corpus) did not pay it. :func:`keep_freed_memory` fixes
-both thresholds; the process then keeps its peak heap until it exits.
+A training step frees and re-allocates the same activation buffers every step; with glibc's
+default thresholds a fresh ``hierlab train`` returned them to the operating system and
+re-faulted them every step, which cost more than half a step in kernel time on the
+quickstart model. :func:`keep_freed_memory` raises the thresholds once per process. The
+measurement: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations

@@ -31,14 +31,34 @@ RESUME_DIR = "resume"  # models/<c>/resume/step-N/: a preemption's resume point,
 
 
 def resume_root(out_dir: Path) -> Path:
-    """Where a preempted run leaves its resume point (outside ``checkpoints/``, so probes and
-    ``eval.csv`` see only the schedule's checkpoints)."""
+    """Where a preempted run leaves its resume point.
+
+    Outside ``checkpoints/``, so that probes and ``eval.csv`` see only the schedule's
+    checkpoints.
+
+    Args:
+        out_dir: the model's folder.
+
+    Returns:
+        ``out_dir/resume``.
+    """
     return Path(out_dir) / RESUME_DIR
 
 
 def find_run_state(out_dir: Path, plan: TrainPlan) -> tuple[bool, tuple[int, Path] | None]:
-    """(finished, latest resumable checkpoint) of ``out_dir``; a different run hash is an
-    error, so a changed config never continues someone else's run."""
+    """Whether a model's folder holds a finished run, or else where to resume it.
+
+    A different run hash is a :class:`~hierlab.errors.ConfigError`, so a changed config
+    never continues someone else's run.
+
+    Args:
+        out_dir: the model's folder.
+        plan: this run's plan (its hash and step count).
+
+    Returns:
+        ``(finished, resume)``: ``resume`` is ``(step, folder)`` of the latest checkpoint
+        or resume point that holds a trainer state, or None (start from scratch).
+    """
     run_json = out_dir / "run.json"
     found: set[str] = set()
     if run_json.exists():
@@ -66,7 +86,11 @@ def find_run_state(out_dir: Path, plan: TrainPlan) -> tuple[bool, tuple[int, Pat
 
 
 def sweep_torn(ckpt_root: Path) -> None:
-    """Remove the temporary folders of checkpoints whose write a kill interrupted."""
+    """Remove the temporary folders of checkpoints whose write a kill interrupted.
+
+    Args:
+        ckpt_root: the model's ``checkpoints`` folder (its resume points are swept too).
+    """
     for tmp in [*ckpt_root.glob(".tmp-*"), *resume_root(ckpt_root.parent).glob(".tmp-*")]:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -76,26 +100,42 @@ def load_resume(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    dev: torch.device,
+    device: torch.device,
 ) -> dict[str, Any]:
-    """Restore weights, optimizer, scaler and RNG from checkpoint ``path``; returns the
-    logging accumulators saved with it."""
+    """Restore everything a resumed run needs from a checkpoint, so it continues bitwise.
+
+    Args:
+        path: the checkpoint (or resume point) folder.
+        model: the freshly built model, loaded in place and moved to ``device``.
+        optimizer: its optimizer, loaded in place.
+        scaler: the grad scaler, loaded in place.
+        device: where the model runs (the CUDA RNG is restored there).
+
+    Returns:
+        The logging accumulators saved with the checkpoint
+        (:func:`hierlab.train.dist.accumulators`).
+    """
     weights = load_file(str(path / "model.safetensors"), device="cpu")
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or [k for k in missing if k != "lm_head.weight"]:
         raise DataError(f"{path}: weights do not match the configured model")
-    model.to(dev)
+    model.to(device)
     ts = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(ts["optimizer"])
     scaler.load_state_dict(ts["scaler"])
     torch.set_rng_state(ts["rng_cpu"])
-    if dev.type == "cuda" and ts.get("rng_cuda") is not None:
-        torch.cuda.set_rng_state(ts["rng_cuda"], dev)
+    if device.type == "cuda" and ts.get("rng_cuda") is not None:
+        torch.cuda.set_rng_state(ts["rng_cuda"], device)
     return ts["acc"]
 
 
 def quiet_save(model: torch.nn.Module, path: Path) -> None:
-    """save_pretrained without transformers' per-save progress bar (ours is running)."""
+    """``save_pretrained`` without transformers' per-save progress bar (ours is running).
+
+    Args:
+        model: the HF model.
+        path: the folder to save into.
+    """
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
@@ -118,24 +158,41 @@ def save_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
-    dev: torch.device,
-    acc: dict[str, Any],
+    device: torch.device,
+    accumulators: dict[str, Any],
     train_loss: float | None,
     test_loss: float | None,
-    lr: float,
+    learning_rate: float,
     resume_point: bool = False,
 ) -> None:
     """Publish checkpoint ``step`` atomically; only the new one keeps the resume state.
 
-    ``resume_point``: a preempted run's state at ``step`` (``ckpt_root`` is then
-    :func:`resume_root`); it is dropped once a later checkpoint is saved."""
+    Args:
+        ckpt_root: the model's ``checkpoints`` folder (or :func:`resume_root` for a resume
+            point).
+        step: the optimizer steps taken.
+        plan: the run's plan (tokens per step, run hash, step count) for ``state.json``.
+        corpus: the corpus's name.
+        corpus_dir: the corpus folder, whose tokenizer is copied in.
+        seed: the run's seed.
+        model: the (uncompiled, unwrapped) model, saved with ``save_pretrained``.
+        optimizer: its optimizer, for the trainer state.
+        scaler: the grad scaler, for the trainer state.
+        device: where the model runs (its CUDA RNG is saved).
+        accumulators: the logging accumulators (:func:`hierlab.train.dist.accumulators`).
+        train_loss: the mean training loss since the last log step (None at step 0).
+        test_loss: the test loss at ``step`` (None: not measured).
+        learning_rate: the learning rate of the last step.
+        resume_point: a preempted run's state at ``step``, dropped once a later checkpoint
+            is saved.
+    """
     final = step_dir(ckpt_root, step)
     # removed on error (a full disk: DiskFullError); swept on start if torn by a kill
     with atomic_dir(final, overwrite=True, prefix=f".tmp-{final.name}-") as tmp:
         _fill_checkpoint(tmp, step, plan=plan, corpus=corpus, corpus_dir=corpus_dir, seed=seed,
-                         model=model, optimizer=optimizer, scaler=scaler, dev=dev, acc=acc,
-                         train_loss=train_loss, test_loss=test_loss, lr=lr,
-                         resume_point=resume_point)
+                         model=model, optimizer=optimizer, scaler=scaler, dev=device,
+                         acc=accumulators, train_loss=train_loss, test_loss=test_loss,
+                         lr=learning_rate, resume_point=resume_point)
     if resume_point:  # one resume point at a time
         for s, p in list_step_dirs(ckpt_root):
             if s != step:
@@ -145,9 +202,16 @@ def save_checkpoint(
 
 
 def prune_resume_state(out_dir: Path, step: int) -> None:
-    """Keep the resume state of checkpoint ``step`` only: drop the trainer state of every
-    other checkpoint and the resume points up to ``step``. A kill between a checkpoint's
-    publish and this leaves both; the next save, or the finished run's check, prunes them."""
+    """Keep the resume state of checkpoint ``step`` only, so old trainer states do not pile up.
+
+    Drops the trainer state of every other checkpoint and the resume points up to
+    ``step``. A kill between a checkpoint's publish and this leaves both; the next save, or
+    the finished run's check, prunes them.
+
+    Args:
+        out_dir: the model's folder.
+        step: the checkpoint whose resume state is kept.
+    """
     for s, p in list_step_dirs(Path(out_dir) / "checkpoints"):
         if s != step:
             (p / TRAINER_STATE).unlink(missing_ok=True)

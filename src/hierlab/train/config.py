@@ -56,6 +56,7 @@ class ModelConfig(BaseModel):
 
     @property
     def ffn_size(self) -> int:
+        """The FFN width: ``intermediate_size``, or 4 x ``hidden_size`` when unset."""
         return self.intermediate_size or 4 * self.hidden_size
 
 

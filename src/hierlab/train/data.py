@@ -1,22 +1,10 @@
 """Training data: fixed-length token windows gathered from memory-mapped shards.
 
-Why this shape:
-
-* A window is ``context_length`` tokens; labels are the inputs (the HF model shifts them),
-  so each window gives ``context_length - 1`` predictions, as in the reference
-  (docs/reference-study.md#model-and-training).
-* Window ``i`` starts at ``i * context_length`` (no state at all), or, with
-  ``align_to_documents``, at a document start (greedy packing: the next window starts at
-  the first document start at or after the previous window's end). Aligned starts cost
-  8 bytes per window (1/256 of the corpus size) and are built shard by shard.
-* The order is a keyed pseudo-random permutation (the corpus's Feistel network with cycle
-  walking, :mod:`hierlab.corpus.rng`) of the window indices, one key per (seed, epoch).
-  Sample ``p`` of the run is window ``perm_{p // n}(p % n)``: a pure function of (seed,
-  p), so the order does not depend on the number of ranks or workers, resuming needs only
-  the step, and no permutation array is ever held in memory. Under DDP rank ``r`` of
-  ``w`` takes samples ``r, r+w, ...`` of each global batch.
-* Gathering copies only the requested windows out of the memory maps (fancy indexing per
-  shard), so peak RSS does not grow with the corpus.
+A window is ``context_length`` tokens, at a fixed offset or aligned to a document start.
+The window order is a keyed permutation computed on demand, a pure function of (seed,
+sample position), so it does not depend on ranks or workers, resuming needs only the step,
+and no permutation array is held in memory; gathering copies only the requested windows,
+so memory does not grow with the corpus. Why this shape: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -44,10 +32,16 @@ class WindowOrder:
 
     ROUNDS = 6
 
-    def __init__(self, n: int, seed: int) -> None:
-        if n < 1:
+    def __init__(self, n_windows: int, seed: int) -> None:
+        """Set up the order; nothing is drawn until positions are asked for.
+
+        Args:
+            n_windows: the windows of the split (``n``).
+            seed: the run's seed; each epoch's key derives from it.
+        """
+        if n_windows < 1:
             raise ValueError("WindowOrder needs n >= 1")
-        self.n = int(n)
+        self.n = int(n_windows)
         self.seed = int(seed)
         self._keys: dict[int, np.ndarray] = {}
 
@@ -59,12 +53,28 @@ class WindowOrder:
             self._keys = {epoch: keys}  # one epoch at a time is enough
         return keys
 
-    def permute(self, idx: np.ndarray, epoch: int) -> np.ndarray:
-        """The epoch's permutation applied to indices in ``[0, n)`` (the corpus's Feistel
-        network, :func:`hierlab.corpus.rng.feistel_permute_array`, keyed per epoch)."""
-        return feistel_permute_array(idx, self.n, self._round_keys(epoch))
+    def permute(self, positions: np.ndarray, epoch: int) -> np.ndarray:
+        """One epoch's permutation of the windows, at some positions.
+
+        Args:
+            positions: positions within the epoch, in ``[0, n)``.
+            epoch: the epoch, which keys the permutation.
+
+        Returns:
+            The window indices at those positions (the corpus's Feistel network,
+            :func:`hierlab.corpus.rng.feistel_permute_array`).
+        """
+        return feistel_permute_array(positions, self.n, self._round_keys(epoch))
 
     def __call__(self, positions: np.ndarray) -> np.ndarray:
+        """Map run-wide sample positions to window indices.
+
+        Args:
+            positions: sample positions of the run (0, 1, 2, ...), across epochs.
+
+        Returns:
+            Their window indices (int64).
+        """
         positions = np.asarray(positions, dtype=np.int64)
         epochs = positions // self.n
         out = np.empty(len(positions), dtype=np.int64)
@@ -74,17 +84,36 @@ class WindowOrder:
         return out
 
 
-def batch_positions(step: int, batch_size: int, rank: int = 0, world: int = 1) -> np.ndarray:
-    """Sample positions of optimizer step ``step`` that rank ``rank`` of ``world`` trains on.
+def batch_positions(step: int, batch_size: int, rank: int = 0,
+                    world_size: int = 1) -> np.ndarray:
+    """Sample positions of optimizer step ``step`` that one rank trains on.
 
     The global batch is positions ``[step*B, (step+1)*B)``; rank r takes every w-th one
     starting at r, so the union over ranks is the same for any world size.
+
+    Args:
+        step: the optimizer step.
+        batch_size: B, the global batch in windows.
+        rank: this process's rank.
+        world_size: w, the number of ranks.
+
+    Returns:
+        The rank's sample positions (int64), for :class:`WindowOrder`.
     """
-    return np.arange(step * batch_size + rank, (step + 1) * batch_size, world, dtype=np.int64)
+    return np.arange(step * batch_size + rank, (step + 1) * batch_size, world_size,
+                     dtype=np.int64)
 
 
 def eval_window_indices(n_windows: int, n_eval: int) -> np.ndarray:
-    """``n_eval`` window indices spread evenly over the split (a fixed, seed-free set)."""
+    """The test windows of every evaluation: a fixed, seed-free set spread over the split.
+
+    Args:
+        n_windows: the windows of the test split.
+        n_eval: how many to score (at most ``n_windows``).
+
+    Returns:
+        ``min(n_eval, n_windows)`` window indices spread evenly over the split.
+    """
     n_eval = min(n_eval, n_windows)
     return (np.arange(n_eval, dtype=np.int64) * n_windows) // max(n_eval, 1)
 
@@ -123,6 +152,16 @@ class TokenWindows:
         align_to_documents: bool = False,
         keep_boundary_token: bool = True,
     ) -> None:
+        """Lay out the windows of a split; no tokens are read unless windows are aligned.
+
+        Args:
+            split_dir: the split's folder.
+            context_length: tokens per window.
+            align_to_documents: start every window at a document start (greedy packing)
+                instead of at multiples of ``context_length``.
+            keep_boundary_token: with aligned windows, start on the document's boundary
+                token rather than after it.
+        """
         self.reader = SplitReader(split_dir)
         self.path = self.reader.path
         self.context_length = int(context_length)
@@ -179,20 +218,34 @@ class TokenWindows:
             out[sel] = self.reader.shard_tokens(int(i))[pos[sel] - self._offsets[i]]
         return out
 
-    def starts(self, idx: np.ndarray) -> np.ndarray:
-        """Global token offsets of windows ``idx``."""
-        idx = np.asarray(idx, dtype=np.int64)
+    def starts(self, indices: np.ndarray) -> np.ndarray:
+        """Where windows start in the split.
+
+        Args:
+            indices: window indices.
+
+        Returns:
+            Their global token offsets (int64).
+        """
+        idx = np.asarray(indices, dtype=np.int64)
         if self._starts is not None:
             return self._starts[idx]
         return idx * self.context_length
 
     # ----- gathering ----------------------------------------------------------------------
-    def gather(self, idx: np.ndarray) -> np.ndarray:
-        """Windows ``idx`` as an ``(len(idx), context_length)`` uint16 array (a copy).
+    def gather(self, indices: np.ndarray) -> np.ndarray:
+        """Copy some windows out of the memory maps.
 
-        Ids outside the vocabulary raise :class:`DataError` here, before any model sees them.
+        Ids outside the vocabulary raise :class:`~hierlab.errors.DataError` here, before any
+        model sees them.
+
+        Args:
+            indices: window indices.
+
+        Returns:
+            A ``(len(indices), context_length)`` uint16 array.
         """
-        starts = self.starts(idx)
+        starts = self.starts(indices)
         ctx = self.context_length
         out = np.empty((len(starts), ctx), dtype=np.uint16)
         shard = np.searchsorted(self._offsets, starts, side="right") - 1
@@ -216,8 +269,14 @@ class TokenWindows:
         return out
 
     def check_ids(self, max_tokens: int = 1 << 28) -> None:
-        """Scan the whole split for ids >= vocab_size if it is small (cheap up front check);
-        larger splits are checked batch by batch in :meth:`gather`."""
+        """Scan the whole split for ids >= vocab_size if it is small (cheap up front check).
+
+        Larger splits are checked batch by batch in :meth:`gather`. A bad id is a
+        :class:`~hierlab.errors.DataError` naming the shard.
+
+        Args:
+            max_tokens: the largest split scanned up front.
+        """
         if self.reader.total_tokens > max_tokens:
             return
         for i in range(self.reader.num_shards):
@@ -229,7 +288,15 @@ class TokenWindows:
                     "wrong manifest; regenerate the corpus)"
                 )
 
-    def iter_batches(self, idx: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-        """Gather ``idx`` in chunks of ``batch_size`` windows."""
-        for lo in range(0, len(idx), batch_size):
-            yield self.gather(idx[lo : lo + batch_size])
+    def iter_batches(self, indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+        """Gather windows in batches, so only one batch is in memory at a time.
+
+        Args:
+            indices: window indices, in order.
+            batch_size: windows per batch (the last may be short).
+
+        Yields:
+            Each batch, as :meth:`gather` returns it.
+        """
+        for lo in range(0, len(indices), batch_size):
+            yield self.gather(indices[lo : lo + batch_size])

@@ -18,7 +18,13 @@ __all__ = ["Dist", "accumulators", "all_reduce", "barrier", "dist_setup", "rank_
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place in the job: rank ``rank`` of ``world``; rank 0 is the writer."""
+    """This process's place in the job: rank ``rank`` of ``world``; rank 0 is the writer.
+
+    Attributes:
+        rank: this process's global rank.
+        world: the number of processes (1 without torchrun).
+        local_rank: its rank on this machine, which picks its GPU.
+    """
 
     rank: int = 0
     world: int = 1
@@ -26,11 +32,20 @@ class Dist:
 
     @property
     def main(self) -> bool:
+        """Whether this is rank 0, the one process that writes outputs."""
         return self.rank == 0
 
 
 def resolve_device(requested: str | None) -> torch.device:
-    """The torch device to train on: the request, else CUDA when present, else the CPU."""
+    """The torch device to train on: the request, else CUDA when present, else the CPU.
+
+    Args:
+        requested: ``cpu``, ``cuda`` or ``cuda:N`` (None: choose).
+
+    Returns:
+        The device; an unknown, unavailable or unsupported one is a
+        :class:`~hierlab.errors.ConfigError`.
+    """
     from hierlab.errors import ConfigError
 
     name = requested or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -46,7 +61,15 @@ def resolve_device(requested: str | None) -> torch.device:
 
 
 def dist_setup(device_type: str) -> tuple[Dist, bool]:
-    """Join the torchrun process group when WORLD_SIZE > 1; returns (dist, we_created_it)."""
+    """Join the torchrun process group when ``WORLD_SIZE`` > 1.
+
+    Args:
+        device_type: ``cuda`` (the NCCL backend) or ``cpu`` (gloo).
+
+    Returns:
+        ``(dist, created)``: this process's place, and whether this call created the
+        process group (so the caller destroys it at the end).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist(), False
@@ -61,20 +84,46 @@ def dist_setup(device_type: str) -> tuple[Dist, bool]:
 
 
 def barrier(dist: Dist) -> None:
+    """Wait for every rank (no-op on one process).
+
+    Args:
+        dist: this process's place in the job.
+    """
     if dist.world > 1:
         torch.distributed.barrier()
 
 
-def all_reduce(t: torch.Tensor, dist: Dist) -> torch.Tensor:
-    """Sum ``t`` over ranks in place (identity on one process)."""
+def all_reduce(tensor: torch.Tensor, dist: Dist) -> torch.Tensor:
+    """Sum a tensor over ranks in place (identity on one process).
+
+    Args:
+        tensor: the tensor, changed in place.
+        dist: this process's place in the job.
+
+    Returns:
+        ``tensor``, for chaining.
+    """
     if dist.world > 1:
-        torch.distributed.all_reduce(t)
-    return t
+        torch.distributed.all_reduce(tensor)
+    return tensor
 
 
 def accumulators(loss_sum: torch.Tensor, loss_n: int, tokens_since: int, dist: Dist) -> dict:
-    """The loss accumulators a checkpoint keeps: every rank's own partial sum (gathered), so
-    a run resumed between log steps sums the same numbers in the same order (bitwise)."""
+    """The loss accumulators a checkpoint keeps.
+
+    Every rank's own partial sum is gathered, so that a run resumed between log steps sums
+    the same numbers in the same order (bitwise).
+
+    Args:
+        loss_sum: this rank's loss sum since the last log step (a scalar tensor).
+        loss_n: the micro-batches summed.
+        tokens_since: the tokens trained on since the last log step.
+        dist: this process's place in the job.
+
+    Returns:
+        ``loss_sum`` (rank 0's), ``loss_sum_ranks`` (every rank's), ``loss_n`` and
+        ``tokens_since``, JSON-ready.
+    """
     ranks = [float(loss_sum)]
     if dist.world > 1:
         parts = [torch.zeros_like(loss_sum) for _ in range(dist.world)]
@@ -84,10 +133,19 @@ def accumulators(loss_sum: torch.Tensor, loss_n: int, tokens_since: int, dist: D
             "tokens_since": tokens_since}
 
 
-def rank_share(acc: dict, dist: Dist) -> float:
-    """This rank's partial loss sum from saved accumulators (older checkpoints and a changed
-    world size: rank 0 takes the saved sum)."""
-    ranks = acc.get("loss_sum_ranks")
+def rank_share(saved_accumulators: dict, dist: Dist) -> float:
+    """This rank's partial loss sum, to resume accumulating where the checkpoint stopped.
+
+    Args:
+        saved_accumulators: what :func:`accumulators` returned when the checkpoint was
+            saved.
+        dist: this process's place in the job.
+
+    Returns:
+        This rank's saved sum; for older checkpoints and a changed world size, rank 0 takes
+        the whole saved sum and the others 0.
+    """
+    ranks = saved_accumulators.get("loss_sum_ranks")
     if ranks is not None and len(ranks) == dist.world:
         return float(ranks[dist.rank])
-    return float(acc["loss_sum"]) if dist.main else 0.0
+    return float(saved_accumulators["loss_sum"]) if dist.main else 0.0

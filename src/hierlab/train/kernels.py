@@ -27,24 +27,51 @@ _ADAMW_KERNELS: dict[str, dict[str, bool]] = {
 }
 
 
-def autocast(dev: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16/fp16 autocast on ``dev``; fp32 runs without one."""
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context of a precision, so the loop reads the same for every precision.
+
+    Args:
+        device: where the model runs.
+        precision: ``fp32``, ``bf16`` or ``fp16``.
+
+    Returns:
+        A bf16/fp16 ``torch.autocast`` on ``device``; for fp32 a context that does nothing.
+    """
     dtype = _AMP[precision]
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=dev.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def adamw_impl(requested: str, dev: torch.device) -> str:
-    """auto: fused on CUDA; for-loop on CPU (the same bits as foreach there, while fused
-    differs in the last bits for ~1 % of a step)."""
+def adamw_impl(requested: str, device: torch.device) -> str:
+    """Which AdamW implementation runs.
+
+    ``auto`` is fused on CUDA and the for-loop on CPU (the same bits as foreach there,
+    while fused differs in the last bits for ~1 % of a step).
+
+    Args:
+        requested: the config's ``adamw`` (``auto``, ``fused``, ``foreach``, ``for-loop``).
+        device: where the model runs.
+
+    Returns:
+        The implementation's name.
+    """
     if requested == "auto":
-        return "fused" if dev.type == "cuda" else "for-loop"
+        return "fused" if device.type == "cuda" else "for-loop"
     return requested
 
 
-def adamw(model: torch.nn.Module, cfg: TrainingConfig, dev: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on norms and biases)."""
+def adamw(model: torch.nn.Module, cfg: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms and biases).
+
+    Args:
+        model: the model to optimise.
+        cfg: the training section (lr, betas, eps, weight decay, ``adamw``).
+        device: where the model runs, for the implementation's choice.
+
+    Returns:
+        The optimizer.
+    """
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW(
@@ -55,22 +82,41 @@ def adamw(model: torch.nn.Module, cfg: TrainingConfig, dev: torch.device) -> tor
         lr=cfg.lr,
         betas=tuple(cfg.betas),
         eps=cfg.eps,
-        **_ADAMW_KERNELS[adamw_impl(cfg.adamw, dev)],
+        **_ADAMW_KERNELS[adamw_impl(cfg.adamw, device)],
     )
 
 
-def attention_impl(requested: str, dev: torch.device, compiled: bool) -> str:
-    """auto: eager attention when compiled on CPU (inductor fuses matmul + softmax: 1.5-1.8x
-    the plain loop on the quickstart model, against 0.95-1.2x compiled with SDPA), SDPA
-    otherwise (uncompiled, eager was within noise of SDPA; on CUDA SDPA is the fast path)."""
+def attention_impl(requested: str, device: torch.device, compiled: bool) -> str:
+    """Which attention kernel training uses.
+
+    ``auto`` is eager attention when compiled on CPU (inductor fuses matmul + softmax:
+    1.5-1.8x the plain loop on the quickstart model, against 0.95-1.2x compiled with
+    SDPA), SDPA otherwise (uncompiled, eager was within noise of SDPA; on CUDA SDPA is the
+    fast path).
+
+    Args:
+        requested: the config's ``attention`` (``auto``, ``sdpa``, ``eager``, ...).
+        device: where the model runs.
+        compiled: whether the model is compiled.
+
+    Returns:
+        The HF attention implementation's name.
+    """
     if requested != "auto":
         return requested
-    return "eager" if compiled and dev.type == "cpu" else "sdpa"
+    return "eager" if compiled and device.type == "cpu" else "sdpa"
 
 
-def compiles(dev: torch.device) -> bool:
-    """Whether torch.compile can work here: on CPU inductor needs a C++ compiler."""
-    if dev.type != "cpu":
+def compiles(device: torch.device) -> bool:
+    """Whether torch.compile can work here, so a run without a compiler falls back to eager.
+
+    Args:
+        device: where the model runs.
+
+    Returns:
+        True on CUDA; on CPU, whether inductor finds a C++ compiler.
+    """
+    if device.type != "cpu":
         return True
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
@@ -83,8 +129,17 @@ def compiles(dev: torch.device) -> bool:
 
 @contextlib.contextmanager
 def attention_kernel(model: torch.nn.Module, kernel: str) -> Iterator[None]:
-    """Run ``model`` with another attention kernel inside the block (and restore it); the
-    compiled graph stays valid, since its guard sees the training kernel again after."""
+    """Run ``model`` with another attention kernel inside the block, and restore it after.
+
+    The compiled graph stays valid, since its guard sees the training kernel again after.
+
+    Args:
+        model: the HF model.
+        kernel: the attention implementation for the block (evaluation uses ``sdpa``).
+
+    Yields:
+        Nothing.
+    """
     before = model.config._attn_implementation
     if before != kernel:
         model.set_attn_implementation(kernel)
@@ -103,6 +158,12 @@ def deterministic(enabled: bool) -> Iterator[None]:
     kernel accumulated in a varying order, and two identical runs drifted apart from step
     ~4-6 (benchmarks/compile_determinism.py). Uncompiled CPU ops are deterministic
     already, and CUDA would need ``CUBLAS_WORKSPACE_CONFIG``, so only compiled CPU runs use it.
+
+    Args:
+        enabled: turn deterministic algorithms on for the block (False: change nothing).
+
+    Yields:
+        Nothing.
     """
     if not enabled:
         yield

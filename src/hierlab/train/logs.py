@@ -21,14 +21,26 @@ LOSS_COLUMNS = ["step", "tokens_seen", "train_loss", "lr", "grad_norm", "tokens_
 EVAL_COLUMNS = ["step", "tokens_seen", "test_loss"]
 
 
-def fmt(x: float | None) -> str:
-    """A float as written to the CSVs: full precision (``repr``), empty for None."""
-    return "" if x is None else repr(float(x))
+def fmt(value: float | None) -> str:
+    """A float as written to the CSVs, so that a resumed run's rows equal the original's.
+
+    Args:
+        value: the number (None: not measured).
+
+    Returns:
+        Its full-precision ``repr``, or an empty string for None.
+    """
+    return "" if value is None else repr(float(value))
 
 
 def truncate_csv(path: Path, columns: list[str], last_step: int) -> None:
-    """Keep the header and the complete rows with step <= last_step (drops a torn last line
-    left by a kill), rewritten atomically."""
+    """Cut a log CSV back to a step, rewritten atomically, before a resumed run appends.
+
+    Args:
+        path: the CSV (missing: written with the header only).
+        columns: its header; a row with another number of fields is torn and dropped.
+        last_step: the last step whose rows are kept (-1: none).
+    """
     rows: list[str] = []
     if path.exists():
         for line in path.read_text().splitlines()[1:]:
@@ -71,6 +83,14 @@ class RunLog:
     def __init__(
         self, out_dir: Path, name: str, train_cfg: TrainingConfig, resumed_at: int | None
     ) -> None:
+        """Open the logs, cut back to the resumed step.
+
+        Args:
+            out_dir: the model's folder.
+            name: the run's name in the trackers.
+            train_cfg: the training section (trackers, W&B project; logged as the config).
+            resumed_at: the step a resumed run continues from (None: a fresh run).
+        """
         keep = -1 if resumed_at is None else resumed_at  # rows of the resumed checkpoint stay
         truncate_csv(out_dir / "loss.csv", LOSS_COLUMNS, keep)
         truncate_csv(out_dir / "eval.csv", EVAL_COLUMNS, keep)
@@ -82,17 +102,38 @@ class RunLog:
         )
 
     def train(
-        self, step: int, tokens: int, loss: float, lr: float, grad_norm: float, tps: float
+        self, step: int, tokens: int, loss: float, learning_rate: float, grad_norm: float,
+        tokens_per_s: float,
     ) -> None:
-        self._loss.row([step, tokens, fmt(loss), fmt(lr), fmt(grad_norm), f"{tps:.1f}"])
-        self._tracker.log({"train/loss": loss, "train/lr": lr, "train/tokens_per_s": tps,
-                           "train/grad_norm": grad_norm}, step)
+        """Log one training row to ``loss.csv`` and the trackers.
+
+        Args:
+            step: the optimizer steps taken.
+            tokens: the tokens seen.
+            loss: the mean training loss since the last log step.
+            learning_rate: the learning rate of the last step.
+            grad_norm: the gradient norm before clipping.
+            tokens_per_s: the training throughput since the last log step.
+        """
+        self._loss.row([step, tokens, fmt(loss), fmt(learning_rate), fmt(grad_norm),
+                        f"{tokens_per_s:.1f}"])
+        self._tracker.log({"train/loss": loss, "train/lr": learning_rate,
+                           "train/tokens_per_s": tokens_per_s, "train/grad_norm": grad_norm},
+                          step)
 
     def eval(self, step: int, tokens: int, test_loss: float | None) -> None:
+        """Log one checkpoint's test loss to ``eval.csv`` and the trackers.
+
+        Args:
+            step: the checkpoint's step.
+            tokens: the tokens seen.
+            test_loss: the test loss (None: the corpus has no test split).
+        """
         self._eval.row([step, tokens, fmt(test_loss)])
         self._tracker.log({"eval/loss": test_loss}, step)
 
     def close(self) -> None:
+        """Close the CSVs and finish the tracker runs."""
         self._loss.close()
         self._eval.close()
         self._tracker.close()

@@ -1,19 +1,10 @@
 """The training loop: one model per corpus, read top to bottom (nanoGPT style).
 
-``train_corpora`` trains every corpus of an experiment; ``train_model`` trains one. The
-hot loop is plain torch: gather windows -> forward/backward over micro-batches -> clip ->
-AdamW step. Around it, one module per concept: :mod:`~hierlab.train.plan` (checks and
-sizes, before anything is written), :mod:`~hierlab.train.kernels` (which kernels run: autocast,
-AdamW, attention, compile), :mod:`~hierlab.train.checkpoint` (save, find, resume),
-:mod:`~hierlab.train.logs` (CSVs and trackers), :mod:`~hierlab.train.dist` (torchrun DDP:
-each rank takes a strided slice of the same global batch; rank 0 writes).
-
-The data position is the step itself, because the window order is a pure function of
-(seed, sample index); so a run killed at any moment continues from its latest checkpoint
-and reproduces the uninterrupted losses bit for bit on CPU.
-
-Outputs (notes/CONTRACTS.md): ``run.json``, ``loss.csv``, ``eval.csv`` and
-``checkpoints/step-XXXXXXXX/``.
+The hot loop is plain torch: gather windows -> forward/backward over micro-batches -> clip
+-> AdamW step; checks and sizes, kernels, checkpoints, logs and torchrun each live in a
+module of their own beside it. The data position is the step itself, so a killed run
+continues from its latest checkpoint and reproduces the uninterrupted losses bit for bit on
+CPU. The modules around the loop and its outputs: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -76,14 +67,25 @@ def train_corpora(
     only: str | None = None,
     device: str | None = None,
 ) -> dict[str, Path]:
-    """Train one model per corpus name in ``corpora`` (the experiment's corpus names, or its
-    ``corpora`` section itself) on ``run_dir/corpus/<name>``; returns the model folders
-    ``run_dir/models/<name>``. Finished models are skipped, killed ones resumed.
+    """Train one model per corpus on ``run_dir/corpus/<name>``, resumably.
 
-    With ``training.parallel_corpora`` > 1 (or ``auto``) several corpora train at the same
-    time, one process each, with torch's threads split between them. Measured on 2 cores
-    (quickstart, benchmarks/train_throughput.py ``stage``): 0.94-0.97x of one after the
-    other, since this model already uses both threads well; so the default is 1.
+    Finished models are skipped, killed ones resumed. With ``training.parallel_corpora``
+    > 1 (or ``auto``) several corpora train at the same time, one process each, with
+    torch's threads split between them. Measured on 2 cores (quickstart,
+    benchmarks/train_throughput.py ``stage``): 0.94-0.97x of one after the other, since
+    this model already uses both threads well; so the default is 1.
+
+    Args:
+        model_cfg: the ``model`` section.
+        train_cfg: the ``training`` section.
+        corpora: the corpus names (or the experiment's ``corpora`` section itself).
+        run_dir: the run directory; holds the run folder's writer lock while training.
+        only: train only the model of this corpus.
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (None: ``training.device``, else CUDA when
+            present).
+
+    Returns:
+        corpus name -> its model folder ``run_dir/models/<name>``.
     """
     run_dir = Path(run_dir)
     names = list(corpora)
@@ -119,8 +121,17 @@ def train_corpora(
 
 
 def concurrent_corpora(train_cfg: TrainingConfig, n_jobs: int, device: str | None) -> int:
-    """How many corpora train at once: ``parallel_corpora``, with ``auto`` = one process per
-    corpus up to the CPU cores on CPU, and 1 on CUDA or under torchrun."""
+    """How many corpora train at once.
+
+    Args:
+        train_cfg: the training section (``parallel_corpora``, ``device``).
+        n_jobs: the corpora to train.
+        device: the requested device (None: the config's).
+
+    Returns:
+        ``parallel_corpora``, with ``auto`` = one process per corpus up to the CPU cores on
+        CPU, and 1 on CUDA or under torchrun; never more than ``n_jobs``.
+    """
     if n_jobs <= 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return 1
     if train_cfg.parallel_corpora != "auto":
@@ -166,9 +177,23 @@ def train_model(
 ) -> Path:
     """Train (or resume, or skip if finished) one model on ``corpus_dir/{train,test}``.
 
-    ``on_step(step)`` is called after every optimizer step (tests use it to simulate a
-    kill); ``bar_position`` is the progress bar's line when several train at once. Every
-    check a user can fail runs before anything is written.
+    Every check a user can fail runs before anything is written. SIGTERM/SIGINT leaves a
+    resume point at the next step boundary.
+
+    Args:
+        model_cfg: the ``model`` section.
+        train_cfg: the ``training`` section.
+        corpus_dir: the corpus folder.
+        out_dir: the model's folder.
+        corpus_name: the corpus's name in logs and trackers (default: the folder's name).
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (None: ``training.device``, else CUDA when
+            present); under torchrun each rank takes its local GPU.
+        on_step: called with the step count after every optimizer step (tests use it to
+            simulate a kill).
+        bar_position: the progress bar's line when several models train at once.
+
+    Returns:
+        ``out_dir``.
     """
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     name = corpus_name or corpus_dir.name
@@ -196,23 +221,39 @@ def train_model(
 def evaluate(
     model: torch.nn.Module,
     test: TokenWindows | None,
-    idx: np.ndarray,
+    window_indices: np.ndarray,
     batch_size: int,
-    dev: torch.device,
+    device: torch.device,
     precision: str,
     dist: Dist,
 ) -> float | None:
-    """Mean next-token loss on the fixed test windows ``idx`` (each rank a strided share)."""
-    if test is None or len(idx) == 0:
+    """Mean next-token loss on fixed test windows, the same windows at every checkpoint.
+
+    Measured with SDPA attention whatever the training kernel, so the test loss does not
+    depend on it.
+
+    Args:
+        model: the (unwrapped) model; left in training mode afterwards.
+        test: the test split's windows (None: the corpus has none).
+        window_indices: the test windows to score; each rank takes a strided share.
+        batch_size: windows per forward pass.
+        device: where the model runs.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast).
+        dist: this process's place in the job; the sums are all-reduced.
+
+    Returns:
+        The mean loss over the windows, or None without test windows.
+    """
+    if test is None or len(window_indices) == 0:
         return None
     model.eval()
-    tot = torch.zeros(2, dtype=torch.float64, device=dev)
+    tot = torch.zeros(2, dtype=torch.float64, device=device)
     # the test loss is always measured with SDPA: uncompiled, it is the faster kernel for a
     # forward pass, and a test loss should not depend on the training kernel
     with torch.no_grad(), attention_kernel(model, "sdpa"):
-        for batch in test.iter_batches(idx[dist.rank :: dist.world], batch_size):
-            x = torch.from_numpy(batch.astype(np.int64)).to(dev)
-            with autocast(dev, precision):
+        for batch in test.iter_batches(window_indices[dist.rank :: dist.world], batch_size):
+            x = torch.from_numpy(batch.astype(np.int64)).to(device)
+            with autocast(device, precision):
                 loss = model(input_ids=x, labels=x, use_cache=False).loss
             tot[0] += loss.double() * len(x)
             tot[1] += len(x)
@@ -302,7 +343,8 @@ def _train(
                 ckpt.resume_root(out_dir) if resume else ckpt_root, step, plan=plan,
                 corpus=name, corpus_dir=corpus_dir, resume_point=resume,
                 seed=train_cfg.seed, model=raw_model, optimizer=optimizer, scaler=scaler,
-                dev=dev, acc=acc, train_loss=train_loss, test_loss=test_loss, lr=lr,
+                device=dev, accumulators=acc, train_loss=train_loss, test_loss=test_loss,
+                learning_rate=lr,
             )
         barrier(dist)
         log.info("%s: checkpoint step %d: train %s test %s", name, step, fmt(train_loss),

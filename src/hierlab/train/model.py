@@ -18,8 +18,20 @@ __all__ = ["build_model", "llama_config", "resolve_vocab_size"]
 
 
 def resolve_vocab_size(cfg: ModelConfig, manifest: dict[str, Any], source: str) -> int:
-    """The embedding size: the corpus manifest's ``vocab_size``; an explicit config value
-    must equal it (a silent resize would make token ids and embeddings disagree)."""
+    """The embedding size: the corpus manifest's ``vocab_size``.
+
+    An explicit config value must equal it: a silent resize would make token ids and
+    embeddings disagree.
+
+    Args:
+        cfg: the model section (its optional ``vocab_size``).
+        manifest: the train split's manifest.
+        source: the manifest's path, named in errors.
+
+    Returns:
+        The vocabulary size; a missing or conflicting one is a
+        :class:`~hierlab.errors.ConfigError`.
+    """
     corpus_vocab = manifest.get("vocab_size")
     if not isinstance(corpus_vocab, int) or corpus_vocab < 2:
         raise ConfigError(f"{source}: manifest has no valid vocab_size (got {corpus_vocab!r})")
@@ -39,8 +51,20 @@ def llama_config(
     pad_id: int | None = None,
     bos_id: int | None = None,
 ) -> LlamaConfig:
-    """The HF config of the reference architecture with our vocabulary
-    (docs/reference-study.md#model-and-training)."""
+    """The HF config of the reference architecture with our vocabulary.
+
+    See docs/reference-study.md#model-and-training for the architecture.
+
+    Args:
+        cfg: the model section.
+        vocab_size: the corpus's vocabulary size.
+        eos_id: the end-of-sentence id, so HF generation stops there.
+        pad_id: the padding id.
+        bos_id: the document boundary id, when the corpus has one.
+
+    Returns:
+        The ``LlamaConfig``.
+    """
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,
@@ -69,6 +93,15 @@ def build_model(
     """A freshly initialised model; the same (config, vocab, seed) gives the same weights.
 
     The global torch RNG is forked, so building a model does not disturb the caller's RNG.
+
+    Args:
+        cfg: the model section.
+        vocab_size: the corpus's vocabulary size.
+        seed: the initialisation seed.
+        **token_ids: ``eos_id``, ``pad_id`` and ``bos_id`` for :func:`llama_config`.
+
+    Returns:
+        The ``LlamaForCausalLM``, on the CPU.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -30,7 +30,18 @@ __all__ = ["Prepared", "TrainPlan", "prepare", "run_hash", "run_info"]
 
 @dataclass(frozen=True)
 class TrainPlan:
-    """Everything fixed before the first step: sizes, steps, checkpoints, the run hash."""
+    """Everything fixed before the first step: sizes, steps, checkpoints, the run hash.
+
+    Attributes:
+        total_steps: optimizer steps of the run.
+        checkpoint_steps: the steps after which a checkpoint is saved, ascending.
+        log_every: steps between ``loss.csv`` rows.
+        per_rank_batch: windows each rank trains on per step.
+        micro_batch: windows per forward/backward pass (gradient accumulation below it).
+        context_length: tokens per window.
+        batch_size: the global batch in windows.
+        run_hash: the identity of the model the run trains (:func:`run_hash`).
+    """
 
     total_steps: int
     checkpoint_steps: list[int]
@@ -43,12 +54,21 @@ class TrainPlan:
 
     @property
     def tokens_per_step(self) -> int:
+        """Tokens of one global batch: ``batch_size`` x ``context_length``."""
         return self.batch_size * self.context_length
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """What :func:`prepare` hands the loop: the manifest, the data and the plan."""
+    """What :func:`prepare` hands the loop: the manifest, the data and the plan.
+
+    Attributes:
+        manifest: the train split's manifest.
+        windows: the train split's windows.
+        test: the test split's windows (None with ``eval_tokens: 0``).
+        vocab: the vocabulary size.
+        plan: the plan.
+    """
 
     manifest: dict[str, Any]
     windows: TokenWindows
@@ -64,8 +84,16 @@ NOT_HASHED = {"device", "tensorboard", "tracking", "wandb_project", "adamw", "at
 
 
 def run_hash(model_cfg: ModelConfig, train_cfg: TrainingConfig, manifest: dict) -> str:
-    """Equal hashes mean the same model would be trained: configs (minus :data:`NOT_HASHED`)
-    plus the identity of the train split."""
+    """The identity of the model a run trains, so a changed config never resumes a run.
+
+    Args:
+        model_cfg: the model section.
+        train_cfg: the training section; the fields of :data:`NOT_HASHED` are left out.
+        manifest: the train split's manifest (its config hash, size and vocabulary).
+
+    Returns:
+        16 hex digits; equal hashes mean the same model would be trained.
+    """
     blob = {
         "model": model_cfg.model_dump(mode="json"),
         "training": train_cfg.model_dump(
@@ -95,17 +123,30 @@ def prepare(
     model_cfg: ModelConfig,
     train_cfg: TrainingConfig,
     corpus_dir: Path,
-    dev: torch.device,
+    device: torch.device,
     dist: Dist,
 ) -> Prepared:
-    """Validate inputs and make the plan; raises before anything is written."""
+    """Validate the inputs and make the plan, before anything is written.
+
+    Args:
+        model_cfg: the model section.
+        train_cfg: the training section.
+        corpus_dir: the corpus folder (its ``train`` and ``test`` splits).
+        device: where the model will run (fp16 needs CUDA).
+        dist: this process's place in the job (the batch must divide among the ranks).
+
+    Returns:
+        The manifest, the windows and the plan. Bad input is a
+        :class:`~hierlab.errors.ConfigError` or :class:`~hierlab.errors.DataError` naming
+        the field or file.
+    """
     train_dir, test_dir = corpus_dir / "train", corpus_dir / "test"
     if not (train_dir / "manifest.json").exists():
         raise DataError(f"{train_dir}: no train split (generate the corpus first: hierlab corpus)")
     manifest = read_manifest(train_dir)
     vocab = resolve_vocab_size(model_cfg, manifest, str(train_dir / "manifest.json"))
     ctx = model_cfg.context_length
-    if train_cfg.precision == "fp16" and dev.type != "cuda":
+    if train_cfg.precision == "fp16" and device.type != "cuda":
         raise ConfigError("training.precision: fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     if train_cfg.batch_size % dist.world:
         raise ConfigError(
@@ -166,7 +207,19 @@ def run_info(
     plan: TrainPlan,
     model: torch.nn.Module,
 ) -> dict[str, Any]:
-    """The contents of ``run.json``: what was trained, on what, with which hash."""
+    """The contents of ``run.json``: what was trained, on what, with which hash.
+
+    Args:
+        name: the corpus's name.
+        manifest: the train split's manifest (kind, vocabulary, ids, loss floors).
+        model_cfg: the model section.
+        train_cfg: the training section.
+        plan: the run's plan.
+        model: the model, to count its parameters.
+
+    Returns:
+        The JSON-ready record.
+    """
     return {
         "corpus": name,
         "kind": manifest.get("kind"),

@@ -24,6 +24,13 @@ def checkpoint_steps(cfg: CheckpointConfig, total_steps: int) -> list[int]:
     ``linear`` with count=100 gives the reference's plan: every ceil(1% of steps) plus the
     last step (the reference's PCFG run: 386, 772, ..., 38214, 38589). Step 0 is the
     untrained model.
+
+    Args:
+        cfg: the ``training.checkpoints`` section.
+        total_steps: optimizer steps of the run.
+
+    Returns:
+        The steps, ascending.
     """
     if total_steps < 1:
         raise ConfigError(f"training.checkpoints: the run has {total_steps} steps, needs >= 1")
@@ -48,7 +55,15 @@ def checkpoint_steps(cfg: CheckpointConfig, total_steps: int) -> list[int]:
 
 
 def log_interval(log_every: float, total_steps: int) -> int:
-    """loss.csv interval in steps: ``log_every`` steps, or that fraction of the run if < 1."""
+    """The ``loss.csv`` interval in steps.
+
+    Args:
+        log_every: steps (>= 1), or a fraction of the run (< 1).
+        total_steps: optimizer steps of the run.
+
+    Returns:
+        Steps between log rows, at least 1.
+    """
     if log_every >= 1:
         return int(log_every)
     return max(1, math.ceil(log_every * total_steps))
@@ -63,6 +78,14 @@ def lr_at(step: int, cfg: TrainingConfig, total_steps: int) -> float:
     ``cosine`` follows half a cosine to ``min_lr``, ``constant`` stays at lr, ``wsd``
     (warmup-stable-decay, as in MiniCPM and OLMo 2) stays at lr and falls linearly to
     ``min_lr`` over the last ``decay_fraction`` of the steps.
+
+    Args:
+        step: the optimizer step, 0-based.
+        cfg: the training section (lr, schedule, warmup, min_lr, decay_fraction).
+        total_steps: optimizer steps of the run.
+
+    Returns:
+        The learning rate.
     """
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps

@@ -1,21 +1,9 @@
 """Experiment tracking: one logger object for TensorBoard and Weights & Biases.
 
-The training loop creates a :class:`Tracker` once and calls :meth:`Tracker.log` once per
-log event; the backends are optional (extra ``tracking``) and off by default
-(``training.tracking: []``). Keys are the same in every backend:
-
-=======================  ===================================================
-``train/loss``           mean training loss since the last log event
-``train/lr``             learning rate
-``train/grad_norm``      gradient norm before clipping
-``train/tokens_per_s``   training throughput
-``eval/loss``            test loss at a checkpoint
-``probe/<probe>/...``    probe summaries (:func:`log_probe_summary`)
-=======================  ===================================================
-
-TensorBoard writes ``<model dir>/tensorboard/``; W&B honours its own environment
-(``WANDB_MODE=offline`` writes ``<model dir>/wandb/offline-run-*`` and needs no account).
-Only rank 0 tracks.
+The training loop creates a :class:`Tracker` once and calls :meth:`Tracker.log` per log
+event, with the same keys in every backend, so a dashboard reads alike in both. The backends
+are optional (extra ``tracking``) and off by default; only rank 0 tracks. The keys and
+where each backend writes: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -51,7 +39,14 @@ def _import(backend: str) -> Any:
 
 
 def check_backends(backends: Iterable[str]) -> None:
-    """Raise ConfigError now (before any output) if a chosen backend is not installed."""
+    """Check the chosen backends before any output, so a missing extra fails at once.
+
+    Args:
+        backends: backend names (``tensorboard``, ``wandb``).
+
+    Raises:
+        ConfigError: a backend is unknown or its package is not installed.
+    """
     for b in backends:
         if b not in BACKENDS:
             raise ConfigError(
@@ -73,6 +68,16 @@ class Tracker:
         config: Mapping[str, Any] | None = None,
         resume: bool = False,
     ) -> None:
+        """Start a tracker run in each chosen backend.
+
+        Args:
+            backends: backend names; duplicates are dropped.
+            out_dir: the folder the backends write under (``tensorboard/``, ``wandb/``).
+            run_name: the run's name in W&B.
+            project: the W&B project (default ``hierlab``).
+            config: the config W&B records with the run.
+            resume: continue a W&B run of the same name (a resumed training run).
+        """
         self.backends = list(dict.fromkeys(backends))
         check_backends(self.backends)
         self._tb: Any = None
@@ -92,7 +97,12 @@ class Tracker:
             )
 
     def log(self, metrics: Mapping[str, float | None], step: int) -> None:
-        """Log ``metrics`` (``None`` values are skipped) at training step ``step``."""
+        """Log scalars at a training step.
+
+        Args:
+            metrics: key -> value; ``None`` values are skipped.
+            step: the training step.
+        """
         values = {k: float(v) for k, v in metrics.items() if v is not None}
         if not values:
             return
@@ -103,6 +113,7 @@ class Tracker:
             self._wandb.log(values, step=step)
 
     def close(self) -> None:
+        """Flush and finish every backend's run."""
         if self._tb is not None:
             self._tb.close()
             self._tb = None
@@ -112,9 +123,15 @@ class Tracker:
 
 
 def log_probe_summary(tracker: Tracker, table: Any) -> None:
-    """Log a metrics table's per-checkpoint summary, steps ascending (W&B needs that):
-    ``probe/<model>/<probe>/<variant>/<metric>`` = the maximum of each metric over
-    layers, heads and k at each checkpoint step."""
+    """Log a metrics table's per-checkpoint summary, steps ascending (W&B needs that).
+
+    Each key is ``probe/<model>/<probe>/<variant>/<metric>``, the maximum of that metric
+    over layers, heads and k at each checkpoint step.
+
+    Args:
+        tracker: the tracker.
+        table: a probe metrics table (pandas); None or empty logs nothing.
+    """
     if table is None or not len(table):
         return
     keys = ["step", "model", "probe", "variant", "metric"]
@@ -128,7 +145,15 @@ def log_probe_summary(tracker: Tracker, table: Any) -> None:
 
 
 def backends_of(train_cfg: Any) -> list[str]:
-    """``training.tracking`` plus ``tensorboard`` when the older ``training.tensorboard`` is set."""
+    """The backends a training section asks for, old and new spelling alike.
+
+    Args:
+        train_cfg: the training section.
+
+    Returns:
+        ``training.tracking``, plus ``tensorboard`` when the older ``training.tensorboard``
+        is set.
+    """
     out = list(getattr(train_cfg, "tracking", []) or [])
     if getattr(train_cfg, "tensorboard", False) and "tensorboard" not in out:
         out.append("tensorboard")
