@@ -38,7 +38,7 @@ class ExperimentConfig(BaseModel):
 
     name: str = Field("experiment", description="run name; default output dir is runs/<name>")
     corpora: dict[str, CorpusConfig] = Field(
-        default_factory=dict, description="corpus name -> pcfg or ngram settings"
+        default_factory=dict, description="corpus name -> pcfg, ngram or copy settings"
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

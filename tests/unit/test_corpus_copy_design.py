@@ -142,3 +142,26 @@ def test_copy_statistics_find_the_gaps():
 def test_bad_design_settings_name_the_field(over, field):
     with pytest.raises(ValidationError, match=field):
         _design(**over)
+
+
+def test_the_copy_kind_is_the_flat_copy_design():
+    """``kind: copy`` defaults to the flat copy design and draws the same stream as the
+    n-gram kind with those settings; it dumps every field, so a round trip keeps a
+    non-default ``emit_eos``; a context process is refused by name."""
+    from hierlab.config import config_from_dict as validate_config
+    from hierlab.corpus.config import CopyConfig
+    from hierlab.errors import ConfigError
+
+    copy = CopyConfig(train_sentences=4000, test_sentences=200, sentences_per_shard=4000)
+    flat = _design(copy_gap_max=0)
+    a = NgramSampler(copy).generate("train", 0, 300)
+    b = NgramSampler(flat).generate("train", 0, 300)
+    assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.doc_starts, b.doc_starts)
+    eos = CopyConfig(emit_eos=True, copy_separator=True)
+    assert CopyConfig(**eos.model_dump()) == eos and eos.model_dump()["emit_eos"] is True
+    cfg = validate_config({"corpora": {"copy": {"kind": "copy", "max_length": 16}}})
+    assert isinstance(cfg.corpora["copy"], CopyConfig) and cfg.corpora["copy"].max_length == 16
+    with pytest.raises(ConfigError, match="orders"):
+        validate_config({"corpora": {"copy": {"kind": "copy", "orders": [1, 2]}}})
+    with pytest.raises(ConfigError, match="copy_probability"):
+        validate_config({"corpora": {"copy": {"kind": "copy", "copy_probability": 0.0}}})

@@ -1,4 +1,4 @@
-"""Claims C1-C10 on hand-made tables: each check both holds and fails (and is N/A without data)."""
+"""Claims C1-C10 (and C5-copy) on hand-made tables: each check both holds and fails (and is N/A without data)."""
 
 from __future__ import annotations
 
@@ -229,13 +229,13 @@ def test_c10(variant: str) -> None:
 def test_all_na_without_data() -> None:
     t = evaluate_claims(data=RunData.from_tables(), write=False)
     assert list(t.columns) == COLUMNS
-    assert len(t) == 20 and set(t["verdict"]) == {"N/A"}
+    assert len(t) == 22 and set(t["verdict"]) == {"N/A"}
     assert "N/A" in format_claims(t)
 
 
 def test_registry_orders_the_table() -> None:
     t = evaluate_claims(data=RunData.from_tables(), write=False)
-    ids = [f"C{i}" for i in range(1, 11)]
+    ids = [f"C{i}" for i in range(1, 6)] + ["C5-copy"] + [f"C{i}" for i in range(6, 11)]
     assert list(CLAIMS) == ids and list(dict.fromkeys(t["claim"])) == ids
     assert list(t["variant"][:2]) == ["reference", "standard"]
 
@@ -252,11 +252,12 @@ def test_synthetic_run_claims_written(synthetic_run_dir: Path) -> None:
     run = synthetic_run_dir
     t = evaluate_claims(run)
     on_disk = pd.read_csv(run / "claims.csv")
-    assert list(on_disk.columns) == COLUMNS and len(on_disk) == len(t) == 20
+    assert list(on_disk.columns) == COLUMNS and len(on_disk) == len(t) == 22
     got = t.set_index(["claim", "variant"])["verdict"]
     for claim in ("C2", "C3", "C4", "C5", "C7", "C8", "C10"):
         assert got[(claim, "reference")] == "PASS", t.to_string()
     assert got[("C6", "reference")] == "N/A"  # no external model in this run
+    assert got[("C5-copy", "reference")] == "N/A"  # nor a copy design
 
 
 def test_c1_flat_from_first_log_is_na_and_rising_loss_fails() -> None:
@@ -293,3 +294,25 @@ def test_c5_needs_the_content_induction_label(variant: str) -> None:
     content = RunData.from_tables(
         to_table(induction("pcfg", ABRUPT) + _labels("pcfg", [0] * 5 + [ind] * 15)), kinds=KINDS)
     assert verdict(content, "C5", variant)[0] == "PASS"
+
+
+@pytest.mark.parametrize("variant", ["reference", "standard"])
+def test_c5_copy_reads_the_copy_design_model(variant: str) -> None:
+    """C5-copy applies C5's test to the copy design's model and to no other: a PCFG rise
+    leaves it N/A; the copy model's rise passes only with its final label content
+    induction (a local content copy fails)."""
+    from hierlab.contracts import MECHANISM_LABELS
+
+    kinds = {**KINDS, "copy": "copy"}
+    pcfg_only = RunData.from_tables(to_table(induction("pcfg", ABRUPT)), kinds=kinds)
+    assert verdict(pcfg_only, "C5-copy", variant)[0] == "N/A"
+    ind = MECHANISM_LABELS.index("content induction")
+    local = MECHANISM_LABELS.index("local content copy")
+    real = RunData.from_tables(
+        to_table(induction("copy", ABRUPT) + _labels("copy", [0] * 5 + [ind] * 15)), kinds=kinds)
+    assert verdict(real, "C5-copy", variant)[0] == "PASS"
+    assert verdict(real, "C5", variant)[0] == "N/A"  # no PCFG rows
+    short = RunData.from_tables(
+        to_table(induction("copy", ABRUPT) + _labels("copy", [0] * 5 + [local] * 15)),
+        kinds=kinds)
+    assert verdict(short, "C5-copy", variant)[0] == "FAIL"

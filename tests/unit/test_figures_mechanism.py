@@ -55,3 +55,28 @@ def test_law_fit_recovers_an_exponent(tmp_path: Path) -> None:
     assert fit is not None and fit[0] == pytest.approx(0.7)
     assert (tmp_path / "law_figure.png").exists()
     assert fit_law([512.0], [1e6]) is None
+
+
+def test_a_copy_design_model_gets_its_own_panel(tmp_path: Path) -> None:
+    """A run with a copy-design model draws it as a third mechanism panel and a fourth
+    Fig. 3 panel (after the PCFG's); a run without one keeps the study's panels."""
+    from hierlab.figures import fig3_induction
+
+    kinds = {**KINDS, "copy": "copy"}
+    recs = _mechanism("pcfg", ["positional copy"] * 3) + _mechanism(
+        "copy", ["local content copy", "content induction", "content induction"])
+    recs += [rows("copy", "induction", "standard", "prefix_matching_max", 100 * i, 0.3 * i)
+             for i in (1, 2, 3)]
+    data = RunData.from_tables(to_table(recs), kinds=kinds)
+    assert data.figure_panels(fig3_mechanism.PANELS) == ["ngram", "pcfg", "copy"]
+    assert data.figure_panels() == ["ngram", "pcfg", "copy", "external"]
+    assert data.title("copy") == "Copy design"
+    fig3_mechanism.draw(data, tmp_path, FiguresConfig(formats=["png"]))
+    t = pd.read_csv(tmp_path / "fig3_mechanism.csv")
+    assert t[(t["panel"] == "copy") & (t["series"] == "label_model")]["label"].tolist() == [
+        "local content copy", "content induction", "content induction"]
+    fig3_induction.draw(data, "standard", tmp_path, FiguresConfig(formats=["png"]))
+    std = pd.read_csv(tmp_path / "fig3_induction_standard.csv")
+    assert set(std["panel"]) == {"copy"}
+    without = RunData.from_tables(to_table(_mechanism("pcfg", ["none"])), kinds=KINDS)
+    assert without.figure_panels(fig3_mechanism.PANELS) == ["ngram", "pcfg"]

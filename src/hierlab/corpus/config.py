@@ -454,4 +454,63 @@ class NgramConfig(BaseModel):
         return [x / total for x in w]
 
 
-CorpusConfig = Annotated[PcfgConfig | NgramConfig, Field(discriminator="kind")]
+class CopyConfig(NgramConfig):
+    """A copy design: words drawn uniformly (no context, no hierarchy, no roles), each
+    sentence followed by its verbatim copy, with no boundary token, so that only token
+    identity tells where a copy starts. The n-gram process with these settings, under a
+    kind of its own so that figures and claims show it as its own panel
+    (docs/corpora.md#copy-designs); every n-gram field still applies."""
+
+    kind: Literal["copy"] = Field(  # type: ignore[assignment]
+        "copy", description="selects this generator: a copy design (the n-gram process, "
+        "context-free, with copies)"
+    )
+    vocab_size: int = Field(
+        97, ge=3, le=65_535, description="regular tokens 0..V-2 plus the (unused) EOS = V-1"
+    )
+    num_contexts: int | None = Field(
+        1, ge=1, description="context tables; a copy design has one (context-free words)"
+    )
+    exponent_mean: float = Field(
+        0.0, description="Zipf exponent of the word law (0 = uniform words)"
+    )
+    exponent_std: float = Field(0.0, ge=0.0, description="std of the Zipf exponent")
+    exponent_floor: float = Field(0.0, description="exponents are max(Normal, floor)")
+    orders: list[int] = Field(
+        default_factory=lambda: [1], description="context lengths; a copy design has [1]"
+    )
+    min_length: int = Field(6, ge=1, description="shortest sentence (regular tokens)")
+    max_length: int = Field(12, ge=1, description="longest sentence (regular tokens)")
+    train_sentences: int = Field(300_000, ge=0, description="sentences in the train split")
+    test_sentences: int = Field(3_000, ge=0, description="held-out sentences")
+    sentences_per_shard: int = Field(
+        100_000, ge=1, description="sentences per shard (bounds a worker's memory)"
+    )
+    copy_probability: float = Field(
+        1.0, gt=0.0, le=1.0,
+        description="P(a sentence is followed by its verbatim copy; copies are never copied)",
+    )
+    copy_separator: bool = Field(
+        False, description="emit EOS between a sentence and its copy (needs emit_eos)"
+    )
+    emit_eos: bool = Field(
+        False, description="end every sentence with EOS; a copy design has no boundary "
+        "token, so that no position counted from a boundary gives a copy away"
+    )
+
+    @model_validator(mode="after")
+    def _check_copy(self) -> CopyConfig:
+        if list(self.orders) != [1] or self.n_contexts != 1:
+            raise ValueError("a copy design is context-free: orders must be [1] and "
+                             f"num_contexts 1 (got orders {self.orders}, num_contexts "
+                             f"{self.num_contexts}); use kind ngram for a context process")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # every field, always: the n-gram kind leaves out fields at their old defaults to
+        # keep old hashes, but a copy design's defaults differ and it has no old hashes
+        return handler(self)
+
+
+CorpusConfig = Annotated[PcfgConfig | NgramConfig | CopyConfig, Field(discriminator="kind")]

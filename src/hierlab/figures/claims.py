@@ -20,7 +20,7 @@ import pandas as pd
 from hierlab.contracts import VARIANTS
 from hierlab.figures.claim_table import COLUMNS, FAIL, NA, PASS, ClaimResult, fmt
 from hierlab.figures.config import ClaimThresholds, FiguresConfig
-from hierlab.figures.data import RunData, load_run_data
+from hierlab.figures.data import COPY_KIND, KIND_TITLES, RunData, load_run_data
 from hierlab.figures.series import (
     fv_gain,
     hydra_cells,
@@ -270,12 +270,37 @@ def check_c5(data: RunData, variant: str, thresholds: ClaimThresholds) -> Outcom
     Returns:
         The verdict and its detail; the value is the rise width.
     """
+    return _abrupt_induction(data, variant, thresholds, "pcfg")
+
+
+@claim("C5-copy", "induction heads form abruptly on copy-design data (our control for C5)")
+def check_c5_copy(data: RunData, variant: str, thresholds: ClaimThresholds) -> Outcome:
+    """C5's test on the copy design's model, where a real induction head can form: it shows
+    what C5's scores and label say about a head that passes the random-repeat test. N/A
+    when the run has no copy-design model.
+
+    Args:
+        data: the run's tables.
+        variant: ``reference`` or ``standard``.
+        thresholds: the claim thresholds (``figures.claims``).
+
+    Returns:
+        The verdict and its detail; the value is the rise width.
+    """
+    return _abrupt_induction(data, variant, thresholds, COPY_KIND)
+
+
+def _abrupt_induction(data: RunData, variant: str, thresholds: ClaimThresholds,
+                      kind: str) -> Outcome:
     thr = (f"max ≥ {thresholds.c5_min_score:g} and 10→90% rise within ≤ "
            f"{thresholds.c5_max_rise_width:g} of training")
-    s = induction_series(data, "pcfg", variant)
+    who = KIND_TITLES[kind]
+    if kind == COPY_KIND and data.panel(kind) is None:
+        return na(thr, f"no {who} model in the run")
+    s = induction_series(data, kind, variant)
     if len(s) < 3:
-        return na(thr, f"{len(s)} PCFG {variant} induction checkpoints (need ≥ 3)")
-    labels = mechanism_labels(data, "pcfg")
+        return na(thr, f"{len(s)} {who} {variant} induction checkpoints (need ≥ 3)")
+    labels = mechanism_labels(data, kind)
     if len(labels):
         thr += "; final mechanism label = content induction"
     r = rise(s)

@@ -23,7 +23,11 @@ from hierlab.errors import DataError
 log = logging.getLogger(__name__)
 
 PANEL_KINDS: tuple[str, ...] = ("ngram", "pcfg", "external")
-KIND_TITLES = {"ngram": "N-gram", "pcfg": "PCFG", "external": "external model"}
+#: a copy design's model: Fig. 3 and the claims show it beside the study's panels when the
+#: run has one (a control of ours, not a panel of the study)
+COPY_KIND = "copy"
+KIND_TITLES = {"ngram": "N-gram", "pcfg": "PCFG", "copy": "Copy design",
+               "external": "external model"}
 OLMO_STEP_COLUMNS = ("step", "_step")
 OLMO_LOSS_COLUMNS = ("loss", "train_loss", "train/CrossEntropyLoss")
 
@@ -37,7 +41,7 @@ class ModelRef:
             ``<source>::<model>`` otherwise.
         source: ``run`` for a trained model, else the checkpoint source (``hub:...``).
         model: the model's name.
-        kind: its panel, ``ngram``, ``pcfg``, ``external`` or ``unknown``.
+        kind: its panel, ``ngram``, ``pcfg``, ``copy``, ``external`` or ``unknown``.
         run_dir: the run dir it was read from.
         info: its ``run.json`` (kind, loss floors, ...), empty for an external model.
     """
@@ -91,7 +95,7 @@ class RunData:
             The model, or None (that panel says "no data").
         """
         if self._panels is None:
-            self._panels = {k: self._choose(k) for k in PANEL_KINDS}
+            self._panels = {k: self._choose(k) for k in (*PANEL_KINDS, COPY_KIND)}
         return self._panels.get(kind)
 
     def _choose(self, kind: str) -> ModelRef | None:
@@ -114,6 +118,21 @@ class RunData:
                 ", ".join(m.model for m in cands[1:]),
             )
         return cands[0]
+
+    def figure_panels(self, kinds: tuple[str, ...] = PANEL_KINDS) -> list[str]:
+        """The panels a figure draws: ``kinds``, with the copy design's panel after the
+        PCFG's when the run has a copy-design model.
+
+        Args:
+            kinds: the study's panels that the figure draws.
+
+        Returns:
+            The panel kinds, left to right.
+        """
+        out = list(kinds)
+        if self.panel(COPY_KIND) is not None:
+            out.insert(out.index("pcfg") + 1 if "pcfg" in out else len(out), COPY_KIND)
+        return out
 
     def title(self, kind: str) -> str:
         """The title of a panel.
@@ -420,6 +439,8 @@ def _guess_kind(name: str) -> str:
     low = name.lower()
     if "ngram" in low or "n-gram" in low:
         return "ngram"
+    if "copy" in low:
+        return COPY_KIND
     if "pcfg" in low:
         return "pcfg"
     return "unknown"
@@ -427,7 +448,7 @@ def _guess_kind(name: str) -> str:
 
 def _run_model(rd: Path, name: str, info: Mapping[str, Any]) -> ModelRef:
     kind = str(info.get("kind") or "")
-    if kind not in ("ngram", "pcfg"):
+    if kind not in ("ngram", "pcfg", COPY_KIND):
         kind = "unknown" if kind else _guess_kind(name)
     return ModelRef(
         key=f"{rd}::{name}", source="run", model=name, kind=kind, run_dir=rd, info=dict(info)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from hierlab.figures import style
 from hierlab.figures.config import FiguresConfig
-from hierlab.figures.data import PANEL_KINDS, RunData
+from hierlab.figures.data import RunData
 
 NAME = "fig3_induction"
 COLUMNS = ["panel", "model", "series", "k", "step", "value"]
@@ -72,7 +72,7 @@ def build_table(data: RunData, variant: str) -> pd.DataFrame:
         Tidy rows: panel, model, series, k (reference only), step, value.
     """
     parts = []
-    for kind in PANEL_KINDS:
+    for kind in data.figure_panels():
         m = data.panel(kind)
         if m is None:
             continue
@@ -126,9 +126,10 @@ def draw(data: RunData, variant: str, out_dir: Path, cfg: FiguresConfig) -> list
     table = build_table(data, variant)
     cm = style.cmap(cfg)
     with style.style():
-        fig, axes = style.new_figure(cfg, 3)  # y 0..1 on each panel
+        panels = data.figure_panels()
+        fig, axes = style.new_figure(cfg, len(panels))  # y 0..1 on each panel
         legend_done = False
-        for ax, kind in zip(axes, PANEL_KINDS, strict=True):
+        for ax, kind in zip(axes, panels, strict=True):
             style.panel_title(ax, data.title(kind), kind)
             t = table[table["panel"] == kind]
             if not len(t):

@@ -1,9 +1,10 @@
 """Fig. 3, mechanism panel: which mechanism the induction-type score is made of.
 
-Per model (N-gram | PCFG), against step: the successor attention of the labelled head, its
-content share and causal share, with the checkpoint's mechanism label written at each
-checkpoint, and the emergence point that the law of Aoyama et al. (2025) predicts for the
-run's own B·C. What is drawn where: ``docs/design-pipeline.md``.
+Per model (N-gram | PCFG | a copy design's, if the run has one), against step: the
+successor attention of the labelled head, its content share and causal share, with the
+checkpoint's mechanism label written at each checkpoint, and the emergence point that the
+law of Aoyama et al. (2025) predicts for the run's own B·C.
+What is drawn where: ``docs/design-pipeline.md``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def build_table(data: RunData) -> pd.DataFrame:
         the mechanism label's text on the ``label_model`` rows.
     """
     parts = []
-    for kind in PANELS:
+    for kind in data.figure_panels(PANELS):
         m = data.panel(kind)
         if m is None:
             continue
@@ -95,9 +96,10 @@ def draw(data: RunData, out_dir: Path, cfg: FiguresConfig) -> list[Path]:
     """
     table = build_table(data)
     with style.style():
-        fig, axes = style.new_figure(cfg, len(PANELS))
+        panels = data.figure_panels(PANELS)
+        fig, axes = style.new_figure(cfg, len(panels))
         legend_done = False
-        for ax, kind in zip(axes, PANELS, strict=True):
+        for ax, kind in zip(axes, panels, strict=True):
             style.panel_title(ax, data.title(kind), kind)
             t = table[table["panel"] == kind]
             if not len(t):

@@ -26,8 +26,8 @@ from hierlab.io import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-PALETTE = {"ngram": "#a6cee3", "pcfg": "#b2df8a", "external": "#7570b3"}
-"""The study's colours: n-gram, PCFG, OLMo (any external model)."""
+PALETTE = {"ngram": "#a6cee3", "pcfg": "#b2df8a", "external": "#7570b3", "copy": "#fdbf6f"}
+"""The study's colours: n-gram, PCFG, OLMo (any external model); ours for a copy design."""
 
 # Sampled by eye from seaborn's "crest" (light green -> teal -> deep indigo).
 CREST = LinearSegmentedColormap.from_list(
