@@ -11,7 +11,7 @@ import copy
 import types
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -36,11 +36,6 @@ __all__ = [
 #: ``probes`` fields that say where the checkpoints come from and how a probe run is split
 #: and run: one value for the whole run, so a corpus cannot override them
 RUN_WIDE_PROBES = ("probes", "variants", "checkpoints", "device", "hub", "merge_timeout_s")
-
-#: the sections a corpus may override, and their types
-_SECTIONS: dict[str, type[BaseModel]] = {
-    "model": ModelConfig, "training": TrainingConfig, "probes": ProbesConfig,
-}
 
 
 class CorpusOverrides(BaseModel):
@@ -80,6 +75,20 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+_Section = TypeVar("_Section", bound=BaseModel)
+
+
+def _merged(base: _Section, given: dict[str, Any], where: tuple[str, ...]) -> _Section:
+    """``base`` with ``given`` merged in, validated as the whole section would be; an error
+    is a ValueError located under ``where`` (``per_corpus.<name>.<section>``)."""
+    if not given:
+        return base
+    try:
+        return type(base).model_validate(_merge(base.model_dump(mode="json"), given))
+    except ValidationError as err:
+        raise ValueError(_describe(err, where, type(base))) from None
 
 
 def _check_sections(model: ModelConfig, training: TrainingConfig, probes: ProbesConfig) -> None:
@@ -169,19 +178,9 @@ class ExperimentConfig(BaseModel):
             raise ValueError(f"per_corpus.{name}.probes.{bad[0]}: applies to the whole run; "
                              "set it in the experiment's probes section (a corpus may set "
                              "seed, dtype and the probes' own sections)")
-        out = []
-        for section, tp in _SECTIONS.items():
-            base = getattr(self, section)
-            given = getattr(over, section)
-            if not given:
-                out.append(base)
-                continue
-            try:
-                out.append(tp.model_validate(_merge(base.model_dump(mode="json"), given)))
-            except ValidationError as err:
-                raise ValueError(_describe(err, ("per_corpus", name, section), tp)) from None
-        model, training, probes = out
-        return model, training, probes  # type: ignore[return-value]
+        return (_merged(self.model, over.model, ("per_corpus", name, "model")),
+                _merged(self.training, over.training, ("per_corpus", name, "training")),
+                _merged(self.probes, over.probes, ("per_corpus", name, "probes")))
 
     def for_corpus(self, name: str) -> ExperimentConfig:
         """The config one corpus's model is trained and probed with.
