@@ -148,16 +148,17 @@ def train(
 ) -> None:
     """Train one model per corpus into OUT/models/<name>/ (checkpoints, loss.csv, eval.csv).
 
+    Each corpus trains with its own per_corpus settings merged over model and training.
     A killed run resumes from its latest checkpoint; a finished one is skipped. Multi-GPU:
     torchrun --nproc-per-node N $(which hierlab) train CONFIG.
     """
     from hierlab.config import load_config
-    from hierlab.train.loop import train_corpora
+    from hierlab.pipeline import train as train_stage
 
     cfg = load_config(config, overrides_of(set_))
     run_dir = run_dir_of(cfg, out)
-    paths = train_corpora(cfg.model, cfg.training, cfg.corpora, run_dir, only=corpus,
-                          device=device)
+    # the same path as `hierlab run`: each corpus with its own per_corpus settings
+    paths = train_stage(cfg, run_dir, only=corpus, device=device)
     for name, path in paths.items():
         typer.echo(f"{name}: {path}")
 
@@ -263,16 +264,18 @@ def probe(
     """Run the probes over checkpoints into OUT/metrics/<probe>.parquet.
 
     Finished (checkpoint, probe, variant) units are kept, so a killed run resumes; a
-    missing or corrupt checkpoint is logged and skipped. Under torchrun each rank takes
+    missing or corrupt checkpoint is logged and skipped. A run's model is probed with its
+    corpus's per_corpus probes settings. Under torchrun each rank takes
     every WORLD_SIZE-th checkpoint and rank 0 merges the tables.
     """
     from hierlab.config import load_config
-    from hierlab.probes.runner import run_probes
+    from hierlab.pipeline import probe as probe_stage
 
     cfg = load_config(config, overrides_of(set_))
     run_dir = run_dir_of(cfg, out)
-    paths = run_probes(
-        cfg.probes, run_dir, checkpoints=checkpoints, probes=probes,
+    # the same path as `hierlab run`: each model with its corpus's per_corpus settings
+    paths = probe_stage(
+        cfg, run_dir, checkpoints=checkpoints, probes=probes,
         variant=variant.value if variant is not None else None, device=device,
     )
     for name, path in paths.items():

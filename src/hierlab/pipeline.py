@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,17 +36,89 @@ def _stage_corpus(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) ->
     return generate_corpora(cfg.corpora, run_dir, workers=opts.get("workers", 1))
 
 
-def _stage_train(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> Any:
+@writes("run_dir")  # one writer across the groups, not only within each
+def train(
+    cfg: ExperimentConfig, run_dir: Path, *, only: str | None = None, device: str | None = None
+) -> dict[str, Path]:
+    """Train one model per corpus, each with its own model and training sections.
+
+    The one path for ``hierlab run`` and ``hierlab train``. Corpora whose settings are the
+    same after ``per_corpus`` is merged in train in one
+    :func:`~hierlab.train.loop.train_corpora` call, so ``training.parallel_corpora``
+    still runs them side by side; the groups run one after the other, in the order of
+    their first corpus in the config.
+
+    Args:
+        cfg: the experiment config.
+        run_dir: the run directory.
+        only: train only the model of this corpus.
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (None: each group's ``training.device``).
+
+    Returns:
+        corpus name -> its model folder ``run_dir/models/<name>``, in the config's order.
+    """
     from hierlab.train.loop import train_corpora
 
-    return train_corpora(cfg.model, cfg.training, cfg.corpora, run_dir, device=opts.get("device"))
+    names = list(cfg.corpora)
+    if only is not None and only in names:
+        names = [only]
+    elif only is not None or not names:  # train_corpora refuses these with its own message
+        return train_corpora(cfg.model, cfg.training, cfg.corpora, run_dir, only=only,
+                             device=device)
+    groups: dict[str, tuple[ExperimentConfig, list[str]]] = {}
+    for name in names:
+        own = cfg.for_corpus(name)
+        key = json.dumps([own.model.model_dump(mode="json"),
+                          own.training.model_dump(mode="json")], sort_keys=True)
+        groups.setdefault(key, (own, []))[1].append(name)
+    out: dict[str, Path] = {}
+    for own, members in groups.values():
+        out.update(train_corpora(own.model, own.training, members, run_dir, device=device))
+    return {n: out[n] for n in names if n in out}
+
+
+def probe(
+    cfg: ExperimentConfig,
+    run_dir: Path,
+    *,
+    checkpoints: str | Path | None = None,
+    probes: Sequence[str] | str | None = None,
+    variant: Sequence[str] | str | None = None,
+    device: str | None = None,
+) -> dict[str, Path]:
+    """Probe the checkpoints, each model with its own corpus's ``probes`` settings.
+
+    The one path for ``hierlab run`` and ``hierlab probe``: the run-wide choices (which
+    probes and variants, the device, the checkpoint source) are the experiment's, the
+    probes' own sections those of the model's corpus (``per_corpus``).
+
+    Args:
+        cfg: the experiment config.
+        run_dir: the run directory.
+        checkpoints: the checkpoint source (None: ``probes.checkpoints``, else the run's).
+        probes: the probes to run, a list or comma-separated (None: ``probes.probes``).
+        variant: ``reference``, ``standard`` or ``both``, or a list (None:
+            ``probes.variants``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (None: ``probes.device``).
+
+    Returns:
+        ``{probe: path of its table}``, as :func:`~hierlab.probes.runner.run_probes`.
+    """
+    from hierlab.probes.runner import run_probes
+
+    own = {n: cfg.for_corpus(n).probes for n, o in cfg.per_corpus.items() if o.probes}
+    return run_probes(cfg.probes, run_dir, checkpoints=checkpoints, probes=probes,
+                      variant=variant, device=device, model_configs=own or None)
+
+
+def _stage_train(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> Any:
+    return train(cfg, run_dir, device=opts.get("device"))
 
 
 def _stage_probe(cfg: ExperimentConfig, run_dir: Path, opts: dict[str, Any]) -> Any:
-    from hierlab.probes.runner import run_probes
     from hierlab.train.tracking import backends_of
 
-    paths = run_probes(cfg.probes, run_dir, device=opts.get("device"))
+    paths = probe(cfg, run_dir, device=opts.get("device"))
     if backends_of(cfg.training):
         track_probe_summary(cfg, run_dir, paths)
     return paths

@@ -14,11 +14,12 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -28,7 +29,7 @@ from hierlab.errors import ConfigError, DataError, DiskFullError
 from hierlab.io import atomic_write_parquet
 from hierlab.lock import writes
 from hierlab.probes.checkpoints import Checkpoint, discover_checkpoints, load_model, materialize
-from hierlab.probes.config import ALL_PROBES, ProbesConfig
+from hierlab.probes.config import ALL_PROBES, HubConfig, ProbesConfig
 from hierlab.probes.context import ProbeContext, corpus_data
 from hierlab.probes.failures import FailureLog, verify_files
 from hierlab.probes.hooks import HookedModel
@@ -93,21 +94,38 @@ def _to_table(rows: list[dict[str, Any]], ck: Checkpoint, probe: str, variant: s
     return pa.table(cols, schema=METRICS_SCHEMA)
 
 
-def merge_parts(metrics_dir: Path, config: ProbesConfig, probe: str) -> Path:
+def merge_parts(metrics_dir: Path, config: ProbesConfig, probe: str,
+                model_configs: Mapping[str, ProbesConfig] | None = None) -> Path:
     """Rebuild ``metrics/<probe>.parquet`` from every part of the current config.
+
+    Each model's rows come from the parts of its own config (``model_configs``, else
+    ``config``), so a model probed with other settings than the rest never mixes in rows
+    of a stale config, and the others' rows are kept.
 
     Args:
         metrics_dir: the run's ``metrics`` folder.
         config: the experiment's ``probes`` section (selects the parts by its hash).
         probe: the probe whose table to rebuild.
+        model_configs: the checkpoint's ``model`` -> its own ``probes`` section, for the
+            models probed with other settings (None: every model with ``config``).
 
     Returns:
         The table's path, written atomically (sorted; empty when there are no rows).
     """
     root = metrics_dir / ".parts" / probe
     h = probe_hash(config, probe)
-    files = sorted(root.glob(f"*/{h}/*.parquet")) if root.exists() else []
-    tables = [pq.read_table(f, schema=METRICS_SCHEMA) for f in files]
+    own = {m: probe_hash(c, probe) for m, c in (model_configs or {}).items()}
+    own = {m: mh for m, mh in own.items() if mh != h}  # same settings: the shared parts
+    tables = []
+    for folder_hash in sorted({h, *own.values()}):
+        files = sorted(root.glob(f"*/{folder_hash}/*.parquet")) if root.exists() else []
+        for f in files:
+            table = pq.read_table(f, schema=METRICS_SCHEMA)
+            models = set(table.column("model").unique().to_pylist())
+            keep = [m for m in models if own.get(m, h) == folder_hash]
+            if len(keep) < len(models):  # another model's rows under a config not its own
+                table = table.filter(pc.is_in(table.column("model"), pa.array(keep, pa.string())))
+            tables.append(table)
     table = pa.concat_tables(tables) if tables else METRICS_SCHEMA.empty_table()
     if table.num_rows:
         table = table.sort_by([(c, "ascending") for c in
@@ -155,12 +173,15 @@ def run_probes(
     probes: Sequence[str] | str | None = None,
     variant: str | Sequence[str] | None = None,
     device: str | None = None,
+    model_configs: Mapping[str, ProbesConfig] | None = None,
 ) -> dict[str, Path]:
     """Probe every checkpoint of a source into ``RUN/metrics/<probe>.parquet``.
 
     Finished units are kept as part files, so a killed run resumes; a checkpoint that
     fails to download, verify or load is logged, recorded in
-    ``metrics/failed_checkpoints.json`` and skipped.
+    ``metrics/failed_checkpoints.json`` and skipped. A model listed in ``model_configs``
+    is probed with its own settings (a shorter induction span for a short-context model),
+    its parts kept under that config's hash.
 
     Args:
         config: the experiment's ``probes`` section.
@@ -172,6 +193,10 @@ def run_probes(
         variant: ``reference``, ``standard`` or ``both`` (or a list), overriding
             ``config.variants``.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, overriding ``config.device``.
+        model_configs: a checkpoint's ``model`` (a corpus name, for a run's models) -> the
+            ``probes`` section its units run with; other models use ``config``. The
+            run-wide choices (probes, variants, device, checkpoint source, hub) are
+            always ``config``'s.
 
     Returns:
         ``{probe: path of its table}``; ``{}`` on a torchrun rank other than 0.
@@ -196,12 +221,13 @@ def run_probes(
     failures = FailureLog(metrics, rank, world)  # metrics/failed_checkpoints.json
     for ck in progress_bar(mine, desc=f"probes (rank {rank})" if world > 1 else "probes",
                            unit="ckpt"):
+        own = (model_configs or {}).get(ck.model, config)
         todo = [(p, v) for p in probe_list for v in variants
-                if not _part_path(parts, config, p, v, ck).exists()]
+                if not _part_path(parts, own, p, v, ck).exists()]
         if not todo:
             continue
         preempt.stop(f"probe: before {ck.name}; finished units are kept in {parts}")
-        _probe_one(config, ck, todo, parts, dev, failures)
+        _probe_one(own, ck, todo, parts, dev, failures, hub=config.hub)
     if world > 1:
         run_id = os.environ.get("TORCHELASTIC_RUN_ID", "local")
         marker = parts / f".done-{run_id}-rank{rank}"
@@ -217,14 +243,14 @@ def run_probes(
         for r in range(world):
             (parts / f".done-{run_id}-rank{r}").unlink(missing_ok=True)
     metrics.mkdir(parents=True, exist_ok=True)
-    return {p: merge_parts(metrics, config, p) for p in probe_list}
+    return {p: merge_parts(metrics, config, p, model_configs) for p in probe_list}
 
 
 def _probe_one(pc: ProbesConfig, ck: Checkpoint, todo: list[tuple[str, str]], parts: Path,
-               dev: str, failures: FailureLog) -> None:
+               dev: str, failures: FailureLog, hub: HubConfig) -> None:
     stage = "download"
     try:
-        with materialize(ck, pc.hub, fresh=failures.was_failed(ck)) as path:
+        with materialize(ck, hub, fresh=failures.was_failed(ck)) as path:
             stage = "verify"
             problem = verify_files(path)  # truncated or corrupt: recorded, the sweep goes on
             if problem is not None:
