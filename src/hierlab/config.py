@@ -270,9 +270,9 @@ def _describe(err: ValidationError, prefix: tuple[str, ...] = (), root: Any = No
         msg += (f" (the fields of '{where}': {', '.join(fields)})" if fields else
                 f" (check the spelling; see the config reference for the fields of '{where}')")
     elif first["type"] == "union_tag_invalid":
-        msg = "'kind' must be 'pcfg' or 'ngram'"
+        msg = "'kind' must be 'pcfg', 'ngram' or 'copy'"
     elif first["type"] == "union_tag_not_found":
-        msg = "missing 'kind' (one of 'pcfg', 'ngram')"
+        msg = "missing 'kind' (one of 'pcfg', 'ngram', 'copy')"
     got = first.get("input")
     suffix = ""
     if first["type"] not in ("extra_forbidden", "missing") and not isinstance(got, (dict, list)):

@@ -33,7 +33,7 @@ def test_presets_load_and_defaults_are_the_reference():
          "corpora.p.pcfg.train_order: Input should be 'shuffled' or 'contiguous'"),
         ({"corpora": {"p": {"kind": "pcfg", "sectons": 3}}},
          "corpora.p.pcfg.sectons: unknown field"),
-        ({"corpora": {"p": {"kind": "grammar"}}}, "corpora.p: 'kind' must be 'pcfg' or 'ngram'"),
+        ({"corpora": {"p": {"kind": "grammar"}}}, "corpora.p: 'kind' must be 'pcfg', 'ngram' or 'copy'"),
         ({"corpora": {"p": {"zipf_exponent": 1}}}, "corpora.p: missing 'kind'"),
         ({"corpora": {"p": {"kind": "pcfg", "extra_clause_probs": [0.5, 0.6]}}},
          "extra_clause_probs must be a non-empty list"),
