@@ -15,7 +15,7 @@ from hierlab.errors import ConfigError
 def test_presets_load_and_defaults_are_the_reference():
     assert {"quickstart", "paper"} <= set(preset_names())
     qs = load_config(None)
-    assert qs.name == "quickstart" and set(qs.corpora) == {"pcfg", "ngram"}
+    assert qs.name == "quickstart" and set(qs.corpora) == {"pcfg", "ngram", "copy"}
     paper = load_config("paper")
     assert paper.corpora["pcfg"] == PcfgConfig(**paper.corpora["pcfg"].model_dump())
     ref = PcfgConfig()
@@ -33,7 +33,8 @@ def test_presets_load_and_defaults_are_the_reference():
          "corpora.p.pcfg.train_order: Input should be 'shuffled' or 'contiguous'"),
         ({"corpora": {"p": {"kind": "pcfg", "sectons": 3}}},
          "corpora.p.pcfg.sectons: unknown field"),
-        ({"corpora": {"p": {"kind": "grammar"}}}, "corpora.p: 'kind' must be 'pcfg', 'ngram' or 'copy'"),
+        ({"corpora": {"p": {"kind": "grammar"}}},
+         "corpora.p: 'kind' must be 'pcfg', 'ngram' or 'copy'"),
         ({"corpora": {"p": {"zipf_exponent": 1}}}, "corpora.p: missing 'kind'"),
         ({"corpora": {"p": {"kind": "pcfg", "extra_clause_probs": [0.5, 0.6]}}},
          "extra_clause_probs must be a non-empty list"),

@@ -1,4 +1,5 @@
-"""Claims C1-C10 (and C5-copy) on hand-made tables: each check both holds and fails (and is N/A without data)."""
+"""Claims C1-C10 and C5-copy on hand-made tables: each check both holds and fails (and is
+N/A without data)."""
 
 from __future__ import annotations
 
