@@ -158,6 +158,45 @@ print(json.dumps({{"losses": losses, "threads": torch.get_num_threads(),
     assert res["deterministic_after"] is False  # the caller's setting is back
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile (inductor) on CPU needs a C++ compiler")
+def test_a_compiled_model_trains_as_alone_after_another_shape(tmp_path: Path) -> None:
+    """Regression: a model compiled after another model of another shape in the same
+    process (the quickstart's copy model after the PCFG's) got dynamic-shape kernels and
+    other losses than when compiled alone; compiling with static shapes makes it the same."""
+    script = """
+import csv, json, sys
+from pathlib import Path
+from hierlab.config import load_config
+from hierlab.corpus.generate import generate_corpora
+from hierlab.train.config import ModelConfig, TrainingConfig
+from hierlab.train.loop import train_model
+tmp = Path(sys.argv[1])
+qs = load_config("quickstart")
+pcfg = type(qs.corpora["pcfg"]).model_validate(
+    {**qs.corpora["pcfg"].model_dump(), "train_documents": 20, "test_documents": 5})
+corpus = generate_corpora({"pcfg": pcfg}, tmp)["pcfg"]
+def cfg(batch, ctx, steps):
+    return TrainingConfig(**{**qs.training.model_dump(), "compile": True, "log_every": 1,
+        "batch_size": batch, "micro_batch_size": batch, "eval_tokens": 0,
+        "max_tokens": batch * ctx * steps, "checkpoints": {"schedule": "list",
+                                                           "steps": [steps]}})
+small = ModelConfig(**{**qs.model.model_dump(), "context_length": 32})
+if sys.argv[2] == "after":
+    train_model(qs.model, cfg(8, 256, 6), corpus, tmp / "first")
+run = train_model(small, cfg(32, 32, 12), corpus, tmp / "second")
+print(json.dumps([r["train_loss"] for r in csv.DictReader(open(run / "loss.csv"))]))
+"""
+    losses = {}
+    for mode in ("alone", "after"):
+        (tmp_path / mode).mkdir()
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / mode), mode],
+                             capture_output=True, text=True, check=True, timeout=600)
+        losses[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(losses["alone"]) == 12 and losses["after"] == losses["alone"], losses
+
+
 def test_kill_while_writing_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A kill inside the checkpoint write leaves only a temp dir; the rerun resumes from the
     previous checkpoint and ends with the uninterrupted run's weights."""

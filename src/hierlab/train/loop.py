@@ -306,7 +306,9 @@ def _train(
         log.info("%s: resuming from %s (step %d of %d)", name, path, start_step, plan.total_steps)
     model: torch.nn.Module = raw_model
     if compiled:
-        model = torch.compile(model)
+        # static shapes: a second model compiled in the same process (another corpus, another
+        # shape) would otherwise get dynamic-shape kernels, and other numbers than alone
+        model = torch.compile(model, dynamic=False)
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
