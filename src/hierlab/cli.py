@@ -307,7 +307,7 @@ def run_cmd(
     """Run the whole study: corpus -> train -> probe -> figures -> report.
 
     Stages whose outputs are complete are skipped; a killed run resumes. With no CONFIG
-    it runs the shipped quickstart (about 6 minutes on a 2-core CPU).
+    it runs the shipped quickstart (6-7 minutes on a 2-core CPU).
     """
     from rich.console import Console
 
