@@ -78,6 +78,9 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 _Section = TypeVar("_Section", bound=BaseModel)
+#: the corpus kinds, read off the corpus union so that a new kind is named in errors at once
+_KINDS = [f"'{get_args(m.model_fields['kind'].annotation)[0]}'"
+          for m in get_args(get_args(CorpusConfig)[0])]
 
 
 def _merged(base: _Section, given: dict[str, Any], where: tuple[str, ...]) -> _Section:
@@ -270,9 +273,9 @@ def _describe(err: ValidationError, prefix: tuple[str, ...] = (), root: Any = No
         msg += (f" (the fields of '{where}': {', '.join(fields)})" if fields else
                 f" (check the spelling; see the config reference for the fields of '{where}')")
     elif first["type"] == "union_tag_invalid":
-        msg = "'kind' must be 'pcfg', 'ngram' or 'copy'"
+        msg = f"'kind' must be {', '.join(_KINDS[:-1])} or {_KINDS[-1]}"
     elif first["type"] == "union_tag_not_found":
-        msg = "missing 'kind' (one of 'pcfg', 'ngram', 'copy')"
+        msg = f"missing 'kind' (one of {', '.join(_KINDS)})"
     got = first.get("input")
     suffix = ""
     if first["type"] not in ("extra_forbidden", "missing") and not isinstance(got, (dict, list)):
