@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    TypeAdapter,
     model_serializer,
     model_validator,
 )
@@ -514,3 +515,5 @@ class CopyConfig(NgramConfig):
 
 
 CorpusConfig = Annotated[PcfgConfig | NgramConfig | CopyConfig, Field(discriminator="kind")]
+#: validates a corpus config of any kind (a dict or JSON with its ``kind``)
+CORPUS_ADAPTER: TypeAdapter = TypeAdapter(CorpusConfig)

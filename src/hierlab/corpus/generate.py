@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import TypeAdapter
 
 from hierlab import __version__, preempt
 from hierlab.contracts import section_hash
-from hierlab.corpus.config import CorpusConfig, NgramConfig, PcfgConfig
+from hierlab.corpus.config import CORPUS_ADAPTER, NgramConfig, PcfgConfig
 from hierlab.corpus.dask_engine import dask_map
 from hierlab.corpus.dedup import SentenceSet
 from hierlab.corpus.entropy import loss_floors
@@ -44,7 +43,6 @@ from hierlab.progress import progress_bar
 
 log = logging.getLogger(__name__)
 SPLITS = ("test", "train")  # test first: train de-duplication reads it
-_ADAPTER: TypeAdapter = TypeAdapter(CorpusConfig)
 
 #: the corpora section of an experiment: corpus name -> its config
 Corpora = Mapping[str, PcfgConfig | NgramConfig]
@@ -174,7 +172,7 @@ def build_shard(cfg_json: str, split: str, index: int, split_dir: str) -> dict[s
         The shard's record (:func:`~hierlab.corpus.shards.write_shard`) plus ``sentences``
         and ``rejected``.
     """
-    cfg = _ADAPTER.validate_json(cfg_json)
+    cfg = CORPUS_ADAPTER.validate_json(cfg_json)
     key = cfg_json
     if key not in _SAMPLERS:
         _SAMPLERS[key] = make_sampler(cfg)

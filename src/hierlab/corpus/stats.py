@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hierlab.corpus.config import CopyConfig, NgramConfig, PcfgConfig
+from hierlab.corpus.config import CORPUS_ADAPTER, NgramConfig, PcfgConfig
 from hierlab.corpus.dedup import SentenceSet, in_table, sentence_spans
 from hierlab.corpus.jit import njit
 from hierlab.corpus.pcfg import PcfgSampler
@@ -322,8 +322,8 @@ def corpus_stats(corpus_dir: str | Path, max_tokens: int | None = 20_000_000,
                         "pass RUN/corpus/<name>")
     meta = json.loads((corpus_dir / "corpus.json").read_text())
     kind = meta["kind"]
-    cfg: PcfgConfig | NgramConfig = {"pcfg": PcfgConfig, "copy": CopyConfig}.get(
-        kind, NgramConfig)(**meta["config"])
+    cfg: PcfgConfig | NgramConfig = CORPUS_ADAPTER.validate_python(
+        {**meta["config"], "kind": kind})
     stats: dict[str, Any] = {"corpus": meta["corpus"], "kind": kind,
                              "loss_floors": meta["loss_floors"], "splits": {}}
     sets: dict[str, tuple] = {}
@@ -357,7 +357,7 @@ def corpus_stats(corpus_dir: str | Path, max_tokens: int | None = 20_000_000,
             if cfg.copy_probability > 0 and not cfg.emit_eos:
                 s["copies"] = copy_statistics(cfg, tokens[:2_000_000], context)
         stats["splits"][split] = s
-    if kind in ("ngram", "copy"):
+    if isinstance(cfg, NgramConfig):
         from hierlab.corpus.ngram import NgramSampler
 
         sam = NgramSampler(cfg)
