@@ -119,64 +119,66 @@ def test_compiled_run_resumes_bitwise_against_a_compiled_run(tmp_path: Path) -> 
     assert (ref / weights).read_bytes() == (run / weights).read_bytes()
 
 
+# A fresh process that generates a small corpus of the quickstart's PCFG into argv[1]; the
+# compiled tests append what they train and print one JSON line.
+_QUICKSTART_PCFG = """
+import csv, json, sys
+from pathlib import Path
+import torch
+from hierlab.config import load_config
+from hierlab.corpus.generate import generate_corpora
+from hierlab.train.config import ModelConfig, TrainingConfig
+from hierlab.train.loop import train_model
+tmp = Path(sys.argv[1])
+qs = load_config("quickstart")  # its corpus (fewer documents), model and training
+pcfg = type(qs.corpora["pcfg"]).model_validate(
+    {**qs.corpora["pcfg"].model_dump(), "train_documents": 20, "test_documents": 5})
+corpus = generate_corpora({"pcfg": pcfg}, tmp)["pcfg"]
+"""
+
+
+def _fresh_process(body: str, folder: Path, *args: str) -> object:
+    """Run the quickstart-PCFG prelude and ``body`` in a fresh Python; its last JSON line."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([sys.executable, "-c", _QUICKSTART_PCFG + body, str(folder), *args],
+                         capture_output=True, text=True, check=True, timeout=600)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+_COMPILER = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                               reason="torch.compile (inductor) on CPU needs a C++ compiler")
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile (inductor) on CPU needs a C++ compiler")
+@_COMPILER
 def test_compiled_runs_are_deterministic_at_the_quickstart_shape(tmp_path: Path) -> None:
     """Regression: compiled on 2 CPU threads, two identical runs of the quickstart
     model drifted apart from step ~4 until training ran under deterministic algorithms. In a
     fresh process: once a process has been set to one thread (this file's fixture), the
     drift no longer shows, so the fixture's process cannot test it."""
-    script = f"""
-import csv, json
-from pathlib import Path
-import torch
-from hierlab.config import load_config
-from hierlab.corpus.generate import generate_corpora
-from hierlab.train.config import TrainingConfig
-from hierlab.train.loop import train_model
-tmp = Path({str(tmp_path)!r})
-qs = load_config("quickstart")  # its corpus (fewer documents), model and training
-pcfg = type(qs.corpora["pcfg"]).model_validate(
-    {{**qs.corpora["pcfg"].model_dump(), "train_documents": 20, "test_documents": 5}})
-corpus = generate_corpora({{"pcfg": pcfg}}, tmp)["pcfg"]
-cfg = TrainingConfig(**{{**qs.training.model_dump(), "compile": True, "log_every": 1,
+    res = _fresh_process("""
+cfg = TrainingConfig(**{**qs.training.model_dump(), "compile": True, "log_every": 1,
                         "eval_tokens": 0, "max_tokens": 8 * 256 * 12,
-                        "checkpoints": {{"schedule": "list", "steps": [12]}}}})
+                        "checkpoints": {"schedule": "list", "steps": [12]}})
 losses = []
 for i in range(2):
-    run = train_model(qs.model, cfg, corpus, tmp / f"run{{i}}")
+    run = train_model(qs.model, cfg, corpus, tmp / f"run{i}")
     losses.append([r["train_loss"] for r in csv.DictReader(open(run / "loss.csv"))])
-print(json.dumps({{"losses": losses, "threads": torch.get_num_threads(),
-                  "deterministic_after": torch.are_deterministic_algorithms_enabled()}}))
-"""
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, timeout=600)
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+print(json.dumps({"losses": losses, "threads": torch.get_num_threads(),
+                  "deterministic_after": torch.are_deterministic_algorithms_enabled()}))
+""", tmp_path)
     a, b = res["losses"]
     assert len(a) == 12 and a == b, (res["threads"], a, b)
     assert res["deterministic_after"] is False  # the caller's setting is back
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile (inductor) on CPU needs a C++ compiler")
+@_COMPILER
 def test_a_compiled_model_trains_as_alone_after_another_shape(tmp_path: Path) -> None:
     """Regression: a model compiled after another model of another shape in the same
     process (the quickstart's copy model after the PCFG's) got dynamic-shape kernels and
     other losses than when compiled alone; compiling with static shapes makes it the same."""
-    script = """
-import csv, json, sys
-from pathlib import Path
-from hierlab.config import load_config
-from hierlab.corpus.generate import generate_corpora
-from hierlab.train.config import ModelConfig, TrainingConfig
-from hierlab.train.loop import train_model
-tmp = Path(sys.argv[1])
-qs = load_config("quickstart")
-pcfg = type(qs.corpora["pcfg"]).model_validate(
-    {**qs.corpora["pcfg"].model_dump(), "train_documents": 20, "test_documents": 5})
-corpus = generate_corpora({"pcfg": pcfg}, tmp)["pcfg"]
+    body = """
 def cfg(batch, ctx, steps):
     return TrainingConfig(**{**qs.training.model_dump(), "compile": True, "log_every": 1,
         "batch_size": batch, "micro_batch_size": batch, "eval_tokens": 0,
@@ -188,12 +190,7 @@ if sys.argv[2] == "after":
 run = train_model(small, cfg(32, 32, 12), corpus, tmp / "second")
 print(json.dumps([r["train_loss"] for r in csv.DictReader(open(run / "loss.csv"))]))
 """
-    losses = {}
-    for mode in ("alone", "after"):
-        (tmp_path / mode).mkdir()
-        out = subprocess.run([sys.executable, "-c", script, str(tmp_path / mode), mode],
-                             capture_output=True, text=True, check=True, timeout=600)
-        losses[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    losses = {mode: _fresh_process(body, tmp_path / mode, mode) for mode in ("alone", "after")}
     assert len(losses["alone"]) == 12 and losses["after"] == losses["alone"], losses
 
 
